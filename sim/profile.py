@@ -1,0 +1,341 @@
+"""The profile: every number the simulator needs about hardware, engine and model.
+
+One JSON file, schema-versioned, validated on load with errors that name the file and the
+field. `validate` writes profiles with `Profile.to_dict()`; the simulator reads them with
+`load_profile()`. This module is the one place the schema lives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+DEFAULT_PROFILE = "a6000-llama2-7b-published"
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A monotone lookup table, linearly interpolated and extrapolated from the last segment."""
+
+    x: tuple[float, ...]
+    seconds: tuple[float, ...]
+
+    def __call__(self, value: float) -> float:
+        xs, ys = self.x, self.seconds
+        if len(xs) == 1:
+            return ys[0] * value / xs[0] if xs[0] else ys[0]
+        if value <= xs[-1]:
+            return float(np.interp(value, xs, ys))
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return ys[-1] + slope * (value - xs[-1])
+
+
+@dataclass(frozen=True)
+class StageProfile:
+    """One loading stage of the profile's staging plan as measured (or published).
+
+    `quality` is `perplexity_full / perplexity_stage` (1.0 is full quality); `latency_scale`
+    multiplies the full model's prefill and decode times while serving at this stage (1.0
+    when inactive layers still compute, as in the seed; below 1 when they are skipped).
+    """
+
+    name: str
+    num_layers: int
+    quality: float
+    latency_scale: float = 1.0
+    perplexity: float | None = None
+    token_agreement: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    num_layers: int
+    layer_bytes: int
+    embedding_bytes: int
+    head_bytes: int
+    kv_bytes_per_token: int
+    max_batch: int
+    max_tokens_in_flight: int
+    prefill: Table  # seconds vs prompt tokens (one request)
+    decode: Table  # seconds per decode step vs batch size
+    stages: tuple[StageProfile, ...] = ()
+    layer_importance: tuple[float, ...] | None = None
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.num_layers * self.layer_bytes + self.embedding_bytes + self.head_bytes
+
+    def stage_for_layers(self, bound_layers: int) -> StageProfile | None:
+        """The measured stage whose layer count matches, or None (then quality is interpolated)."""
+        for s in self.stages:
+            if s.num_layers == bound_layers:
+                return s
+        return None
+
+    def quality_at(self, bound_layers: int) -> float:
+        """Quality with `bound_layers` of the decoder bound, from the measured stages."""
+        if bound_layers >= self.num_layers:
+            return 1.0
+        points = sorted({(s.num_layers, s.quality) for s in self.stages} | {(self.num_layers, 1.0)})
+        xs = [p[0] for p in points]
+        ys = [p[1] for p in points]
+        if bound_layers < xs[0]:
+            return 0.0
+        return float(np.interp(bound_layers, xs, ys))
+
+    def latency_scale_at(self, bound_layers: int) -> float:
+        s = self.stage_for_layers(bound_layers)
+        return s.latency_scale if s is not None else 1.0
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    gpu_name: str
+    gpu_memory_gb: float
+    h2d_gbps: float  # pinned host-to-device, measured
+    h2d_pageable_gbps: float
+    d2h_gbps: float
+    pcie_limit_gbps: float  # the link's physical limit
+    ssd_read_gbps: float  # cold, page cache bypassed
+    ssd_warm_gbps: float
+    network_gbps: float  # remote storage to this node
+    host_dram_gb: float
+    ssd_gb: float
+    gpu_reserved_gb: float = 0.0  # CUDA context, activations: never available for weights or KV
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Cold-start phases that are not weight bytes, and the loader's efficiency.
+
+    `loader_efficiency` is the fraction of the slowest link's share that the weight loader
+    actually reaches; measured loaders reach about 0.7-0.9, the seed's vLLM 0.7.4 far less.
+    """
+
+    process_start_s: float
+    cuda_context_s: float
+    kv_cache_alloc_s: float
+    graph_capture_s: float
+    bind_s_per_layer: float
+    loader_efficiency: float
+    wake_from_sleep_s: float = 0.5  # warm process, weights re-bound from host DRAM
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    schema_version: int
+    provenance: dict
+    hardware: HardwareProfile
+    engine: EngineProfile
+    models: tuple[ModelProfile, ...]
+    source_path: str = ""
+
+    @property
+    def default_model(self) -> ModelProfile:
+        return self.models[0]
+
+    def model(self, name: str) -> ModelProfile:
+        """The catalog entry for `name`, or the default model's shape (a new deployment of it)."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        return self.models[0]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source_path")
+        for m in d["models"]:
+            for key in ("prefill", "decode"):
+                m[key] = {"x": list(m[key]["x"]), "seconds": list(m[key]["seconds"])}
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _Reader:
+    """Pulls typed fields out of nested dicts, naming the file and dotted path on error."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, msg: str) -> ProfileError:
+        return ProfileError(f"{self.source}: field '{path}': {msg}")
+
+    def section(self, d: dict, key: str, path: str) -> dict:
+        v = d.get(key)
+        if not isinstance(v, dict):
+            raise self.fail(f"{path}{key}", "missing or not an object")
+        return v
+
+    def number(self, d: dict, key: str, path: str, *, minimum: float = 0.0, default=None, strict=False) -> float:
+        if key not in d:
+            if default is not None:
+                return float(default)
+            raise self.fail(f"{path}{key}", "missing")
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise self.fail(f"{path}{key}", f"expected a finite number, got {v!r}")
+        if v < minimum or (strict and v == minimum):
+            raise self.fail(f"{path}{key}", f"must be {'>' if strict else '>='} {minimum}, got {v}")
+        return float(v)
+
+    def integer(self, d: dict, key: str, path: str, *, minimum: int = 0) -> int:
+        v = d.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(f"{path}{key}", f"expected an integer, got {v!r}")
+        if v < minimum:
+            raise self.fail(f"{path}{key}", f"must be >= {minimum}, got {v}")
+        return v
+
+    def table(self, d: dict, key: str, path: str) -> Table:
+        t = self.section(d, key, path)
+        xs, ys = t.get("x"), t.get("seconds")
+        p = f"{path}{key}"
+        if not isinstance(xs, list) or not isinstance(ys, list) or not xs or len(xs) != len(ys):
+            raise self.fail(p, "needs lists 'x' and 'seconds' of equal, non-zero length")
+        try:
+            xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise self.fail(p, f"non-numeric entry ({e})") from None
+        if not np.all(np.isfinite(xa)) or not np.all(np.isfinite(ya)) or np.any(ya < 0) or np.any(xa <= 0):
+            raise self.fail(p, "entries must be finite, x > 0 and seconds >= 0")
+        if np.any(np.diff(xa) <= 0):
+            raise self.fail(f"{p}.x", "must be strictly increasing")
+        return Table(tuple(float(v) for v in xa), tuple(float(v) for v in ya))
+
+
+def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
+    r = _Reader(source)
+    if not isinstance(d, dict):
+        raise ProfileError(f"{source}: top level must be a JSON object")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise r.fail("schema_version", f"this simulator reads version {SCHEMA_VERSION}, got {version!r}")
+    prov = r.section(d, "provenance", "")
+    if prov.get("kind") not in ("published", "measured"):
+        raise r.fail("provenance.kind", f"must be 'published' or 'measured', got {prov.get('kind')!r}")
+    h = r.section(d, "hardware", "")
+    hp = "hardware."
+    hardware = HardwareProfile(
+        gpu_name=str(h.get("gpu_name", "unknown")),
+        gpu_memory_gb=r.number(h, "gpu_memory_gb", hp, strict=True),
+        h2d_gbps=r.number(h, "h2d_gbps", hp, strict=True),
+        h2d_pageable_gbps=r.number(h, "h2d_pageable_gbps", hp, strict=True),
+        d2h_gbps=r.number(h, "d2h_gbps", hp, strict=True),
+        pcie_limit_gbps=r.number(h, "pcie_limit_gbps", hp, strict=True),
+        ssd_read_gbps=r.number(h, "ssd_read_gbps", hp, strict=True),
+        ssd_warm_gbps=r.number(h, "ssd_warm_gbps", hp, strict=True),
+        network_gbps=r.number(h, "network_gbps", hp, strict=True),
+        host_dram_gb=r.number(h, "host_dram_gb", hp),
+        ssd_gb=r.number(h, "ssd_gb", hp),
+        gpu_reserved_gb=r.number(h, "gpu_reserved_gb", hp, default=0.0),
+    )
+    e = r.section(d, "engine", "")
+    ep = "engine."
+    engine = EngineProfile(
+        process_start_s=r.number(e, "process_start_s", ep),
+        cuda_context_s=r.number(e, "cuda_context_s", ep),
+        kv_cache_alloc_s=r.number(e, "kv_cache_alloc_s", ep),
+        graph_capture_s=r.number(e, "graph_capture_s", ep),
+        bind_s_per_layer=r.number(e, "bind_s_per_layer", ep),
+        loader_efficiency=r.number(e, "loader_efficiency", ep, strict=True),
+        wake_from_sleep_s=r.number(e, "wake_from_sleep_s", ep, default=0.5),
+    )
+    if engine.loader_efficiency > 1.0:
+        raise r.fail("engine.loader_efficiency", f"must be <= 1, got {engine.loader_efficiency}")
+    models_raw = d.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise r.fail("models", "must be a non-empty list")
+    models = tuple(_model_from_dict(r, m, f"models[{i}].") for i, m in enumerate(models_raw))
+    gpu_bytes = (hardware.gpu_memory_gb - hardware.gpu_reserved_gb) * 1e9
+    for i, m in enumerate(models):
+        if m.weight_bytes > gpu_bytes:
+            raise r.fail(f"models[{i}]", f"weights ({m.weight_bytes / 1e9:.1f} GB) do not fit the GPU")
+    return Profile(
+        name=str(d.get("name", Path(source).stem)),
+        schema_version=version,
+        provenance=prov,
+        hardware=hardware,
+        engine=engine,
+        models=models,
+        source_path=source,
+    )
+
+
+def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
+    if not isinstance(m, dict):
+        raise r.fail(p.rstrip("."), "must be an object")
+    n = r.integer(m, "num_layers", p, minimum=1)
+    stages = []
+    for j, s in enumerate(m.get("stages", [])):
+        sp = f"{p}stages[{j}]."
+        if not isinstance(s, dict):
+            raise r.fail(sp.rstrip("."), "must be an object")
+        layers = r.integer(s, "num_layers", sp, minimum=1)
+        if layers > n:
+            raise r.fail(f"{sp}num_layers", f"{layers} exceeds the model's {n} layers")
+        q = r.number(s, "quality", sp)
+        if q > 1.0:
+            raise r.fail(f"{sp}quality", f"must be in [0, 1], got {q}")
+        stages.append(
+            StageProfile(
+                name=str(s.get("name", f"stage{j + 1}")),
+                num_layers=layers,
+                quality=q,
+                latency_scale=r.number(s, "latency_scale", sp, default=1.0),
+                perplexity=s.get("perplexity"),
+                token_agreement=s.get("token_agreement"),
+                source=str(s.get("source", "")),
+            )
+        )
+    importance = m.get("layer_importance")
+    if importance is not None and (not isinstance(importance, list) or len(importance) != n):
+        raise r.fail(f"{p}layer_importance", f"must be a list of {n} numbers")
+    return ModelProfile(
+        name=str(m.get("name", "model")),
+        num_layers=n,
+        layer_bytes=r.integer(m, "layer_bytes", p, minimum=1),
+        embedding_bytes=r.integer(m, "embedding_bytes", p),
+        head_bytes=r.integer(m, "head_bytes", p),
+        kv_bytes_per_token=r.integer(m, "kv_bytes_per_token", p, minimum=1),
+        max_batch=r.integer(m, "max_batch", p, minimum=1),
+        max_tokens_in_flight=r.integer(m, "max_tokens_in_flight", p, minimum=1),
+        prefill=r.table(m, "prefill", p),
+        decode=r.table(m, "decode", p),
+        stages=tuple(stages),
+        layer_importance=tuple(float(v) for v in importance) if importance else None,
+    )
+
+
+def load_profile(name_or_path: str | Path | None = None) -> Profile:
+    """Load a shipped profile by name (`profiles/NAME.json`) or any JSON file by path."""
+    spec = str(name_or_path or DEFAULT_PROFILE)
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = PROFILES_DIR / f"{spec}.json"
+    if not path.exists():
+        shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+        raise ProfileError(f"profile {spec!r} not found (a path, or one of: {', '.join(shipped)})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    return profile_from_dict(data, str(path))
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
