@@ -1,0 +1,177 @@
+"""Find policies by name (with parameters), import path or file path.
+
+Specs: `fixed`, `fixed[ttl=300]`, `mypkg.mod:TwoTier`, `path/to/file.py:TwoTier[gpu=60]`.
+A label printed in results (`fixed[ttl=300.0]`) parses back into the same policy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from policies import admission, keepalive, placement, prewarm, router, staging
+from policies.base import (
+    AdmissionPolicy,
+    KeepAlivePolicy,
+    PlacementPolicy,
+    Policy,
+    PrewarmPolicy,
+    RouterPolicy,
+    StagingPolicy,
+)
+
+KINDS: dict[str, type[Policy]] = {
+    "staging": StagingPolicy,
+    "keepalive": KeepAlivePolicy,
+    "prewarm": PrewarmPolicy,
+    "placement": PlacementPolicy,
+    "router": RouterPolicy,
+    "admission": AdmissionPolicy,
+}
+
+_REGISTRY: dict[str, dict[str, type[Policy]]] = {kind: {} for kind in KINDS}
+
+
+class PolicySpecError(ValueError):
+    """A policy spec that names nothing loadable; the message lists what is valid."""
+
+
+def register(kind: str, cls: type[Policy]) -> type[Policy]:
+    """Register a built-in (or a user's class) under `cls.name`; duplicates are an error."""
+    if kind not in KINDS:
+        raise PolicySpecError(f"unknown policy kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if not issubclass(cls, KINDS[kind]):
+        raise PolicySpecError(f"{cls.__name__} is not a {KINDS[kind].__name__}")
+    if not cls.name:
+        raise PolicySpecError(f"{cls.__name__} has no `name` to register under")
+    if cls.name in _REGISTRY[kind] and _REGISTRY[kind][cls.name] is not cls:
+        raise PolicySpecError(f"{kind} policy {cls.name!r} is already registered")
+    _REGISTRY[kind][cls.name] = cls
+    return cls
+
+
+for _kind, _module in [
+    ("staging", staging), ("keepalive", keepalive), ("prewarm", prewarm),
+    ("placement", placement), ("router", router), ("admission", admission),
+]:
+    for _obj in vars(_module).values():
+        if inspect.isclass(_obj) and issubclass(_obj, KINDS[_kind]) and _obj.__module__ == _module.__name__:
+            register(_kind, _obj)
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_REGISTRY[kind])
+
+
+_SPEC = re.compile(r"^(?P<target>[^\[\]]+?)(?:\[(?P<args>.*)\])?$")
+
+
+def _parse_args(text: str | None, spec: str) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise PolicySpecError(f"policy {spec!r}: parameters look like name[key=value,...], got {part!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(cls: type, args: dict[str, str], spec: str) -> dict[str, object]:
+    """Convert string parameters to the types of the constructor's defaults."""
+    sig = inspect.signature(cls.__init__)
+    out: dict[str, object] = {}
+    for key, raw in args.items():
+        if key not in sig.parameters or key == "self":
+            valid = [p for p in sig.parameters if p != "self"]
+            raise PolicySpecError(f"policy {spec!r}: unknown parameter {key!r}; valid: {valid or 'none'}")
+        default = sig.parameters[key].default
+        try:
+            if isinstance(default, bool):
+                out[key] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                out[key] = int(float(raw))
+            elif isinstance(default, float):
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            raise PolicySpecError(f"policy {spec!r}: parameter {key}={raw!r} is not a {type(default).__name__}") from None
+    return out
+
+
+def _import_class(target: str, spec: str) -> type:
+    module_part, _, cls_name = target.rpartition(":")
+    if not module_part or not cls_name:
+        raise PolicySpecError(f"policy {spec!r}: expected module:Class or path/file.py:Class")
+    if module_part.endswith(".py") or "/" in module_part:
+        path = Path(module_part)
+        if not path.exists():
+            raise PolicySpecError(f"policy {spec!r}: file {path} not found")
+        mod_name = f"_user_policy_{abs(hash(str(path.resolve())))}"
+        if mod_name in sys.modules:
+            module = sys.modules[mod_name]
+        else:
+            file_spec = importlib.util.spec_from_file_location(mod_name, path)
+            assert file_spec and file_spec.loader
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[mod_name] = module
+            file_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as e:
+            raise PolicySpecError(f"policy {spec!r}: cannot import {module_part!r} ({e})") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise PolicySpecError(f"policy {spec!r}: {module_part} has no {cls_name!r}")
+    return cls
+
+
+def load_policy(kind: str, spec: str) -> Policy:
+    """Build one policy of `kind` from a spec string."""
+    if kind not in KINDS:
+        raise PolicySpecError(f"unknown policy kind {kind!r}; kinds: {', '.join(KINDS)}")
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise PolicySpecError(f"{kind} policy {spec!r}: expected name[key=value,...]")
+    target = m.group("target").strip()
+    if ":" in target:
+        cls = _import_class(target, spec)
+        if not (inspect.isclass(cls) and issubclass(cls, KINDS[kind])):
+            raise PolicySpecError(f"{kind} policy {spec!r}: {cls!r} is not a subclass of {KINDS[kind].__name__}")
+    else:
+        cls = _REGISTRY[kind].get(target)
+        if cls is None:
+            raise PolicySpecError(
+                f"unknown {kind} policy {target!r}; built-ins: {', '.join(names(kind))} "
+                f"(or module:Class, or path/to/file.py:Class)"
+            )
+    args = _convert(cls, _parse_args(m.group("args"), spec), spec)
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as e:
+        raise PolicySpecError(f"{kind} policy {spec!r}: {e}") from None
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, keeping commas inside [...] together."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if cur:
+        out.append("".join(cur).strip())
+    return [s for s in out if s]

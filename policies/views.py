@@ -1,0 +1,107 @@
+"""Read-only views of simulator state that policies see.
+
+Policies must not reach into the simulator (they could not be tested in isolation, and a
+policy that mutated state would make runs depend on call order). The simulator hands
+them these protocols; its own objects implement them with read-only properties. Views
+are live: they show the state at the moment of the call, so a policy should not keep
+them between calls.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class InstanceView(Protocol):
+    """One model instance (a serving process for one model on one GPU)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def node(self) -> int: ...
+    @property
+    def gpu(self) -> int: ...
+    @property
+    def state(self) -> str:
+        """One of "starting", "loading", "ready", "full", "sleeping", "evicted".
+
+        "ready" serves at a partial stage; "full" has every layer bound.
+        """
+        ...
+    @property
+    def bound_layers(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def quality(self) -> float: ...
+    @property
+    def active(self) -> int:
+        """Requests in flight (running or queued on this instance) now."""
+        ...
+    @property
+    def capacity(self) -> int:
+        """How many requests it runs at once (the profile's max batch)."""
+        ...
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def idle_since(self) -> float | None:
+        """When it last became idle, or None while it has work."""
+        ...
+    @property
+    def last_used(self) -> float: ...
+    @property
+    def can_serve(self) -> bool: ...
+
+
+class GpuView(Protocol):
+    @property
+    def node(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def capacity_bytes(self) -> int: ...
+    @property
+    def used_bytes(self) -> int: ...
+    @property
+    def free_bytes(self) -> int: ...
+    @property
+    def instances(self) -> list[InstanceView]: ...
+
+
+class ModelView(Protocol):
+    """The shape of a model as the profile gives it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def weight_bytes(self) -> int: ...
+    @property
+    def footprint_bytes(self) -> int:
+        """Weights plus the KV cache the instance preallocates."""
+        ...
+    @property
+    def layer_importance(self) -> tuple[float, ...] | None: ...
+
+
+class ClusterView(Protocol):
+    @property
+    def now(self) -> float: ...
+    @property
+    def gpus(self) -> list[GpuView]: ...
+    def instances_of(self, model: str) -> list[InstanceView]: ...
+    def model(self, name: str) -> ModelView: ...
+    @property
+    def models_seen(self) -> list[str]:
+        """Every model name that has had a request so far, in first-seen order."""
+        ...
+    def waiting(self, model: str) -> int:
+        """Requests of the model admitted but not yet started (queued for a load or a slot)."""
+        ...
+    def arrivals(self, model: str) -> list[float]:
+        """The arrival times of the model's most recent requests (at most 256), oldest first."""
+        ...
