@@ -76,7 +76,7 @@ def test_buffer_is_bounded_by_chunk_rows(tmp_path):
     w = RecordWriter(tmp_path / "r.parquet", chunk_rows=100)
     for i in range(1050):
         w.write(served(i))
-        assert len(w._buf) < 100
+        assert w.buffered < 100
     w.close()
     assert pq.ParquetFile(tmp_path / "r.parquet").metadata.num_rows == 1050
 
