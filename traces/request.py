@@ -13,6 +13,8 @@ class Request:
     simulator looks its size up in the profile's model catalog, falling back to the
     profile's default model). `function` keeps the serverless function this request was
     mapped from, when it came from a function trace, so that reports can say so.
+    `adapter` names a per-function adapter when functions share a base model
+    (mapping mode `shared`); empty when each function is its own deployment.
     """
 
     arrival_s: float
@@ -21,3 +23,4 @@ class Request:
     output_tokens: int
     request_id: int = 0
     function: str = ""
+    adapter: str = ""

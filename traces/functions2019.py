@@ -1,0 +1,164 @@
+"""The Azure Functions 2019 trace as a stream of LLM requests.
+
+Two passes over the day files, never holding a whole file: the first totals each
+function's invocations (to choose functions), the second, run afresh on every
+iteration, turns the chosen functions' per-minute counts into arrival times an hour of
+minutes at a time. Within a minute the `k` arrivals are either `k` independent uniform
+times (`poisson`: exactly a Poisson process conditioned on its count) or evenly spaced
+(`uniform`). Either way every count in the file becomes exactly that many requests
+(at `rate_scale` 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from traces.azure2019 import day_number, read_invocations
+from traces.base import Trace
+from traces.errors import Issues, TraceError
+from traces.mapping import (
+    FunctionStat,
+    MappingOptions,
+    choose_functions,
+    deployments,
+    mapping_details,
+    scale_counts,
+)
+from traces.ordering import numbered
+from traces.tokens import TokenSource
+
+WITHIN_MINUTE = ("poisson", "uniform")
+BLOCK_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class Azure2019Options(MappingOptions):
+    """Options of the Azure Functions 2019 reader (plus the mapping options)."""
+
+    days: str = field(default="first", metadata={"help": "first | all | a list like 1-3,7 of day numbers"})
+    within_minute: str = field(default="poisson", metadata={
+        "help": "poisson: uniform random times in the minute; uniform: evenly spaced"})
+
+    def check(self) -> None:
+        super().check()
+        if self.within_minute not in WITHIN_MINUTE:
+            raise TraceError(f"option within_minute: {self.within_minute!r} is not one of {', '.join(WITHIN_MINUTE)}")
+
+
+def pick_days(files: list[Path], spec: str) -> list[tuple[int, Path]]:
+    """`(day number, file)` for the days asked for, in day order."""
+    numbered_files = sorted((day_number(f) or 0, f) for f in files)
+    if spec == "all":
+        return numbered_files
+    if spec == "first":
+        return numbered_files[:1]
+    wanted: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            wanted.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise TraceError(f"option days: {spec!r} is not first, all or a list like 1-3,7") from None
+    chosen = [(d, f) for d, f in numbered_files if d in wanted]
+    if not chosen:
+        have = ",".join(f"d{d:02d}" for d, _ in numbered_files)
+        raise TraceError(f"option days: none of days {spec} found (have {have})")
+    return chosen
+
+
+def function_stats(days: list[tuple[int, Path]], issues: Issues) -> list[FunctionStat]:
+    """Pass 1: total invocations per function over the chosen days."""
+    totals: dict[tuple, list] = {}
+    for _, path in days:
+        for row in read_invocations(path, issues):
+            entry = totals.setdefault(row.key, [row.trigger, 0])
+            entry[1] += row.total
+    return [FunctionStat(k, trig, tot) for k, (trig, tot) in totals.items()]
+
+
+def _day_cells(path: Path, index: dict, lenient: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 2 for one day: `(minute, function index, count)` of the chosen functions' busy minutes."""
+    minutes, funcs, counts = [], [], []
+    for row in read_invocations(path, Issues(lenient)):
+        i = index.get(row.key)
+        if i is None:
+            continue
+        busy = np.flatnonzero(row.counts)
+        minutes.append(busy)
+        funcs.append(np.full(len(busy), i, np.int64))
+        counts.append(row.counts[busy])
+    if not minutes:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    m, f, c = np.concatenate(minutes), np.concatenate(funcs), np.concatenate(counts)
+    order = np.argsort(m, kind="stable")
+    return m[order], f[order], c[order]
+
+
+def _arrivals(m: np.ndarray, c: np.ndarray, offset_s: float, how: str, rng: np.random.Generator) -> np.ndarray:
+    """Arrival times for cells with `c[k]` invocations in minute `m[k]`."""
+    start = np.repeat(offset_s + m * 60.0, c)
+    if how == "poisson":
+        return start + rng.random(len(start)) * 60.0
+    first = np.repeat(np.cumsum(c) - c, c)
+    rank = np.arange(len(start)) - first
+    return start + (rank + 0.5) / np.repeat(c, c) * 60.0
+
+
+def _records(days, index, labels, deps, opts: Azure2019Options, arr_ss, tok_ss, tokens: TokenSource):
+    rng = np.random.default_rng(arr_ss)
+    tok_rng = np.random.default_rng(tok_ss)
+    first_day = days[0][0]
+    for day, path in days:
+        m, f, c = _day_cells(path, index, opts.lenient)
+        c = scale_counts(c, opts.rate_scale, rng)
+        offset = (day - first_day) * 86400.0
+        for lo in range(0, 1440, BLOCK_MINUTES):
+            sel = (m >= lo) & (m < lo + BLOCK_MINUTES)
+            if not sel.any():
+                continue
+            times = _arrivals(m[sel], c[sel], offset, opts.within_minute, rng)
+            fidx = np.repeat(f[sel], c[sel])
+            order = np.argsort(times, kind="stable")
+            times, fidx = times[order], fidx[order]
+            prompt, output = tokens.draw(tok_rng, len(times))
+            for t, i, p, o in zip(times.tolist(), fidx.tolist(), prompt.tolist(), output.tolist(), strict=True):
+                model, adapter = deps[i]
+                yield t, model, p, o, labels[i], adapter
+
+
+def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, duration_s: float | None,
+                    seed: int, tokens: TokenSource) -> Trace:
+    """Build the lazily replayable `Trace` over the chosen day files."""
+    days = pick_days(files, opts.days)
+    issues = Issues(opts.lenient)
+    stats = function_stats(days, issues)
+    sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
+    chosen, how = choose_functions(stats, opts, np.random.default_rng(sel_ss))
+    deps = deployments(len(chosen), opts.catalog, opts.mode)
+    index = {s.key: i for i, s in enumerate(chosen)}
+    labels = [s.label for s in chosen]
+    day_names = ",".join(f"d{d:02d}" for d, _ in days)
+
+    def make_iter() -> Iterator:
+        return numbered(_records(days, index, labels, deps, opts, arr_ss, tok_ss, tokens), duration_s)
+
+    details = {
+        "trace": "azure_functions_2019",
+        "source": "real",
+        "files": ";".join(str(p) for _, p in days),
+        "days": day_names,
+        "functions.in_files": len(stats),
+        "invocations.in_files": sum(s.total for s in stats),
+        "invocations.kept_functions": sum(s.total for s in chosen),
+        "within_minute": opts.within_minute,
+        "tokens": tokens.describe(),
+        "seed": seed,
+        "duration_s": "whole days" if duration_s is None else duration_s,
+        **mapping_details(chosen, deps, opts, how),
+        **issues.details(),
+    }
+    return Trace(f"azure_functions_2019 (real: {where}, days {day_names})", make_iter, False, details)

@@ -1,0 +1,129 @@
+"""`open_trace`: from a name or a path to a `Trace`, with every choice reported.
+
+Names are looked up in the search folders (see `traces.locate`); `azure_functions`
+falls back to the calibrated synthetic generator when no real files are found and says
+so in the trace's name. Paths are recognised by their header line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from traces.base import Trace
+from traces.errors import TraceError
+from traces.functions2019 import Azure2019Options, azure2019_trace
+from traces.functions2021 import Azure2021Options, azure2021_trace
+from traces.locate import PATTERNS, detect, detect_dir, find, search_dirs
+from traces.options import parse_options
+from traces.requests_trace import RequestsOptions, requests_trace
+from traces.synthetic import SyntheticOptions, load_calibration, synthetic_trace
+from traces.tokens import TokenSource, calibrated_tokens, empirical_tokens, fixed_tokens
+
+# name -> (format, [(located kind, sub-kind label)])
+NAMES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "azure_functions": ("azure_functions_2019", [("azure_functions_2019", "")]),
+    "azure_functions_2019": ("azure_functions_2019", [("azure_functions_2019", "")]),
+    "azure_functions_2021": ("azure_functions_2021", [("azure_functions_2021", "")]),
+    "azure_llm_2023": ("azure_llm_2023", [("azure_llm_2023_code", "code"), ("azure_llm_2023_conv", "conv")]),
+    "azure_llm_code": ("azure_llm_2023", [("azure_llm_2023_code", "code")]),
+    "azure_llm_conv": ("azure_llm_2023", [("azure_llm_2023_conv", "conv")]),
+    "azure_llm_2024": ("azure_llm_2024", [("azure_llm_2024_code", "code"), ("azure_llm_2024_conv", "conv")]),
+    "azure_llm_2024_code": ("azure_llm_2024", [("azure_llm_2024_code", "code")]),
+    "azure_llm_2024_conv": ("azure_llm_2024", [("azure_llm_2024_conv", "conv")]),
+    "burstgpt": ("burstgpt", [("burstgpt", "")]),
+    "synthetic": ("synthetic", []),
+}
+DEFAULT = "azure_functions"
+
+
+def _kind_of(path: Path) -> str:
+    name = path.name
+    return "code" if "_code" in name else "conv" if "_conv" in name else path.stem
+
+
+def token_source(spec: str, trace_dir: str | None, calibration: dict) -> TokenSource:
+    """Resolve the `tokens` option (see `traces.tokens`)."""
+    if spec == "calibrated" or spec.startswith("calibrated:"):
+        return calibrated_tokens(calibration, spec.partition(":")[2] or "conv")
+    if spec.startswith("fixed:"):
+        return fixed_tokens(spec)
+    trace = open_trace(spec, trace_dir=trace_dir)
+    if trace.synthetic or trace.details.get("trace", "").startswith("azure_functions"):
+        raise TraceError(f"option tokens: {spec!r} is not a request-level LLM trace with token counts")
+    return empirical_tokens(trace, trace.name)
+
+
+def _split(options: dict[str, Any], cls: type) -> Any:
+    return parse_options(cls, options, cls.__name__.replace("Options", " trace"))
+
+
+def _synthetic(options: dict, duration_s: float | None, seed: int, trace_dir: str | None, name: str) -> Trace:
+    opts = _split(options, SyntheticOptions)
+    tokens = token_source(opts.tokens, trace_dir, load_calibration(opts.calibration))
+    return synthetic_trace(opts, duration_s=duration_s, seed=seed, tokens=tokens, name=name)
+
+
+def _build(fmt: str, files: list[tuple[Path, str]], where: str, options: dict, duration_s: float | None,
+           seed: int, trace_dir: str | None) -> Trace:
+    if fmt == "azure_functions_2019":
+        opts = _split(options, Azure2019Options)
+        tokens = token_source(opts.tokens, trace_dir, load_calibration())
+        return azure2019_trace([p for p, _ in files], opts, where=where, duration_s=duration_s, seed=seed,
+                               tokens=tokens)
+    if fmt == "azure_functions_2021":
+        opts = _split(options, Azure2021Options)
+        tokens = token_source(opts.tokens, trace_dir, load_calibration())
+        return azure2021_trace(files[0][0], opts, duration_s=duration_s, seed=seed, tokens=tokens)
+    if fmt in ("azure_llm_2023", "azure_llm_2024", "burstgpt", "requests_csv"):
+        return requests_trace(fmt, files, _split(options, RequestsOptions), where=where, duration_s=duration_s)
+    raise TraceError(f"{files[0][0]}: a {fmt} file holds no arrivals; pass the invocations file or its folder")
+
+
+def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duration_s: float | None = None,
+               seed: int = 0, **options: Any) -> Trace:
+    """Open a trace by name (see `NAMES`) or by path; see the package docstring."""
+    spec = spec or DEFAULT
+    if duration_s is not None and not duration_s > 0:
+        raise TraceError(f"duration_s must be positive, got {duration_s}")
+    path = Path(spec).expanduser()
+    if spec not in NAMES and (path.exists() or "/" in spec or spec.endswith(".csv")):
+        if not path.exists():
+            raise TraceError(f"{path}: no such file or folder")
+        if path.is_dir():
+            kind, hits = detect_dir(path)
+            fmt = detect(hits[0]) if kind.startswith(("azure_llm", "burstgpt")) or kind == "requests_csv" else kind
+            files = [(h, _kind_of(h)) for h in hits]
+            if fmt.startswith("azure_llm"):
+                files = [(h, _kind_of(h)) for k in ("code", "conv") for h in find_in_kind(path, fmt, k)] or files
+        else:
+            fmt = detect(path)
+            files = [(path, _kind_of(path))]
+        return _build(fmt, files, str(path), options, duration_s, seed, trace_dir)
+    if spec not in NAMES:
+        raise TraceError(f"unknown trace {spec!r}; names: {', '.join(NAMES)}; or give a path to a trace file/folder")
+    fmt, kinds = NAMES[spec]
+    if fmt == "synthetic":
+        return _synthetic(options, duration_s, seed, trace_dir,
+                          "synthetic (calibrated to azure_functions_2019; traces/calibration/azure_functions_2019.json)")
+    files: list[tuple[Path, str]] = []
+    where: Path | None = None
+    for kind, label in kinds:
+        hits, folder = find(kind, trace_dir)
+        files += [(h, label or _kind_of(h)) for h in hits]
+        where = where or folder
+    if not files:
+        looked = ", ".join(str(d) for d in search_dirs(trace_dir))
+        if spec == DEFAULT:
+            return _synthetic(options, duration_s, seed, trace_dir,
+                              f"azure_functions (calibrated synthetic; no trace files found in {looked})")
+        wanted = " or ".join(p for k, _ in kinds for p in PATTERNS[k])
+        raise TraceError(f"trace {spec}: no {wanted} found in {looked}; "
+                         f"fetch it with `python -m traces download {spec}` or pass --trace-dir")
+    return _build(fmt, files, str(where), options, duration_s, seed, trace_dir)
+
+
+def find_in_kind(folder: Path, fmt: str, kind: str) -> list[Path]:
+    """Azure LLM files of one kind (`code`/`conv`) of format `fmt` in `folder`."""
+    from traces.locate import find_in
+    return find_in(folder, f"{fmt}_{kind}")

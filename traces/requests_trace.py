@@ -1,0 +1,114 @@
+"""Request-level traces (Azure LLM 2023/2024, BurstGPT, a plain requests CSV) as a `Trace`.
+
+These already name a time and token counts per request; what is chosen here is the model
+name each request goes to, whether failed requests (0 output tokens) are kept, and an
+optional time compression (`rate_scale` > 1 makes the same requests arrive faster).
+Several files (e.g. Azure's `code` and `conv`) are merged in arrival order, one
+deployment each. Times are made relative to the earliest first row.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from traces.base import Trace
+from traces.errors import Issues, TraceError
+from traces.llm import read_azure_llm, read_burstgpt, read_plain
+from traces.ordering import in_arrival_order, numbered
+
+
+@dataclass(frozen=True)
+class RequestsOptions:
+    """Options for request-level traces."""
+
+    model: str = field(default="llama-2-7b", metadata={
+        "help": "base model name; files/models of the trace become '<model>-<kind>' deployments"})
+    model_map: tuple[str, ...] = field(default=(), metadata={
+        "help": "explicit names, e.g. ChatGPT=llama-2-13b,code=mistral-7b"})
+    failures: str = field(default="drop", metadata={"help": "drop | keep requests with 0 output tokens"})
+    log_type: str = field(default="", metadata={"help": "BurstGPT: keep only this Log Type (e.g. 'Conversation log')"})
+    rate_scale: float = field(default=1.0, metadata={"help": "divide every arrival time by this (time compression)"})
+    reorder_window_s: float = field(default=60.0, metadata={"help": "how far (s) rows may be out of order"})
+    lenient: bool = field(default=False, metadata={"help": "skip bad rows with counted warnings"})
+
+    def check(self) -> None:
+        if self.failures not in ("drop", "keep"):
+            raise TraceError(f"option failures: {self.failures!r} is not drop or keep")
+        if not self.rate_scale > 0:
+            raise TraceError(f"option rate_scale: must be positive, got {self.rate_scale}")
+        for item in self.model_map:
+            if "=" not in item:
+                raise TraceError(f"option model_map: {item!r} is not NAME=MODEL")
+
+    def name_for(self, kind: str) -> str:
+        mapping = dict(item.split("=", 1) for item in self.model_map)
+        if kind in mapping:
+            return mapping[kind]
+        return f"{self.model}-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}"
+
+def _first_time(rows: Iterator) -> float | None:
+    for t, _, _ in rows:
+        return t
+    return None
+
+def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOptions, *, where: str,
+                   duration_s: float | None) -> Trace:
+    """A `Trace` over request-level files of format `fmt` (`azure_llm_2023`, `azure_llm_2024`,
+    `burstgpt`, `requests_csv`); `files` pairs each path with its kind (`code`, `conv`, ...)."""
+    counts = {"rows_read": 0, "failures_dropped": 0, "log_type_dropped": 0}
+
+    def reader(path: Path, kind: str, issues: Issues) -> Iterator[tuple[float, int, tuple]]:
+        if fmt.startswith("azure_llm"):
+            return read_azure_llm(path, opts.name_for(kind), issues)
+        if fmt == "burstgpt":
+            return read_burstgpt(path, issues)
+        return read_plain(path, issues)
+
+    def stream(path: Path, kind: str, issues: Issues, t0: float, tally: bool) -> Iterator[tuple]:
+        for t, payload in in_arrival_order(reader(path, kind, issues), opts.reorder_window_s, str(path), issues):
+            model, prompt, output, *extra = payload
+            if tally:
+                counts["rows_read"] += 1
+            if fmt == "burstgpt":
+                log = extra[0]
+                if opts.log_type and log != opts.log_type:
+                    counts["log_type_dropped"] += tally
+                    continue
+                model, extra = opts.name_for(model), ["", ""]
+            if opts.failures == "drop" and output == 0:
+                counts["failures_dropped"] += tally
+                continue
+            function, adapter = (extra + ["", ""])[:2] if fmt == "requests_csv" else ("", "")
+            yield max(t - t0, 0.0) / opts.rate_scale, model, prompt, output, function, adapter
+
+    firsts = [_first_time(reader(p, k, Issues(True))) for p, k in files]
+    if all(f is None for f in firsts):
+        raise TraceError(f"{files[0][0]}: no readable rows")
+    t0 = 0.0 if fmt in ("burstgpt", "requests_csv") else min(f for f in firsts if f is not None)
+    issues = Issues(opts.lenient)
+    # One counting pass, so that details report rows and skipped rows before any run.
+    for p, k in files:
+        for _ in stream(p, k, issues, t0, True):
+            pass
+
+    def make_iter() -> Iterator:
+        merged = heapq.merge(*(stream(p, k, Issues(opts.lenient), t0, False) for p, k in files),
+                             key=lambda r: r[0])
+        return numbered(merged, duration_s)
+
+    details = {
+        "trace": fmt, "source": "real", "files": ";".join(str(p) for p, _ in files),
+        "models": ",".join(sorted({opts.name_for(k) for _, k in files})) if fmt.startswith("azure_llm")
+        else "from the file's model column" + (f" (map {','.join(opts.model_map)})" if opts.model_map else
+                                                f" -> {opts.model}-<name>" if fmt == "burstgpt" else ""),
+        "tokens": "from the trace", "failures": opts.failures, "rate_scale": opts.rate_scale,
+        "duration_s": "whole trace" if duration_s is None else duration_s,
+        **counts, **issues.details(),
+    }
+    if opts.log_type:
+        details["log_type"] = opts.log_type
+    return Trace(f"{fmt} (real: {where})", make_iter, False, details)
