@@ -86,6 +86,13 @@ _TYPES = tuple(f.type for f in RECORD_SCHEMA)
 _DICTIONARY_COLUMNS = [f.name for f in RECORD_SCHEMA if f.type == pa.string()]
 
 
+def _column(name: str, values: list, typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise TypeError(f"RequestRecord.{name} must be {typ}: {e}") from e
+
+
 class RecordWriter:
     """Streams `RequestRecord`s into one Parquet file, `chunk_rows` records per row group.
 
@@ -156,7 +163,8 @@ class RecordWriter:
             raise ValueError(f"RecordWriter for {self.path} is closed")
         if not self._n:
             return
-        arrays = [pa.array(col, type=typ) for col, typ in zip(self._cols, _TYPES, strict=True)]
+        columns = zip(RECORD_FIELDS, self._cols, _TYPES, strict=True)
+        arrays = [_column(name, col, typ) for name, col, typ in columns]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA))
         self.rows_written += self._n
         self._cols = [[] for _ in RECORD_FIELDS]

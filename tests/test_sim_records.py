@@ -95,3 +95,12 @@ def test_identical_inputs_give_identical_files(tmp_path):
 def test_bad_chunk_rows():
     with pytest.raises(ValueError, match="chunk_rows"):
         RecordWriter("unused.parquet", chunk_rows=0)
+
+
+def test_a_wrongly_typed_field_names_the_column(tmp_path):
+    bad = served(1)
+    bad.prompt_tokens = "many"  # type: ignore[assignment]
+    w = RecordWriter(tmp_path / "r.parquet")
+    w.write(bad)
+    with pytest.raises(TypeError, match="prompt_tokens"):
+        w.flush()
