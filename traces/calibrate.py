@@ -176,3 +176,23 @@ def _memory(files: list[Path], min_functions: int) -> dict:
     return {"value": burr_quantiles(11.652, 0.221, 107.083),
             "source": f"{PAPER}, Fig. 8: per-application allocated memory fitted by a Burr XII with c 11.652, "
                       "k 0.221, scale 107.083 MB; recalled from the paper, not re-checked here"}
+
+
+def write_calibration(cal: dict, path: Path) -> None:
+    """Write the JSON with numbers rounded to 6 significant digits and number lists on one line."""
+    import json
+    import re
+
+    def tidy(v):
+        if isinstance(v, float):
+            return float(f"{v:.6g}")
+        if isinstance(v, dict):
+            return {k: tidy(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [tidy(x) for x in v]
+        return v
+
+    text = json.dumps(tidy(cal), indent=2)
+    text = re.sub(r"\[\s+([-0-9.,e+\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n")

@@ -14,7 +14,7 @@ from traces.base import Trace
 from traces.errors import TraceError
 from traces.functions2019 import Azure2019Options, azure2019_trace
 from traces.functions2021 import Azure2021Options, azure2021_trace
-from traces.locate import PATTERNS, detect, detect_dir, find, search_dirs
+from traces.locate import PATTERNS, detect, detect_dir, find, find_in, search_dirs
 from traces.options import parse_options
 from traces.requests_trace import RequestsOptions, requests_trace
 from traces.synthetic import SyntheticOptions, load_calibration, synthetic_trace
@@ -80,50 +80,53 @@ def _build(fmt: str, files: list[tuple[Path, str]], where: str, options: dict, d
     raise TraceError(f"{files[0][0]}: a {fmt} file holds no arrivals; pass the invocations file or its folder")
 
 
-def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duration_s: float | None = None,
-               seed: int = 0, **options: Any) -> Trace:
-    """Open a trace by name (see `NAMES`) or by path; see the package docstring."""
-    spec = spec or DEFAULT
-    if duration_s is not None and not duration_s > 0:
-        raise TraceError(f"duration_s must be positive, got {duration_s}")
+def resolve(spec: str, trace_dir: str | None = None) -> tuple[str, list[tuple[Path, str]], str]:
+    """`(format, [(file, kind)], where)` for a name or path; format "synthetic" with no files
+    when the name is `synthetic`, or `azure_functions` and no real files were found (then
+    `where` lists the folders searched)."""
     path = Path(spec).expanduser()
     if spec not in NAMES and (path.exists() or "/" in spec or spec.endswith(".csv")):
         if not path.exists():
             raise TraceError(f"{path}: no such file or folder")
-        if path.is_dir():
-            kind, hits = detect_dir(path)
-            fmt = detect(hits[0]) if kind.startswith(("azure_llm", "burstgpt")) or kind == "requests_csv" else kind
-            files = [(h, _kind_of(h)) for h in hits]
-            if fmt.startswith("azure_llm"):
-                files = [(h, _kind_of(h)) for k in ("code", "conv") for h in find_in_kind(path, fmt, k)] or files
-        else:
-            fmt = detect(path)
-            files = [(path, _kind_of(path))]
-        return _build(fmt, files, str(path), options, duration_s, seed, trace_dir)
+        if not path.is_dir():
+            return detect(path), [(path, _kind_of(path))], str(path)
+        kind, hits = detect_dir(path)
+        fmt = kind if kind.startswith("azure_functions") else detect(hits[0])
+        if fmt.startswith("azure_llm"):
+            hits = [h for k in ("code", "conv") for h in find_in(path, f"{fmt}_{k}")] or hits
+        return fmt, [(h, _kind_of(h)) for h in hits], str(path)
     if spec not in NAMES:
         raise TraceError(f"unknown trace {spec!r}; names: {', '.join(NAMES)}; or give a path to a trace file/folder")
     fmt, kinds = NAMES[spec]
     if fmt == "synthetic":
-        return _synthetic(options, duration_s, seed, trace_dir,
-                          "synthetic (calibrated to azure_functions_2019; traces/calibration/azure_functions_2019.json)")
+        return fmt, [], "traces/calibration/azure_functions_2019.json"
     files: list[tuple[Path, str]] = []
     where: Path | None = None
     for kind, label in kinds:
         hits, folder = find(kind, trace_dir)
         files += [(h, label or _kind_of(h)) for h in hits]
         where = where or folder
-    if not files:
-        looked = ", ".join(str(d) for d in search_dirs(trace_dir))
-        if spec == DEFAULT:
-            return _synthetic(options, duration_s, seed, trace_dir,
-                              f"azure_functions (calibrated synthetic; no trace files found in {looked})")
-        wanted = " or ".join(p for k, _ in kinds for p in PATTERNS[k])
-        raise TraceError(f"trace {spec}: no {wanted} found in {looked}; "
-                         f"fetch it with `python -m traces download {spec}` or pass --trace-dir")
-    return _build(fmt, files, str(where), options, duration_s, seed, trace_dir)
+    if files:
+        return fmt, files, str(where)
+    looked = ", ".join(str(d) for d in search_dirs(trace_dir))
+    if spec == DEFAULT:
+        return "synthetic", [], looked
+    wanted = " or ".join(p for k, _ in kinds for p in PATTERNS[k])
+    raise TraceError(f"trace {spec}: no {wanted} found in {looked}; "
+                     f"fetch it with `python -m traces download {spec}` or pass --trace-dir")
 
 
-def find_in_kind(folder: Path, fmt: str, kind: str) -> list[Path]:
-    """Azure LLM files of one kind (`code`/`conv`) of format `fmt` in `folder`."""
-    from traces.locate import find_in
-    return find_in(folder, f"{fmt}_{kind}")
+def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duration_s: float | None = None,
+               seed: int = 0, **options: Any) -> Trace:
+    """Open a trace by name (see `NAMES`) or by path; see the package docstring."""
+    spec = spec or DEFAULT
+    if duration_s is not None and not duration_s > 0:
+        raise TraceError(f"duration_s must be positive, got {duration_s}")
+    fmt, files, where = resolve(spec, trace_dir)
+    if fmt != "synthetic":
+        return _build(fmt, files, where, options, duration_s, seed, trace_dir)
+    if spec == "synthetic":
+        name = f"synthetic (calibrated to azure_functions_2019; {where})"
+    else:
+        name = f"azure_functions (calibrated synthetic; no trace files found in {where})"
+    return _synthetic(options, duration_s, seed, trace_dir, name)
