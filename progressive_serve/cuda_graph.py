@@ -1,0 +1,131 @@
+"""CUDA-graph capture of the single-token decode step, valid across every loading stage.
+
+Two modes, both captured once, before any weight is bound, and never re-captured:
+
+* `whole` — one graph for embedding, every layer and head (the seed's design). A gate of 0
+  still computes the layer (on zero weights) and multiplies it away: no compute is saved.
+* `per_layer` — one graph for embedding+RoPE, one per decoder layer, one for the head, all
+  reading and writing the same static hidden-state buffer. The host replays only the
+  graphs of active layers (the branch sits *outside* the captured region), so an absent
+  layer costs no compute, and its weights may be unmapped (see `cuda_vmm`). Each replay
+  is one launch, so the overhead is (layers + 2) launches per step instead of one.
+
+Shapes are fixed: the step attends over all `cache.max_tokens` slots and masks by position,
+and the token id and position are copied into static device tensors before replay.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from progressive_serve.kv_cache import KVCache
+from progressive_serve.model import AlphaGatedLlama
+
+MODES = ("whole", "per_layer")
+
+
+class DecodeGraph:
+    """Captured decode step for batch 1; `step(token, position)` returns logits (1, 1, vocab)."""
+
+    def __init__(self, *, model: AlphaGatedLlama, cache: KVCache, mode: str = "per_layer") -> None:
+        if mode not in MODES:
+            raise ValueError(f"graph mode {mode!r}; known: {', '.join(MODES)}")
+        if model.device.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.model, self.cache, self.mode = model, cache, mode
+        dev = model.device
+        self.kv_len = cache.max_tokens
+        self.ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
+        self.pos = torch.zeros((1,), dtype=torch.long, device=dev)
+        self.hidden = torch.zeros((1, 1, model.shape.hidden_size), dtype=model.dtype, device=dev)
+        self.cos = torch.zeros((1, model.shape.dim_per_head), dtype=model.dtype, device=dev)
+        self.sin = torch.zeros_like(self.cos)
+        self.logits: torch.Tensor | None = None
+        self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    # -- pieces, written to static buffers --------------------------------------------------------
+    def _embed(self) -> None:
+        self.hidden.copy_(self.model.embed(self.ids))
+        cos, sin = self.model.rope(self.pos)
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
+
+    def _layer(self, i: int) -> None:
+        out = self.model.run_layer(
+            i,
+            self.hidden,
+            positions=self.pos,
+            rope=(self.cos, self.sin),
+            cache=self.cache,
+            kv_len=self.kv_len,
+        )
+        self.hidden.copy_(out)
+
+    def _head(self) -> torch.Tensor:
+        return self.model.head(self.hidden)
+
+    def _whole(self) -> torch.Tensor:
+        self._embed()
+        for i in range(self.model.shape.num_layers):
+            self._layer(i)
+        return self._head()
+
+    # -- capture / replay -----------------------------------------------------------------------------
+    def _capture(self, key: str, fn) -> object:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            out = fn()
+        self.graphs[key] = g
+        return out
+
+    def _warm(self) -> None:
+        """Eager pass over what may run now: in per_layer mode only active (mapped) layers."""
+        if self.mode == "whole":
+            self._whole()
+            return
+        self._embed()
+        for i, active in enumerate(self.model.active):
+            if active:
+                self._layer(i)
+        self._head()
+
+    @torch.inference_mode()
+    def capture(self, warmup: int = 2) -> None:
+        """Warm up on a side stream (cuBLAS handles, allocator), then capture every piece.
+
+        Capture records kernels without running them, so layers whose weights are unmapped
+        (`cuda_vmm`) can be captured; only the warm-up must avoid them.
+        """
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                self._warm()
+        torch.cuda.current_stream().wait_stream(stream)
+        if self.mode == "whole":
+            self.logits = self._capture("whole", self._whole)
+        else:
+            self._capture("embed", self._embed)
+            for i in range(self.model.shape.num_layers):
+                self._capture(f"layer{i}", lambda i=i: self._layer(i))
+            self.logits = self._capture("head", self._head)
+        torch.cuda.synchronize()
+
+    @torch.inference_mode()
+    def step(self, token: int, position: int) -> torch.Tensor:
+        if self.logits is None:
+            raise RuntimeError("capture() first")
+        if position >= self.kv_len:
+            raise ValueError(f"position {position} beyond the cache's {self.kv_len} slots")
+        self.ids.fill_(int(token))
+        self.pos.fill_(int(position))
+        if self.mode == "whole":
+            self.graphs["whole"].replay()
+        else:
+            self.graphs["embed"].replay()
+            for i, active in enumerate(self.model.active):
+                if active:  # absent layers: no launch, no compute, weights never touched
+                    self.graphs[f"layer{i}"].replay()
+            self.graphs["head"].replay()
+        return self.logits
