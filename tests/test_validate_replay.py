@@ -1,0 +1,211 @@
+"""The replay check's parts: segment cutting, the error table, and the wall-clock server on a fake engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.profile import profile_from_dict
+from validate.cli import parse_policies
+from validate.errors import ValidateError
+from validate.profile_writer import build_profile_dict
+from validate.replay import runner as runner_mod
+from validate.replay.compare import ERROR_HEADER, compare_policy, format_table, markdown_table
+from validate.replay.pipeline import keepalive_arg, plan_for, replay_profile
+from validate.replay.runner import ReplayServer, ServerSpec
+from validate.replay.segment import COLUMNS, FUNCTIONS_FILE, SegmentSpec, build_segment, write_requests_csv
+
+SHARED_TRACES = Path("/work/shared/traces")
+
+
+def _function_trace(root: Path, rows: dict[str, list[int]]) -> Path:
+    """A tiny Azure Functions 2019 file: per-minute counts for a few functions over 4 minutes."""
+    path = root / FUNCTIONS_FILE
+    path.parent.mkdir(parents=True)
+    lines = ["HashOwner,HashApp,HashFunction,Trigger,1,2,3,4"]
+    lines += [f"o,a,{fn},http,{','.join(map(str, counts))}" for fn, counts in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return root
+
+
+# -- segment ----------------------------------------------------------------------------------------
+
+
+def test_segment_maps_busiest_functions_to_models_and_compresses_time(tmp_path):
+    root = _function_trace(tmp_path, {"quiet": [0, 1, 0, 0], "busy": [2, 0, 3, 1], "mid": [1, 1, 0, 0]})
+    spec = SegmentSpec(trace_dir=root, start_min=0, end_min=4, compress=60.0, num_models=2,
+                       max_prompt_tokens=50, max_output_tokens=5)  # fmt: skip
+    seg = build_segment(spec)
+    assert list(seg.columns) == COLUMNS
+    assert (seg["model"] == "m0").sum() == 6 and (seg["model"] == "m1").sum() == 2  # "quiet" is not kept
+    assert seg["arrival_s"].is_monotonic_increasing
+    assert seg["arrival_s"].between(0, 4.0).all()  # 4 trace minutes = 4 s at 60x
+    busy_minute_2 = seg[(seg.model == "m0") & seg.arrival_s.between(2.0, 3.0)]
+    assert len(busy_minute_2) == 3  # minute 3 of the trace (index 2) holds its 3 invocations
+    assert seg["prompt_tokens"].between(1, 50).all() and seg["output_tokens"].between(1, 5).all()
+    again = build_segment(spec)
+    pd.testing.assert_frame_equal(seg, again)  # same seed, same segment
+
+
+def test_segment_caps_and_errors(tmp_path):
+    root = _function_trace(tmp_path, {"busy": [9, 0, 9, 0]})
+    capped = build_segment(
+        SegmentSpec(trace_dir=root, start_min=0, end_min=4, max_per_minute=2, num_models=1)
+    )
+    assert len(capped) == 4
+    first3 = build_segment(SegmentSpec(trace_dir=root, start_min=0, end_min=4, max_requests=3, num_models=1))
+    assert len(first3) == 3
+    with pytest.raises(ValidateError, match="outside"):
+        build_segment(SegmentSpec(trace_dir=root, start_min=100, end_min=120))
+    with pytest.raises(ValidateError, match="no invocations"):
+        build_segment(SegmentSpec(trace_dir=root, start_min=1, end_min=2))
+    with pytest.raises(ValidateError, match="--trace-dir"):
+        build_segment(SegmentSpec(trace_dir=tmp_path / "none"))
+    out = write_requests_csv(capped, tmp_path / "requests.csv")
+    assert out.read_text().splitlines()[0] == "arrival_s,model,prompt_tokens,output_tokens"
+
+
+@pytest.mark.skipif(
+    not (SHARED_TRACES / FUNCTIONS_FILE).exists(), reason="shared trace samples not on this machine"
+)
+def test_segment_of_the_real_trace_has_real_token_counts():
+    seg = build_segment(SegmentSpec(trace_dir=SHARED_TRACES, start_min=255, end_min=285, compress=120,
+                                    max_per_minute=2, max_prompt_tokens=96, max_output_tokens=8))  # fmt: skip
+    assert 10 <= len(seg) <= 60
+    assert set(seg["model"]) == {"m0", "m1", "m2"}
+    assert seg["arrival_s"].max() < 15.0
+    assert seg["prompt_tokens"].nunique() > 1  # drawn from the Azure LLM trace, not a constant
+
+
+# -- comparison -------------------------------------------------------------------------------------
+
+
+def test_errors_against_hand_computed_percentiles():
+    real = pd.DataFrame({"ttft_s": [1.0, 1.0, 1.0, 1.0, 5.0], "cold": [True, False, False, False, True]})
+    sim = pd.DataFrame({
+        "ttft_s": [2.0, 2.0, 2.0, 2.0, 10.0, 99.0],
+        "cold": [True, True, False, False, True, True],
+        "rejected": [False, False, False, False, False, True],
+    })  # fmt: skip
+    e = compare_policy("full/none", real, sim)
+    assert e.real_ttft[50] == 1.0 and e.sim_ttft[50] == 2.0
+    assert e.ttft_error(50) == pytest.approx(1.0)  # +100 %
+    assert e.real_ttft[90] == pytest.approx(3.4) and e.sim_ttft[90] == pytest.approx(6.8)
+    assert e.ttft_error(90) == pytest.approx(1.0)
+    assert (e.real_cold, e.sim_cold, e.cold_error, e.sim_rejected) == (2, 3, 1, 1)
+    table = format_table([e])
+    header = table.splitlines()[0]
+    for col in ("TTFT p50 err %", "TTFT p90 err %", "TTFT p99 err %", "cold-start count err"):
+        assert col in header
+    assert "+100.0" in table and "+1" in table.splitlines()[2]
+    assert markdown_table([e]).startswith("| " + " | ".join(ERROR_HEADER) + " |")
+
+
+# -- replay profile and plans -----------------------------------------------------------------------
+
+
+def test_replay_profile_removes_process_costs_and_still_validates():
+    from test_validate_units import sample_measurements
+
+    measured = build_profile_dict(sample_measurements(), "toy")
+    r = replay_profile(measured, engine_max_tokens=512)
+    p = profile_from_dict(json.loads(json.dumps(r)))
+    assert p.engine.process_start_s == 0.0 and p.engine.cuda_context_s == 0.0
+    assert p.models[0].max_batch == 1 and p.models[0].max_tokens_in_flight == 512
+    assert measured["engine"]["process_start_s"] == 3.0  # the measured profile is untouched
+    assert keepalive_arg("fixed", 10.0) == "fixed[ttl=10]" and keepalive_arg("none", 10.0) == "none"
+    assert plan_for("progressive", 4, [5.0, 1.0, 2.0, 9.0]).stages[0] == (0, 2, 3)
+    assert plan_for("pipelined", 4, None).serve_from == 3
+    with pytest.raises(ValidateError):
+        plan_for("eager", 4, None)
+
+
+def test_policies_option_parses_and_rejects():
+    assert parse_policies("full/none, progressive/fixed") == (("full", "none"), ("progressive", "fixed"))
+    with pytest.raises(ValidateError, match="STAGING/KEEPALIVE"):
+        parse_policies("full")
+
+
+# -- the wall-clock server, on a fake engine ------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    ttft_s: float
+    stage_at_first_token: int = 0
+
+
+class FakeEngine:
+    """Loads in `LOAD_S`, answers in `GEN_S`; counts constructions and unloads."""
+
+    LOAD_S, GEN_S = 0.15, 0.02
+    made = 0
+    unloaded = 0
+    lock = threading.Lock()
+
+    def __init__(self, *args):
+        with FakeEngine.lock:
+            FakeEngine.made += 1
+        self.device = "cpu"
+
+    def start(self):
+        self._t = time.perf_counter()
+        return self
+
+    def wait_for_stage(self, j):
+        time.sleep(max(0.0, self._t + self.LOAD_S - time.perf_counter()))
+
+    def generate(self, prompt, n):
+        time.sleep(self.GEN_S)
+        return _Result(self.GEN_S)
+
+    def unload(self):
+        with FakeEngine.lock:
+            FakeEngine.unloaded += 1
+
+
+def _serve(
+    monkeypatch, tmp_path, keepalive: str, ttl: float, arrivals: list[tuple[float, str]], capacity=10.0
+):
+    monkeypatch.setattr(runner_mod, "make_engine", lambda spec, plan: FakeEngine())
+    monkeypatch.setattr(runner_mod, "drop_file_cache", lambda files: None)
+    FakeEngine.made = FakeEngine.unloaded = 0
+    seg = pd.DataFrame({"arrival_s": [a for a, _ in arrivals], "model": [m for _, m in arrivals],
+                        "prompt_tokens": 4, "output_tokens": 2})  # fmt: skip
+    spec = ServerSpec(engine=None, files=(), keepalive=keepalive, ttl_s=ttl, capacity_bytes=capacity,
+                      footprint_bytes=1.0, vocab_size=100)  # fmt: skip
+    from policies.plan import full_plan
+
+    server = ReplayServer(spec, full_plan(2))
+    rows = server.run(seg)
+    return rows, server
+
+
+def test_server_cold_starts_once_per_model_under_fixed_keepalive(monkeypatch, tmp_path):
+    rows, server = _serve(monkeypatch, tmp_path, "fixed", 5.0,
+                          [(0.0, "a"), (0.05, "a"), (0.4, "a"), (0.45, "b")])  # fmt: skip
+    assert list(rows["cold"]) == [True, True, False, True]  # the second request waited for the load
+    assert rows.loc[0, "ttft_s"] == pytest.approx(FakeEngine.LOAD_S + FakeEngine.GEN_S, abs=0.06)
+    assert rows.loc[2, "ttft_s"] == pytest.approx(FakeEngine.GEN_S, abs=0.03)
+    assert server.counters["loads"] == 2 and FakeEngine.made == 2
+    assert FakeEngine.unloaded == 2  # everything is unloaded at the end of the run
+
+
+def test_server_without_keepalive_evicts_when_idle(monkeypatch, tmp_path):
+    rows, server = _serve(monkeypatch, tmp_path, "none", 5.0, [(0.0, "a"), (0.5, "a"), (1.0, "a")])
+    assert list(rows["cold"]) == [True, True, True]
+    assert server.counters["loads"] == 3 and server.counters["evictions"] == 3
+
+
+def test_server_evicts_idle_lru_instance_when_memory_is_full(monkeypatch, tmp_path):
+    rows, server = _serve(
+        monkeypatch, tmp_path, "fixed", 5.0, [(0.0, "a"), (0.3, "b"), (0.6, "a")], capacity=1.0
+    )
+    assert list(rows["cold"]) == [True, True, True]  # b's start evicted idle a
+    assert server.counters["overcommits"] == 0

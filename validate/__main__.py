@@ -1,0 +1,5 @@
+"""`python -m validate`: see `validate.cli`."""
+
+from validate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""`python -m validate`: measure this machine into a profile; with --replay, check the simulator.
+
+Errors end the run with one line on stderr and a non-zero status, never a traceback
+(set VALIDATE_DEBUG=1 to see one): exit 2 when the machine cannot do what was asked
+(`--gpu` without CUDA), 1 when a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from validate.config import RunConfig, default_cache_dir
+from validate.errors import ValidateError
+
+SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 2}
+FULL_REPLAY = {"start": 240, "end": 300, "compress": 60.0, "per_minute": 0}
+
+
+def parse_policies(text: str) -> tuple[tuple[str, str], ...]:
+    """'full/none,progressive/fixed' -> (('full', 'none'), ('progressive', 'fixed'))."""
+    out = []
+    for item in text.split(","):
+        staging, _, keepalive = item.strip().partition("/")
+        if staging not in ("full", "pipelined", "progressive") or keepalive not in ("none", "fixed"):
+            raise ValidateError(
+                f"--policies entry {item!r} is not STAGING/KEEPALIVE with STAGING in full, pipelined, "
+                "progressive and KEEPALIVE in none, fixed."
+            )
+        out.append((staging, keepalive))
+    return tuple(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m validate",
+        description="Measure this machine into a simulator profile (JSON, Markdown report, plots); "
+        "with --replay, replay a real trace segment on the engine and on the simulator and print the error.",
+    )
+    p.add_argument("--gpu", action="store_true", help="measure on the CUDA GPU (exit 2 if there is none)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="the real small model (SmolLM2-135M) instead of LLaMA-2-7B shapes",
+    )
+    p.add_argument(
+        "--replay", action="store_true", help="also replay a trace segment and compare with the simulator"
+    )
+    p.add_argument(
+        "--model", type=Path, help="a Hugging Face-layout checkpoint folder (safetensors + config.json)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/validate"), help="folder for profile, report and plots"
+    )
+    p.add_argument(
+        "--profile", type=Path, help="with --replay: reuse this measured profile instead of measuring"
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=default_cache_dir(), help="where generated checkpoints are kept"
+    )
+    p.add_argument(
+        "--trace-dir", type=Path, default=Path("/work/shared/traces"), help="folder of the trace samples"
+    )
+    p.add_argument("--policies", default="full/none,full/fixed,progressive/none,progressive/fixed",
+                   help="replayed STAGING/KEEPALIVE pairs, comma-separated")  # fmt: skip
+    p.add_argument("--replay-window", help="trace minutes START:END (default 240:300; --small 255:285)")
+    p.add_argument("--replay-compress", type=float, help="time compression (default 60; --small 120)")
+    p.add_argument("--replay-models", type=int, default=3, help="busiest functions mapped to models")
+    p.add_argument("--replay-max-per-minute", type=int, help="cap per function and trace minute (--small: 2)")
+    p.add_argument(
+        "--replay-max-requests", type=int, default=0, help="cap on the segment's requests (0: none)"
+    )
+    p.add_argument(
+        "--ttl", type=float, help="fixed keep-alive seconds (default: 10 trace minutes, compressed)"
+    )
+    p.add_argument(
+        "--network-gbps", type=float, default=1.25, help="remote-storage GB/s (not measurable here)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
+    preset = SMALL_REPLAY if args.small and not args.gpu else FULL_REPLAY
+    start, end = preset["start"], preset["end"]
+    if args.replay_window:
+        try:
+            start, end = (int(v) for v in args.replay_window.split(":"))
+        except ValueError:
+            raise ValidateError(
+                f"--replay-window wants START:END in trace minutes, got {args.replay_window!r}."
+            ) from None
+    return RunConfig(
+        gpu=args.gpu,
+        small=args.small,
+        replay=args.replay,
+        model=args.model,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        trace_dir=args.trace_dir,
+        network_gbps=args.network_gbps,
+        seed=args.seed,
+        command=" ".join(["python -m validate", *(shlex.quote(a) for a in argv)]),
+        policies=parse_policies(args.policies),
+        replay_start_min=start,
+        replay_end_min=end,
+        replay_compress=args.replay_compress or preset["compress"],
+        replay_models=args.replay_models,
+        replay_max_per_minute=preset["per_minute"]
+        if args.replay_max_per_minute is None
+        else args.replay_max_per_minute,
+        replay_max_requests=args.replay_max_requests,
+        keepalive_ttl_s=args.ttl,
+    )
+
+
+def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
+    """The whole run; returns the exit status. Heavy imports happen here, after argument parsing."""
+    import os as _os
+
+    _os.environ.setdefault("MPLBACKEND", "Agg")
+    from validate.device import select_device
+
+    select_device(cfg.gpu)  # fail fast, before anything is built or written
+    from validate.models import checkpoint_summary, choose_model
+    from validate.pipeline import measure_and_write
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if profile_path is not None:
+        if not cfg.replay:
+            raise ValidateError("--profile is only used with --replay.")
+        try:
+            profile = json.loads(profile_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValidateError(f"cannot read --profile {profile_path}: {e}.") from None
+        measured = None
+    else:
+        measured, profile = measure_and_write(cfg)
+    if cfg.replay:
+        from validate.replay.pipeline import run_replay
+
+        choice = choose_model(cfg)
+        files = [Path(f) for f in checkpoint_summary(choice.ckpt_dir, 4)["files"]]
+        outcome = run_replay(cfg, profile, choice.ckpt_dir, files, cfg.out / "replay")
+        print(outcome.table)
+        if measured is not None:
+            from validate.pipeline import write_report_and_plots
+
+            write_report_and_plots(cfg, measured, outcome.markdown)
+    print(f"results in {cfg.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args, argv)
+        return run(cfg, args.profile)
+    except ValidateError as e:
+        print(f"validate: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("validate: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback only on request
+        if os.environ.get("VALIDATE_DEBUG"):
+            raise
+        print(
+            f"validate: unexpected {type(e).__name__}: {e} (VALIDATE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,85 @@
+"""Time to first token from cold, per staging plan, split into the parts it is made of.
+
+A cold start here begins with the checkpoint's pages dropped from the page cache (so the
+weights come off the disk, as on a node that has not served the model recently) and an
+engine that does not exist yet. Process start and CUDA context cannot recur inside this
+process, so they are measured in child processes (`engine_phases`) and added as parts.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from policies.plan import StagePlan
+from validate.probes import drop_file_cache
+from validate.results import ColdStart
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build an engine: the same for every plan so that only the plan differs."""
+
+    ckpt_dir: Path
+    device: str
+    dtype: str
+    use_cuda_graph: bool
+    max_tokens: int
+
+
+def make_engine(spec: EngineSpec, plan: StagePlan):
+    from progressive_serve.engine import ProgressiveEngine
+
+    return ProgressiveEngine(
+        spec.ckpt_dir, plan, device=spec.device, dtype=spec.dtype, use_cuda_graph=spec.use_cuda_graph,
+        max_tokens=spec.max_tokens,
+    )  # fmt: skip
+
+
+def release(engine) -> None:
+    """Drop an engine's weights, cache and graphs, and return the memory to the device."""
+    engine.unload()
+    gc.collect()
+    if str(engine.device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def measure_cold_start(
+    spec: EngineSpec,
+    plan: StagePlan,
+    prompt_ids: list[int],
+    files: list[Path],
+    process_s: float,
+    context_s: float,
+) -> tuple[ColdStart, dict]:
+    """One cold start of `plan`: (its ColdStart, the engine's own timings as a dict)."""
+    drop_file_cache(files)
+    t0 = time.perf_counter()
+    engine = make_engine(spec, plan)
+    init_s = time.perf_counter() - t0
+    engine.start()
+    result = engine.generate(prompt_ids, 1)
+    engine.wait_until_loaded()
+    timings = engine.timings.to_dict()
+    full_load_s = timings["stage_ready_s"][-1] if timings["stage_ready_s"] else float("nan")
+    release(engine)
+    parts = {
+        "process start": process_s,
+        "CUDA context": context_s,
+        "engine init": init_s,
+        "weights to serving stage": result.wait_s,
+        "first token compute": result.ttft_s - result.wait_s,
+    }
+    cs = ColdStart(
+        plan=plan.name,
+        ttft_s=process_s + context_s + init_s + result.ttft_s,
+        stage_at_first_token=int(result.stage_at_first_token),
+        layers_at_first_token=int(result.layers_at_first_token),
+        full_load_s=float(full_load_s),
+        parts=parts,
+    )
+    return cs, timings

@@ -1,0 +1,103 @@
+"""The run's configuration: what to measure, how much, and where results go. Frozen.
+
+Sizes differ by device on purpose: a CPU run (what CI does) must finish in about a
+minute with the small model, a GPU run should measure at the sizes the simulator will
+extrapolate to (prompts up to 4k tokens, batches up to 256).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROGRESSIVE_FRACTIONS = (0.75, 0.875, 1.0)  # the seed's 24/28/32 of 32 layers; policies' default
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "progressive-serve"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much to measure: table points, repeats, probe sizes."""
+
+    prefill_tokens: tuple[int, ...]
+    decode_batches: tuple[int, ...]
+    decode_context: int
+    repeats: int
+    copy_bytes: int
+    disk_probe_bytes: int
+    quality_tokens: int
+    ttft_prompt_tokens: int
+    overhead_steps: int
+    engine_max_tokens: int
+
+
+CPU_SIZES = Sizes(
+    prefill_tokens=(16, 64, 128, 256),
+    decode_batches=(1, 2, 4, 8),
+    decode_context=64,
+    repeats=3,
+    copy_bytes=64 * 2**20,
+    disk_probe_bytes=1 * 2**30,
+    quality_tokens=256,
+    ttft_prompt_tokens=32,
+    overhead_steps=16,
+    engine_max_tokens=512,
+)
+GPU_SIZES = Sizes(
+    prefill_tokens=(1, 128, 512, 1024, 2048, 4096),
+    decode_batches=(1, 8, 32, 64, 128, 256),
+    decode_context=128,
+    repeats=5,
+    copy_bytes=512 * 2**20,
+    disk_probe_bytes=4 * 2**30,
+    quality_tokens=1024,
+    ttft_prompt_tokens=128,
+    overhead_steps=128,
+    engine_max_tokens=4096,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the command line decided."""
+
+    gpu: bool = False
+    small: bool = False
+    replay: bool = False
+    model: Path | None = None
+    out: Path = Path("runs/validate")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    trace_dir: Path = Path("/work/shared/traces")
+    network_gbps: float = 1.25
+    seed: int = 0
+    command: str = "python -m validate"
+    policies: tuple[tuple[str, str], ...] = (
+        ("full", "none"),
+        ("full", "fixed"),
+        ("progressive", "none"),
+        ("progressive", "fixed"),
+    )
+    replay_start_min: int = 240
+    replay_end_min: int = 300
+    replay_compress: float = 60.0
+    replay_models: int = 3
+    replay_max_per_minute: int = 0
+    replay_max_requests: int = 0
+    keepalive_ttl_s: float | None = None  # None: 10 trace minutes, compressed
+
+    @property
+    def sizes(self) -> Sizes:
+        return GPU_SIZES if self.gpu else CPU_SIZES
+
+    @property
+    def dtype(self) -> str:
+        """fp16 on the GPU (what serving uses); fp32 on the CPU (fp16 matmuls are slow there)."""
+        return "float16" if self.gpu else "float32"
+
+    @property
+    def ttl_s(self) -> float:
+        return self.keepalive_ttl_s if self.keepalive_ttl_s is not None else 600.0 / self.replay_compress

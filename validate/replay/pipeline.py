@@ -1,0 +1,161 @@
+"""The replay check end to end: segment, engine replay per policy, simulator per policy, error table.
+
+The simulator gets a *replay profile*: the measured profile with the two phases this
+in-process server never pays set to zero (process start, CUDA context: one process hosts
+every engine here), and batch 1 with the engine's KV size (the engine serves one request
+at a time). Everything else (bandwidths, loader efficiency, allocation, latency tables,
+stage quality) is the measured profile's, so the error measures the simulator's model,
+not a mismatch of inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from policies.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
+from validate.coldstart import EngineSpec
+from validate.config import PROGRESSIVE_FRACTIONS, RunConfig
+from validate.errors import ValidateError
+from validate.profile_writer import write_profile
+from validate.replay.compare import PolicyError, compare_policy, format_table, markdown_table
+from validate.replay.runner import ReplayServer, ServerSpec
+from validate.replay.segment import SegmentSpec, build_segment, write_requests_csv
+from validate.replay.simulate import run_sim, sim_cli_available, sim_command
+
+
+@dataclass
+class ReplayOutcome:
+    errors: list[PolicyError]
+    table: str
+    markdown: str
+    segment: pd.DataFrame
+    details: dict
+
+
+def replay_profile(profile: dict, engine_max_tokens: int) -> dict:
+    """The measured profile adjusted to what the in-process replay server does (see module doc)."""
+    d = copy.deepcopy(profile)
+    d["name"] = f"{profile['name']}-replay"
+    d["engine"]["process_start_s"] = 0.0
+    d["engine"]["cuda_context_s"] = 0.0
+    for m in d["models"]:
+        m["max_batch"] = 1
+        m["max_tokens_in_flight"] = engine_max_tokens
+    d["provenance"].setdefault("notes", {})["replay"] = (
+        "for replay only: process start and CUDA context 0 (one process hosts every engine), "
+        f"batch 1 and {engine_max_tokens} KV tokens (the engine's own)"
+    )
+    return d
+
+
+def plan_for(staging: str, num_layers: int, importance: list[float] | None) -> StagePlan:
+    """The plan the simulator's built-in staging policy makes for the same profile."""
+    if staging == "full":
+        return full_plan(num_layers)
+    if staging == "pipelined":
+        return pipelined_plan(num_layers)
+    if staging == "progressive":
+        return progressive_plan(num_layers, PROGRESSIVE_FRACTIONS, importance)
+    raise ValidateError(f"unknown staging {staging!r} (full, pipelined, progressive).")
+
+
+def keepalive_arg(keepalive: str, ttl_s: float) -> str:
+    """The simulator's keep-alive spec: a policy's name with its parameters parses back into it."""
+    return f"fixed[ttl={ttl_s:g}]" if keepalive == "fixed" else keepalive
+
+
+def segment_spec(cfg: RunConfig) -> SegmentSpec:
+    small_cpu = not cfg.gpu
+    return SegmentSpec(
+        trace_dir=cfg.trace_dir,
+        start_min=cfg.replay_start_min,
+        end_min=cfg.replay_end_min,
+        compress=cfg.replay_compress,
+        num_models=cfg.replay_models,
+        max_per_minute=cfg.replay_max_per_minute,
+        max_requests=cfg.replay_max_requests,
+        max_prompt_tokens=96 if small_cpu else 1024,
+        max_output_tokens=8 if small_cpu else 64,
+        seed=cfg.seed,
+    )
+
+
+def run_replay(
+    cfg: RunConfig, profile: dict, ckpt_dir: Path, files: list[Path], out_dir: Path
+) -> ReplayOutcome:
+    """Replay every policy of `cfg` on the engine and the simulator; write and return the comparison."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = segment_spec(cfg)
+    segment = build_segment(spec)
+    csv = write_requests_csv(segment, out_dir / "requests.csv")
+    sizes = cfg.sizes
+    rprof = replay_profile(profile, sizes.engine_max_tokens)
+    rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
+    model = rprof["models"][0]
+    hw = rprof["hardware"]
+    footprint = (
+        model["num_layers"] * model["layer_bytes"] + model["embedding_bytes"] + model["head_bytes"]
+        + model["kv_bytes_per_token"] * model["max_tokens_in_flight"]
+    )  # fmt: skip
+    device = "cuda:0" if cfg.gpu else "cpu"
+    vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
+    engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens)
+    have_sim = sim_cli_available()
+    errors, commands = [], []
+    bar = tqdm(total=len(segment) * len(cfg.policies), desc="replay", unit="req")
+    for staging, keepalive in cfg.policies:
+        label = f"{staging}/{keepalive}"
+        bar.set_postfix_str(label)
+        plan = plan_for(staging, model["num_layers"], model.get("layer_importance"))
+        server = ReplayServer(
+            ServerSpec(
+                engine, tuple(files), keepalive, cfg.ttl_s, (hw["gpu_memory_gb"] - hw.get("gpu_reserved_gb", 0.0)) * 1e9,
+                footprint, vocab, cfg.seed,
+            ),
+            plan,
+        )  # fmt: skip
+        try:
+            real = server.run(segment, progress=bar)
+        except RuntimeError as e:
+            raise ValidateError(f"the engine replay of {label} failed: {e}") from None
+        slug = label.replace("/", "-")
+        real.to_csv(out_dir / f"real-{slug}.csv", index=False)
+        if not have_sim:
+            continue
+        ka = keepalive_arg(keepalive, cfg.ttl_s)
+        sim_dir = out_dir / f"sim-{slug}"
+        commands.append(" ".join(sim_command(csv, rprof_path, staging, ka, sim_dir, cfg.seed)))
+        sim = run_sim(csv, rprof_path, staging, ka, sim_dir, cfg.seed)
+        errors.append(compare_policy(label, real, sim))
+    bar.close()
+    if not have_sim:
+        raise ValidateError(
+            f"the engine replay is in {out_dir}, but the simulator's command line (python -m sim) is not in this checkout."
+        )
+    details = {
+        "segment": spec.describe(),
+        "requests": len(segment),
+        "ttl_s": cfg.ttl_s,
+        "sim_commands": commands,
+    }
+    pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
+    (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
+    md = markdown_table(errors) + "\n\n" + _segment_note(spec, len(segment), cfg.ttl_s)
+    return ReplayOutcome(errors, format_table(errors), md, segment, details)
+
+
+def _segment_note(spec: SegmentSpec, n: int, ttl_s: float) -> str:
+    return (
+        f"Segment: Azure Functions 2019 day 1, minutes {spec.start_min}-{spec.end_min}, compressed {spec.compress:g}x, "
+        f"the {spec.num_models} busiest functions as models m0..m{spec.num_models - 1}, {n} requests "
+        f"(at most {spec.max_per_minute or 'all'} per function and minute); prompt/output tokens from the Azure LLM "
+        f"2023 conversation trace clipped to {spec.max_prompt_tokens}/{spec.max_output_tokens}; fixed keep-alive "
+        f"TTL {ttl_s:g} s (10 trace minutes). Errors are (sim - real) / real for TTFT percentiles and sim - real "
+        "for the cold-start count."
+    )

@@ -1,0 +1,195 @@
+"""Play a request segment on the real engine in wall-clock time: real loads, evictions, generation.
+
+The server mirrors what the simulator models for one GPU: one instance per model, made
+on the first request that finds none (a cold start: engine construction, then staged
+loading), serving its requests one at a time (the engine's batch is 1, and the replay
+profile says so), kept after it goes idle for the keep-alive TTL ("none": evicted at
+once), and evicted least-recently-used-idle-first when the device's memory would
+overflow. A model's first load reads its checkpoint with the page cache dropped, the
+simulator's "from SSD"; later loads find it in the page cache, the simulator's "from
+host DRAM". All model names share one checkpoint folder, so the cache is dropped
+explicitly rather than left to chance.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from policies.plan import StagePlan
+from validate.coldstart import EngineSpec, make_engine, release
+from validate.probes import drop_file_cache
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """The device and keep-alive the replay runs with; `footprint_bytes` per instance as the simulator counts it."""
+
+    engine: EngineSpec
+    files: tuple[Path, ...]
+    keepalive: str  # "none" or "fixed"
+    ttl_s: float
+    capacity_bytes: float
+    footprint_bytes: float
+    vocab_size: int
+    seed: int = 0
+
+
+@dataclass(eq=False)
+class _Instance:
+    model: str
+    plan: StagePlan
+    inbox: queue.Queue = field(default_factory=queue.Queue)
+    ready: bool = False
+    evicted: bool = False
+    busy: bool = True
+    last_used: float = 0.0
+    thread: threading.Thread | None = None
+
+
+class ReplayServer:
+    """The wall-clock server; `run(segment)` returns one row per request."""
+
+    def __init__(self, spec: ServerSpec, plan: StagePlan):
+        self.spec = spec
+        self.plan = plan
+        self.lock = threading.Lock()
+        self.instances: dict[str, _Instance] = {}
+        self.loaded_once: set[str] = set()
+        self.rows: list[dict] = []
+        self.counters = {"loads": 0, "evictions": 0, "overcommits": 0}
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self.t0 = 0.0
+
+    # -- arrivals ---------------------------------------------------------------------------------
+    def submit(
+        self, request_id: int, model: str, arrival: float, prompt: list[int], output_tokens: int
+    ) -> None:
+        with self.lock:
+            inst = self.instances.get(model)
+            if inst is None or inst.evicted:
+                inst = self._start_instance(model)
+            inst.busy = True
+            inst.inbox.put((request_id, arrival, not inst.ready, prompt, output_tokens))
+
+    def _start_instance(self, model: str) -> _Instance:
+        """A new instance (lock held), making room by evicting idle instances, LRU first."""
+        need = self.spec.footprint_bytes
+        used = self.spec.footprint_bytes * len(self.instances)
+        idle = sorted(
+            (i for i in self.instances.values() if not i.busy and i.ready), key=lambda i: i.last_used
+        )
+        while used + need > self.spec.capacity_bytes and idle:
+            victim = idle.pop(0)
+            victim.evicted = True
+            victim.inbox.put(None)  # wakes its worker, which unloads
+            del self.instances[victim.model]
+            used -= self.spec.footprint_bytes
+        if used + need > self.spec.capacity_bytes:
+            self.counters["overcommits"] += 1
+        inst = _Instance(model, self.plan)
+        first_load = model not in self.loaded_once
+        self.loaded_once.add(model)
+        self.instances[model] = inst
+        self.counters["loads"] += 1
+        inst.thread = threading.Thread(target=self._worker, args=(inst, first_load), daemon=True)
+        inst.thread.start()
+        self.threads.append(inst.thread)
+        return inst
+
+    # -- one instance's life ------------------------------------------------------------------------
+    def _worker(self, inst: _Instance, first_load: bool) -> None:
+        engine = None
+        try:
+            if first_load:
+                drop_file_cache(list(self.spec.files))
+            engine = make_engine(self.spec.engine, self.plan)
+            engine.start()
+            engine.wait_for_stage(self.plan.serve_from)
+            with self.lock:
+                inst.ready = True
+            while True:
+                timeout = self.spec.ttl_s if self.spec.keepalive == "fixed" else 0.0
+                try:
+                    item = inst.inbox.get(timeout=timeout) if timeout > 0 else inst.inbox.get_nowait()
+                except queue.Empty:
+                    with self.lock:
+                        if inst.inbox.empty():
+                            inst.evicted = True
+                            if self.instances.get(inst.model) is inst:
+                                del self.instances[inst.model]
+                            self.counters["evictions"] += 1
+                            return
+                    continue
+                if item is None:
+                    with self.lock:
+                        self.counters["evictions"] += 1
+                    return
+                self._serve(engine, inst, *item)
+        except BaseException as e:  # surfaced by run(); a worker must never die silently
+            self.errors.append(e)
+            with self.lock:
+                inst.evicted = True
+                if self.instances.get(inst.model) is inst:
+                    del self.instances[inst.model]
+        finally:
+            if engine is not None:
+                release(engine)
+
+    def _serve(
+        self, engine, inst: _Instance, request_id: int, arrival: float, cold: bool, prompt, out_tokens
+    ) -> None:
+        t_call = time.perf_counter()
+        result = engine.generate(prompt, int(out_tokens))
+        first = t_call + result.ttft_s
+        done = time.perf_counter()
+        with self.lock:
+            self.rows.append(
+                {
+                    "request_id": request_id,
+                    "model": inst.model,
+                    "arrival_s": arrival - self.t0,
+                    "first_token_s": first - self.t0,
+                    "finish_s": done - self.t0,
+                    "ttft_s": first - arrival,
+                    "cold": cold,
+                    "stage_at_first_token": int(result.stage_at_first_token),
+                }
+            )
+            inst.last_used = done
+            inst.busy = not inst.inbox.empty()
+
+    # -- the whole segment ---------------------------------------------------------------------------
+    def run(self, segment: pd.DataFrame, progress=None) -> pd.DataFrame:
+        """Submit each request at its arrival time (relative to now); wait for all; one row each."""
+        rng = np.random.default_rng(self.spec.seed)
+        self.t0 = time.perf_counter()
+        for rid, row in enumerate(segment.itertuples(index=False)):
+            wait = self.t0 + float(row.arrival_s) - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            prompt = rng.integers(0, self.spec.vocab_size, int(row.prompt_tokens)).tolist()
+            self.submit(rid, str(row.model), time.perf_counter(), prompt, int(row.output_tokens))
+            if progress is not None:
+                progress.update()
+            if self.errors:
+                break
+        while len(self.rows) < len(segment) and not self.errors:
+            time.sleep(0.01)
+        with self.lock:
+            for inst in list(self.instances.values()):
+                inst.evicted = True
+                inst.inbox.put(None)
+            self.instances.clear()
+        for t in self.threads:  # every engine unloaded before the next policy starts
+            t.join()
+        if self.errors:
+            raise RuntimeError(f"replay failed: {self.errors[0]!r}") from self.errors[0]
+        return pd.DataFrame(self.rows).sort_values("request_id").reset_index(drop=True)
