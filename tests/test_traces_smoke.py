@@ -1,5 +1,7 @@
 """Smoke tests: the default trace opens anywhere and replays identically."""
 
+from itertools import pairwise
+
 from traces import Trace, open_trace
 
 
@@ -12,5 +14,5 @@ def test_default_opens_and_replays(monkeypatch, tmp_path):
     first, second = list(trace), list(trace)
     assert first == second and len(first) > 50
     assert [r.request_id for r in first] == list(range(len(first)))
-    assert all(a.arrival_s <= b.arrival_s for a, b in zip(first, first[1:]))
+    assert all(a.arrival_s <= b.arrival_s for a, b in pairwise(first))
     assert first[-1].arrival_s < 3600.0

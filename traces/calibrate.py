@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import rankdata
 
 from traces.azure2019 import read_durations, read_invocations, read_memory
 from traces.errors import Issues
@@ -29,6 +27,8 @@ def _q(values: np.ndarray) -> list[float]:
 
 def lognormal_quantiles(mu: float, sigma: float) -> list[float]:
     """Quantiles at PROBS of a log-normal; the 0 and 1 ends are the 1e-4 and 1-1e-4 points."""
+    from scipy.special import ndtri
+
     p = np.clip(np.asarray(PROBS), 1e-4, 1 - 1e-4)
     return [float(v) for v in np.exp(mu + sigma * ndtri(p))]
 
@@ -41,6 +41,8 @@ def burr_quantiles(c: float, k: float, lam: float) -> list[float]:
 
 def lognormal_through(x1: float, p1: float, x2: float, p2: float) -> tuple[float, float]:
     """(mu, sigma) of the log-normal with CDF p1 at x1 and p2 at x2."""
+    from scipy.special import ndtri
+
     z1, z2 = ndtri(p1), ndtri(p2)
     sigma = (np.log(x2) - np.log(x1)) / (z2 - z1)
     return float(np.log(x1) - z1 * sigma), float(sigma)
@@ -79,6 +81,9 @@ def measure_invocations(files: list[Path], issues: Issues) -> dict:
 
 def measure_tokens(path: Path) -> dict:
     """Quantile tables and normal-score rank correlation of an Azure LLM trace's token counts."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
     rows = [p for _, _, p in read_azure_llm(path, "m", Issues())]
     prompt = np.array([r[1] for r in rows], float)
     output = np.array([r[2] for r in rows], float)

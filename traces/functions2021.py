@@ -91,7 +91,8 @@ def azure2021_trace(path: Path, opts: Azure2021Options, *, duration_s: float | N
         rows = ((start, line, index[(app, func)]) for line, app, func, start, _ in
                 read_invocations_2021(path, Issues(opts.lenient)) if (app, func) in index)
         buffer: list = []
-        for t, i in in_arrival_order(rows, opts.reorder_window_s, str(path), Issues(opts.lenient)):
+        for t, i in in_arrival_order(rows, opts.reorder_window_s, str(path), Issues(opts.lenient),
+                                     "end_timestamp"):
             if opts.rate_scale < 1 and rng.random() >= opts.rate_scale:
                 continue
             if not buffer:

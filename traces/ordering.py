@@ -17,15 +17,15 @@ from traces.request import Request
 
 
 def in_arrival_order(rows: Iterable[tuple[float, int, Any]], window_s: float, path: str,
-                     issues: Issues) -> Iterator[tuple[float, Any]]:
+                     issues: Issues, time_field: str = "time") -> Iterator[tuple[float, Any]]:
     """Reorder `(time, line, payload)` rows that are at most `window_s` out of order."""
     heap: list[tuple[float, int, Any]] = []
     newest = float("-inf")
     last_out = float("-inf")
     for t, line, payload in rows:
         if t < last_out:
-            issues.row(path, line, "time", f"arrival {t:.6f} is {last_out - t:.3f} s earlier than a row already "
-                       f"passed; raise the reorder_window_s option (now {window_s:g} s)", "out_of_order")
+            issues.row(path, line, time_field, f"arrival {t:.6f} is out of order by {last_out - t:.3f} s, more "
+                       f"than the reorder_window_s option allows (now {window_s:g} s)", "out_of_order")
             continue
         heapq.heappush(heap, (t, line, payload))
         newest = max(newest, t)

@@ -69,7 +69,9 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
         return read_plain(path, issues)
 
     def stream(path: Path, kind: str, issues: Issues, t0: float, tally: bool) -> Iterator[tuple]:
-        for t, payload in in_arrival_order(reader(path, kind, issues), opts.reorder_window_s, str(path), issues):
+        time_field = {"burstgpt": "Timestamp", "requests_csv": "arrival_s"}.get(fmt, "TIMESTAMP")
+        rows = reader(path, kind, issues)
+        for t, payload in in_arrival_order(rows, opts.reorder_window_s, str(path), issues, time_field):
             model, prompt, output, *extra = payload
             if tally:
                 counts["rows_read"] += 1
@@ -85,10 +87,9 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
             function, adapter = (extra + ["", ""])[:2] if fmt == "requests_csv" else ("", "")
             yield max(t - t0, 0.0) / opts.rate_scale, model, prompt, output, function, adapter
 
-    firsts = [_first_time(reader(p, k, Issues(True))) for p, k in files]
-    if all(f is None for f in firsts):
-        raise TraceError(f"{files[0][0]}: no readable rows")
-    t0 = 0.0 if fmt in ("burstgpt", "requests_csv") else min(f for f in firsts if f is not None)
+    issues = Issues(opts.lenient)
+    firsts = [f for f in (_first_time(reader(p, k, issues)) for p, k in files) if f is not None]
+    t0 = 0.0 if fmt in ("burstgpt", "requests_csv") or not firsts else min(firsts)
     issues = Issues(opts.lenient)
     # One counting pass, so that details report rows and skipped rows before any run.
     for p, k in files:

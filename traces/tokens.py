@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from traces.errors import TraceError
 
@@ -31,6 +30,8 @@ class QuantileTokens:
     source: str
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import ndtr  # imported here: scipy costs ~0.5 s at start-up
+
         z1 = rng.standard_normal(n)
         z2 = self.rho * z1 + np.sqrt(1.0 - self.rho**2) * rng.standard_normal(n)
         prompt = np.exp(np.interp(ndtr(z1), self.probs, np.log(self.prompt_q)))
