@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import Issues, TraceError
-from traces.textio import iter_rows
+from traces.textio import iter_lines, iter_rows
 
 MINUTES = 1440
 INVOCATION_KEYS = ["HashOwner", "HashApp", "HashFunction", "Trigger"]
@@ -29,6 +29,7 @@ MEMORY_COLUMNS = ["HashOwner", "HashApp", "SampleCount", "AverageAllocatedMb", "
                   "AverageAllocatedMb_pct5", "AverageAllocatedMb_pct25", "AverageAllocatedMb_pct50",
                   "AverageAllocatedMb_pct75", "AverageAllocatedMb_pct95", "AverageAllocatedMb_pct99",
                   "AverageAllocatedMb_pct100"]
+_NOT_COUNT = str.maketrans("", "", "0123456789,")
 DAY_FILE = re.compile(r"invocations_per_function_md\.anon\.d(\d+)\.csv(\.gz|\.xz|\.bz2)?$")
 
 
@@ -91,31 +92,49 @@ def _counts(path: str, line: int, fields: list[str], issues: Issues) -> np.ndarr
     return values
 
 
+def _fast_counts(text: str) -> np.ndarray | None:
+    """Parse 1440 comma-separated whole numbers at C speed, or None if anything is unusual.
+
+    The check (only digits and commas, no empty field, 1439 commas) guarantees that
+    `np.fromstring` sees exactly what the slow, precise path would accept.
+    """
+    if text.translate(_NOT_COUNT) or text.count(",") != MINUTES - 1 or ",," in text or text[:1] == "," \
+            or text[-1:] == ",":
+        return None
+    return np.fromstring(text, dtype=np.int64, sep=",")
+
+
 def read_invocations(path: str | Path, issues: Issues | None = None) -> Iterator[FunctionDay]:
     """Stream the function rows of one `invocations_per_function_md` day file."""
     issues = issues or Issues()
     path = str(path)
-    rows = iter_rows(path)
-    first = next(rows, None)
+    lines = iter_lines(path)
+    first = next(lines, None)
     if first is None:
         raise TraceError(f"{path}:1: empty file (no header line)", path=path, line=1)
-    check_invocation_header(path, first[1])
+    check_invocation_header(path, first[1].split(","))
     width = len(INVOCATION_KEYS) + MINUTES
-    for line, fields in rows:
-        if len(fields) != width:
-            what = "truncated line" if len(fields) < width else "extra fields"
-            col = str(len(fields) - 3) if len(fields) < width else f"#{width + 1}"
-            issues.row(path, line, col, f"{what}: {len(fields)} fields, expected {width}", what.replace(" ", "_"))
-            continue
-        owner, app, function, trigger = (f.strip() for f in fields[:4])
+    for line, text in lines:
+        parts = text.split(",", 4)
+        counts = _fast_counts(parts[4]) if len(parts) == 5 else None
+        if counts is None:
+            fields = text.split(",")
+            if len(fields) != width:
+                what = "truncated line" if len(fields) < width else "extra fields"
+                col = str(len(fields) - 3) if len(fields) < width else f"#{width + 1}"
+                issues.row(path, line, col, f"{what}: {len(fields)} fields, expected {width}",
+                           what.replace(" ", "_"))
+                continue
+            counts = _counts(path, line, fields[4:], issues)
+            if counts is None:
+                continue
+        owner, app, function, trigger = (f.strip() for f in parts[:4])
         missing = next((name for name, v in zip(INVOCATION_KEYS, (owner, app, function, trigger), strict=True)
                         if not v), None)
         if missing:
             issues.row(path, line, missing, "empty value", "empty_key")
             continue
-        counts = _counts(path, line, fields[4:], issues)
-        if counts is not None:
-            yield FunctionDay(owner, app, function, trigger, counts, line)
+        yield FunctionDay(owner, app, function, trigger, counts, line)
 
 
 def read_table(path: str | Path, columns: list[str], n_keys: int,

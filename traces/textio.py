@@ -80,3 +80,22 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
         raise
     except _READ_ERRORS as exc:
         raise TraceError(f"{path}:{line + 1}: cannot read file: {exc}", path=str(path), line=line + 1) from None
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield `(line_number, text)` of non-blank lines without their line ending.
+
+    For formats without quoting (the Azure Functions day files), where splitting the line
+    ourselves is several times faster than the csv module.
+    """
+    line = 0
+    try:
+        with open_text(path) as f:
+            for line, text in enumerate(f, start=1):
+                text = text.rstrip("\r\n")
+                if text.strip():
+                    yield line, text
+    except TraceError:
+        raise
+    except _READ_ERRORS as exc:
+        raise TraceError(f"{path}:{line + 1}: cannot read file: {exc}", path=str(path), line=line + 1) from None
