@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from traces.base import Trace
 from traces.errors import Issues, TraceError
 from traces.llm import read_azure_llm, read_burstgpt, read_plain
 from traces.ordering import in_arrival_order, numbered
+
+COUNT_AT_OPEN_BYTES = 64 << 20  # files up to this size are read once at open, to report counts
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
                    duration_s: float | None) -> Trace:
     """A `Trace` over request-level files of format `fmt` (`azure_llm_2023`, `azure_llm_2024`,
     `burstgpt`, `requests_csv`); `files` pairs each path with its kind (`code`, `conv`, ...)."""
-    counts = {"rows_read": 0, "failures_dropped": 0, "log_type_dropped": 0}
-
     def reader(path: Path, kind: str, issues: Issues) -> Iterator[tuple[float, int, tuple]]:
         if fmt.startswith("azure_llm"):
             return read_azure_llm(path, opts.name_for(kind), issues)
@@ -68,48 +69,50 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
             return read_burstgpt(path, issues)
         return read_plain(path, issues)
 
-    def stream(path: Path, kind: str, issues: Issues, t0: float, tally: bool) -> Iterator[tuple]:
+    def stream(path: Path, kind: str, issues: Issues, t0: float, counts: Counter) -> Iterator[tuple]:
         time_field = {"burstgpt": "Timestamp", "requests_csv": "arrival_s"}.get(fmt, "TIMESTAMP")
         rows = reader(path, kind, issues)
         for t, payload in in_arrival_order(rows, opts.reorder_window_s, str(path), issues, time_field):
             model, prompt, output, *extra = payload
-            if tally:
-                counts["rows_read"] += 1
+            counts["rows_read"] += 1
             if fmt == "burstgpt":
-                log = extra[0]
-                if opts.log_type and log != opts.log_type:
-                    counts["log_type_dropped"] += tally
+                if opts.log_type and extra[0] != opts.log_type:
+                    counts["log_type_dropped"] += 1
                     continue
                 model, extra = opts.name_for(model), ["", ""]
             if opts.failures == "drop" and output == 0:
-                counts["failures_dropped"] += tally
+                counts["failures_dropped"] += 1
                 continue
             function, adapter = (extra + ["", ""])[:2] if fmt == "requests_csv" else ("", "")
             yield max(t - t0, 0.0) / opts.rate_scale, model, prompt, output, function, adapter
 
+    def full_pass(t0: float) -> Iterator[tuple]:
+        """Merge the files; a pass that reaches the end refreshes the counts in `details`."""
+        counts: Counter = Counter({"rows_read": 0, "failures_dropped": 0, "log_type_dropped": 0})
+        issues = Issues(opts.lenient)
+        yield from heapq.merge(*(stream(p, k, issues, t0, counts) for p, k in files), key=lambda r: r[0])
+        details.update(counts)
+        details.update(issues.details())
+
     issues = Issues(opts.lenient)
     firsts = [f for f in (_first_time(reader(p, k, issues)) for p, k in files) if f is not None]
     t0 = 0.0 if fmt in ("burstgpt", "requests_csv") or not firsts else min(firsts)
-    issues = Issues(opts.lenient)
-    # One counting pass, so that details report rows and skipped rows before any run.
-    for p, k in files:
-        for _ in stream(p, k, issues, t0, True):
-            pass
-
-    def make_iter() -> Iterator:
-        merged = heapq.merge(*(stream(p, k, Issues(opts.lenient), t0, False) for p, k in files),
-                             key=lambda r: r[0])
-        return numbered(merged, duration_s)
-
-    details = {
+    details: dict = {
         "trace": fmt, "source": "real", "files": ";".join(str(p) for p, _ in files),
         "models": ",".join(sorted({opts.name_for(k) for _, k in files})) if fmt.startswith("azure_llm")
         else "from the file's model column" + (f" (map {','.join(opts.model_map)})" if opts.model_map else
                                                 f" -> {opts.model}-<name>" if fmt == "burstgpt" else ""),
         "tokens": "from the trace", "failures": opts.failures, "rate_scale": opts.rate_scale,
         "duration_s": "whole trace" if duration_s is None else duration_s,
-        **counts, **issues.details(),
+        "rows_read": "counted after the first full pass",
     }
     if opts.log_type:
         details["log_type"] = opts.log_type
+    if sum(p.stat().st_size for p, _ in files) <= COUNT_AT_OPEN_BYTES:
+        for _ in full_pass(t0):  # small files: count (and fail on bad rows) before any run
+            pass
+
+    def make_iter() -> Iterator:
+        return numbered(full_pass(t0), duration_s)
+
     return Trace(f"{fmt} (real: {where})", make_iter, False, details)
