@@ -56,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_info(args) -> int:
-    from traces.info import functions_2019_info, render, trace_info
+    from traces.info import functions_2019_info, render, table_info, trace_info
     from traces.registry import open_trace, resolve
     options = split_kv(args.option)
     fmt, files, _ = resolve(args.trace, args.trace_dir)
     if fmt == "azure_functions_2019" and not options and args.duration is None:
         info = functions_2019_info([f for f, _ in files])
         info["files"] = ";".join(str(f) for f, _ in files)
+    elif fmt in ("azure_functions_2019_durations", "azure_functions_2019_memory"):
+        info = table_info(fmt, [f for f, _ in files], lenient=options.get("lenient", "") in ("1", "true"))
     else:
         if fmt.startswith("azure_functions"):
             options.setdefault("select", "all")  # show every function, not the simulator's default pick

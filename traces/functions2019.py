@@ -137,7 +137,8 @@ def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, du
     issues = Issues(opts.lenient)
     stats = function_stats(days, issues)
     sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
-    chosen, how = choose_functions(stats, opts, np.random.default_rng(sel_ss))
+    sel_rng = np.random.default_rng(sel_ss if opts.sample_seed is None else opts.sample_seed)
+    chosen, how = choose_functions(stats, opts, sel_rng)
     deps = deployments(len(chosen), opts.catalog, opts.mode)
     index = {s.key: i for i, s in enumerate(chosen)}
     labels = [s.label for s in chosen]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.azure2019 import read_invocations
+from traces.azure2019 import read_durations, read_invocations, read_memory
 from traces.base import Trace
 from traces.calibrate import iat_cv
 from traces.errors import Issues
@@ -33,9 +33,11 @@ def functions_2019_info(files: list[Path], lenient: bool = False) -> dict:
     totals: dict[tuple, int] = {}
     triggers: Counter = Counter()
     cvs, busy_minutes = [], 0
+    per_minute = np.zeros(1440 * len(files), np.int64)
     rng = np.random.default_rng(0)
-    for path in files:
+    for day, path in enumerate(files):
         for row in read_invocations(path, issues):
+            per_minute[day * 1440:(day + 1) * 1440] += row.counts
             if row.key not in totals:
                 triggers[row.trigger] += 1
             totals[row.key] = totals.get(row.key, 0) + row.total
@@ -53,6 +55,8 @@ def functions_2019_info(files: list[Path], lenient: bool = False) -> dict:
         "functions": len(totals),
         "invocations": int(sum(totals.values())),
         "busy_function_minutes": busy_minutes,
+        "invocations_per_minute": _pcts(per_minute),
+        "peak_to_mean_per_minute": round(float(per_minute.max() / per_minute.mean()), 2) if per_minute.any() else "n/a",
         "daily_invocations_per_function": _pcts(daily),
         "functions_at_most_1_per_hour": f"{np.mean(daily <= 24):.1%}" if len(daily) else "n/a",
         "functions_at_most_1_per_minute": f"{np.mean(daily <= 1440):.1%}" if len(daily) else "n/a",
@@ -60,6 +64,19 @@ def functions_2019_info(files: list[Path], lenient: bool = False) -> dict:
         "iat_cv_per_function": _pcts(cvs) + f" ({len(cvs)} functions with >= 3 invocations)",
         **issues.details(),
     }
+
+
+def table_info(fmt: str, files: list[Path], lenient: bool = False) -> dict:
+    """Statistics of Azure Functions 2019 durations (ms) or memory (MB) files."""
+    issues = Issues(lenient)
+    if fmt.endswith("durations"):
+        rows = [v for f in files for _, v in read_durations(f, issues)]
+        what, values = "average_execution_ms_per_function", [v[0] for v in rows]
+    else:
+        rows = [v for f in files for _, v in read_memory(f, issues)]
+        what, values = "average_allocated_mb_per_app", [v[1] for v in rows]
+    return {"format": fmt, "files": ";".join(str(f) for f in files), "rows": len(rows), what: _pcts(values),
+            **issues.details()}
 
 
 def trace_info(trace: Trace) -> dict:

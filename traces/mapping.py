@@ -35,6 +35,8 @@ class MappingOptions:
         "help": "per_function: model '<base>-fn<i>' each; shared: the base model, adapter 'fn<i>'"})
     rate_scale: float = field(default=1.0, metadata={
         "help": "multiply every count (stochastic rounding keeps the expected total)"})
+    sample_seed: int | None = field(default=None, metadata={
+        "help": "seed for select=sample (default: the trace seed), to vary arrivals but keep the functions"})
     tokens: str = field(default="calibrated", metadata={
         "help": "token lengths: calibrated[:conv|code], an LLM trace name or path, or fixed:P,O"})
     lenient: bool = field(default=False, metadata={"help": "skip bad rows with counted warnings"})
@@ -113,6 +115,8 @@ def mapping_details(chosen: list, deps: list[tuple[str, str]], opts, how: str) -
         "mapping.catalog": ",".join(opts.catalog),
         "rate_scale": opts.rate_scale,
     }
+    if getattr(opts, "sample_seed", None) is not None:
+        out["functions.sample_seed"] = opts.sample_seed
     for i, (s, (model, adapter)) in enumerate(zip(chosen[:32], deps, strict=False)):
         target = model + (f"+{adapter}" if adapter else "")
         out[f"function.{i}"] = f"{s.label} ({s.trigger}, {s.total} inv) -> {target}"
