@@ -76,7 +76,7 @@ def test_segment_caps_and_errors(tmp_path):
 )
 def test_segment_of_the_real_trace_has_real_token_counts():
     seg = build_segment(SegmentSpec(trace_dir=SHARED_TRACES, start_min=255, end_min=285, compress=120,
-                                    max_per_minute=2, max_prompt_tokens=96, max_output_tokens=8))  # fmt: skip
+                                    max_per_minute=2, max_prompt_tokens=128, max_output_tokens=8, token_scale=1 / 16))  # fmt: skip
     assert 10 <= len(seg) <= 60
     assert set(seg["model"]) == {"m0", "m1", "m2"}
     assert seg["arrival_s"].max() < 15.0

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("runs/validate"), help="folder for profile, report and plots"
     )
     p.add_argument(
+        "--quality-from",
+        type=Path,
+        help="reuse the quality.json of an earlier run (where the small model is missing)",
+    )
+    p.add_argument(
         "--profile", type=Path, help="with --replay: reuse this measured profile instead of measuring"
     )
     p.add_argument(
@@ -99,6 +104,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         small=args.small,
         replay=args.replay,
         model=args.model,
+        quality_from=args.quality_from,
         out=args.out,
         cache_dir=args.cache_dir,
         trace_dir=args.trace_dir,

@@ -69,6 +69,7 @@ class RunConfig:
     small: bool = False
     replay: bool = False
     model: Path | None = None
+    quality_from: Path | None = None
     out: Path = Path("runs/validate")
     cache_dir: Path = field(default_factory=default_cache_dir)
     trace_dir: Path = Path("/work/shared/traces")

