@@ -9,6 +9,10 @@ and graph-captured code stays one shape. All gates live in one buffer, `gates`.
 
 Binding (`bind_layers`) feeds a layer's tensors from the checkpoint through vLLM's own
 `load_weights`, which copies into the existing (fused qkv / gate_up) parameters in place.
+vLLM's CPU build repacks every linear weight into a oneDNN handle after loading and frees
+the parameter, which would make a later in-place bind impossible; a model started for
+staged loading (`progressive_gates` given) therefore keeps its decoder-layer weights as
+plain parameters (`_cpu_skip_gemm_dispatch`) and re-packs only the head after binding it.
 Imported only by vLLM when it builds the model (see `vllm_plugin`).
 """
 
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from vllm.model_executor.layers.linear import LinearBase
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 from vllm.model_executor.models.utils import PPMissingLayer
 
@@ -47,13 +52,20 @@ class ProgressiveLlamaForCausalLM(LlamaForCausalLM):
         super().__init__(vllm_config=vllm_config, prefix=prefix, layer_type=GatedLlamaDecoderLayer)
         config = vllm_config.model_config.hf_config
         n = config.num_hidden_layers
-        initial = getattr(config, "progressive_gates", None) or [1.0] * n
+        given = getattr(config, "progressive_gates", None)
+        initial = given or [1.0] * n
         if len(initial) != n:
             raise ValueError(f"progressive_gates has {len(initial)} entries for {n} layers")
         self.register_buffer("gates", torch.tensor(initial, dtype=torch.float32), persistent=False)
+        self.inplace = given is not None
         for i, layer in enumerate(self.model.layers):
-            if not isinstance(layer, PPMissingLayer):
-                layer.alpha = self.gates[i : i + 1]
+            if isinstance(layer, PPMissingLayer):
+                continue
+            layer.alpha = self.gates[i : i + 1]
+            if self.inplace:
+                for module in layer.modules():
+                    if isinstance(module, LinearBase):
+                        module._cpu_skip_gemm_dispatch = True
 
     def set_gate(self, layer: int, value: float) -> None:
         self.gates[layer].fill_(float(value))
@@ -82,7 +94,18 @@ class ProgressiveLlamaForCausalLM(LlamaForCausalLM):
                 yield e.name, read_into(run, buf)[e.name]
 
         loaded = self.load_weights(weights())
+        if None in wanted:
+            self._repack_head()
         if open_gates:
             for layer in wanted - {None}:
                 self.set_gate(layer, 1.0)
         return loaded
+
+    def _repack_head(self) -> None:
+        """vLLM's CPU build computes the head from a packed copy; rebuild it from the bound weight."""
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and hasattr(self.lm_head, "cpu_linear"):
+            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+            dispatch_cpu_unquantized_gemm(self.lm_head, remove_weight=False)
