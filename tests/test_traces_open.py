@@ -40,6 +40,11 @@ def test_fallback_names_the_folders_searched(clean_env):
     assert trace.name.startswith("azure_functions (calibrated synthetic; no trace files found in")
     assert str(clean_env / "nowhere") in trace.name
     assert open_trace(None).synthetic
+    trace = open_trace("azure_functions", select="top", days="all", functions=3)
+    assert trace.details["options.ignored"].startswith("days=all, select=top")
+    assert trace.details["functions.kept"] == 3
+    with pytest.raises(TraceError, match="unknown option"):
+        open_trace("azure_functions", bogus=1)
 
 
 def test_named_trace_missing_is_a_clear_error(clean_env):

@@ -7,6 +7,7 @@ so in the trace's name. Paths are recognised by their header line.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,15 @@ def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duratio
     if fmt != "synthetic":
         return _build(fmt, files, where, options, duration_s, seed, trace_dir)
     if spec == "synthetic":
-        name = f"synthetic (calibrated to azure_functions_2019; {where})"
-    else:
-        name = f"azure_functions (calibrated synthetic; no trace files found in {where})"
-    return _synthetic(options, duration_s, seed, trace_dir, name)
+        return _synthetic(options, duration_s, seed, trace_dir,
+                          f"synthetic (calibrated to azure_functions_2019; {where})")
+    # The fallback accepts the real trace's options too, so one command line works either way.
+    real_only = {f.name for f in dataclasses.fields(Azure2019Options)} - \
+        {f.name for f in dataclasses.fields(SyntheticOptions)}
+    ignored = sorted(k for k in options if k in real_only)
+    trace = _synthetic({k: v for k, v in options.items() if k not in real_only}, duration_s, seed, trace_dir,
+                       f"azure_functions (calibrated synthetic; no trace files found in {where})")
+    if ignored:
+        trace.details["options.ignored"] = ", ".join(f"{k}={options[k]}" for k in ignored) + \
+            " (apply to real trace files only)"
+    return trace
