@@ -116,7 +116,7 @@ def test_unknown_option_lists_valid_ones(tmp_path):
         open_trace(str(path), select="best")
 
 
-CELL = st.sampled_from(["0", "1", "7", "-1", "x", "", "2.5", "1e3", " 3"])
+CELL = st.sampled_from(["0", "1", "7", "-1", "x", "", "2.5", "1e3", " 3", "1_0"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -138,7 +138,8 @@ def test_fuzzed_rows_error_cleanly_or_count_exactly(tmp_path_factory, edits, cut
     for r in text:
         cells = r.split(",")[4:]
         try:
-            values = [int(c) for c in cells]
+            values = [int(c) for c in cells if "_" not in c]
+            values = values if len(values) == len(cells) else None
         except ValueError:
             values = None
         ok = len(cells) == 1440 and values is not None and min(values) >= 0
@@ -154,3 +155,23 @@ def test_fuzzed_rows_error_cleanly_or_count_exactly(tmp_path_factory, edits, cut
         trace = open_trace(str(path), select="all", lenient=True, min_invocations=0)
         assert len(list(trace)) == sum(good)
         assert trace.details["rows_skipped"] == len(expected_rows) - len(good)
+
+
+HEADERS = [HEADER_2019, "TIMESTAMP,ContextTokens,GeneratedTokens", "app,func,end_timestamp,duration",
+           "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
+           "arrival_s,model,prompt_tokens,output_tokens", ""]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from(HEADERS), body=st.binary(max_size=300), gz=st.booleans())
+def test_arbitrary_bytes_never_escape_as_other_errors(tmp_path_factory, header, body, gz):
+    """Whatever the bytes, reading ends normally or with a TraceError naming the file."""
+    folder = tmp_path_factory.mktemp("bytes")
+    data = (header + "\n").encode() + body if header else body
+    path = folder / ("t.csv.gz" if gz else "t.csv")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for lenient in (False, True):
+        try:
+            list(open_trace(str(path), lenient=lenient))
+        except TraceError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)

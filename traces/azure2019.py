@@ -76,10 +76,14 @@ def check_invocation_header(path: str | Path, header: list[str]) -> None:
 def _counts(path: str, line: int, fields: list[str], issues: Issues) -> np.ndarray | None:
     """Parse the 1440 minute counts; report the first bad one by its minute column."""
     try:
+        if any("_" in f for f in fields):  # int() accepts "1_000"; a trace must not
+            raise ValueError
         values = np.fromiter(map(int, fields), dtype=np.int64, count=MINUTES)
     except ValueError:
         for i, text in enumerate(fields, start=1):
             try:
+                if "_" in text:
+                    raise ValueError
                 int(text)
             except ValueError:
                 issues.row(path, line, str(i), f"count {text!r} is not a whole number", "non_numeric")

@@ -138,7 +138,7 @@ def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, du
     stats = function_stats(days, issues)
     sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
     sel_rng = np.random.default_rng(sel_ss if opts.sample_seed is None else opts.sample_seed)
-    chosen, how = choose_functions(stats, opts, sel_rng)
+    chosen, how = choose_functions(stats, opts, sel_rng, where)
     deps = deployments(len(chosen), opts.catalog, opts.mode)
     index = {s.key: i for i, s in enumerate(chosen)}
     labels = [s.label for s in chosen]

@@ -82,7 +82,7 @@ def azure2021_trace(path: Path, opts: Azure2021Options, *, duration_s: float | N
     stats = [FunctionStat(k, "unknown", n) for k, n in totals.items()]
     sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
     sel_rng = np.random.default_rng(sel_ss if opts.sample_seed is None else opts.sample_seed)
-    chosen, how = choose_functions(stats, opts, sel_rng)
+    chosen, how = choose_functions(stats, opts, sel_rng, str(path))
     deps = deployments(len(chosen), opts.catalog, opts.mode)
     index = {s.key: i for i, s in enumerate(chosen)}
     labels = [s.label for s in chosen]

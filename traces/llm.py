@@ -51,6 +51,8 @@ def parse_timestamp(text: str, _days: dict[str, int] = {}) -> float:  # noqa: B0
 
 def _count(path: str, line: int, name: str, text: str, issues: Issues) -> int | None:
     try:
+        if "_" in text:  # int() accepts "1_000"; a trace must not
+            raise ValueError
         v = int(text)
     except ValueError:
         issues.row(path, line, name, f"{text!r} is not a whole number", "non_numeric")

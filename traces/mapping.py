@@ -68,8 +68,8 @@ class FunctionStat:
         return "/".join(k[:8] for k in self.key[-2:])
 
 
-def choose_functions(stats: list[FunctionStat], opts: MappingOptions,
-                     rng: np.random.Generator) -> tuple[list[FunctionStat], str]:
+def choose_functions(stats: list[FunctionStat], opts: MappingOptions, rng: np.random.Generator,
+                     source: str = "trace") -> tuple[list[FunctionStat], str]:
     """Pick functions; return them (busiest first) and a sentence saying how."""
     pool = [s for s in stats if s.total >= opts.min_invocations]
     how = f"from {len(pool)} of {len(stats)} functions with >= {opts.min_invocations} invocations"
@@ -77,7 +77,7 @@ def choose_functions(stats: list[FunctionStat], opts: MappingOptions,
         pool = [s for s in pool if s.trigger in opts.triggers]
         how += f", triggers {','.join(opts.triggers)} ({len(pool)} left)"
     if not pool:
-        raise TraceError(f"no function left to simulate ({how})")
+        raise TraceError(f"{source}: no function left to simulate ({how})", path=source)
     pool.sort(key=lambda s: (-s.total, s.key))
     if opts.select == "all":
         return pool, f"all {len(pool)} " + how
