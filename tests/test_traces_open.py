@@ -35,10 +35,13 @@ def test_search_order_trace_dir_env_cache(clean_env, monkeypatch):
 
 
 def test_fallback_names_the_folders_searched(clean_env):
-    trace = open_trace("azure_functions", trace_dir=str(clean_env / "nowhere"))
+    (clean_env / "empty").mkdir()
+    with pytest.raises(TraceError, match="nowhere: trace dir does not exist"):
+        open_trace("azure_functions", trace_dir=str(clean_env / "nowhere"))
+    trace = open_trace("azure_functions", trace_dir=str(clean_env / "empty"), rate_scale=None)
     assert trace.synthetic
     assert trace.name.startswith("azure_functions (calibrated synthetic; no trace files found in")
-    assert str(clean_env / "nowhere") in trace.name
+    assert str(clean_env / "empty") in trace.name
     assert open_trace(None).synthetic
     trace = open_trace("azure_functions", select="top", days="all", functions=3)
     assert trace.details["options.ignored"].startswith("days=all, select=top")

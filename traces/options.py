@@ -46,6 +46,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
 
 def parse_options(cls: type[T], given: dict[str, Any], what: str) -> T:
     """Build `cls` from `given`, naming the valid options when one is unknown."""
+    given = {k: v for k, v in given.items() if v is not None}  # None means "the default"
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(given) - set(fields))

@@ -123,6 +123,8 @@ def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duratio
     spec = spec or DEFAULT
     if duration_s is not None and not duration_s > 0:
         raise TraceError(f"duration_s must be positive, got {duration_s}")
+    if trace_dir and not Path(trace_dir).expanduser().is_dir():
+        raise TraceError(f"{trace_dir}: trace dir does not exist or is not a folder", path=str(trace_dir))
     fmt, files, where = resolve(spec, trace_dir)
     if fmt != "synthetic":
         return _build(fmt, files, where, options, duration_s, seed, trace_dir)
