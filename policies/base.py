@@ -16,7 +16,7 @@ from policies.views import ClusterView, InstanceView, ModelView
 from traces.request import Request
 
 
-class Policy(ABC):
+class Policy(ABC):  # noqa: B024 - a shared base; each kind declares its abstract hook
     """Common base: a registered `name` and a label built from the constructor's parameters."""
 
     name: str = ""

@@ -11,7 +11,7 @@ class LeastLoaded(RouterPolicy):
     """The serving instance with the fewest requests in flight, if it has a free slot.
 
     Otherwise join an instance that is still loading (it will be ready sooner than a new
-    one), and only then ask for a new instance (scale out).
+    one), then wake a sleeping one, and only then ask for a new instance (scale out).
     """
 
     name = "least_loaded"
@@ -19,6 +19,7 @@ class LeastLoaded(RouterPolicy):
     def route(self, request: Request, candidates: list[InstanceView], cluster: ClusterView) -> int | None:
         best = None
         loading = None
+        sleeping = None
         for inst in candidates:
             if inst.can_serve:
                 if inst.active < inst.capacity and (best is None or inst.active < best.active):
@@ -26,10 +27,14 @@ class LeastLoaded(RouterPolicy):
             elif inst.state in ("starting", "loading") and inst.active < inst.capacity:
                 if loading is None or inst.active < loading.active:
                     loading = inst
+            elif inst.state == "sleeping" and sleeping is None:
+                sleeping = inst
         if best is not None:
             return best.id
         if loading is not None:
             return loading.id
+        if sleeping is not None:  # waking from host DRAM beats a cold start
+            return sleeping.id
         return None
 
 

@@ -1,0 +1,28 @@
+"""The run's configuration: cluster shape, serving fidelity, SLO. Frozen; no side effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FIDELITIES = ("request", "iteration")
+STORAGE = ("ssd", "remote")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    nodes: int = 2
+    gpus_per_node: int = 4
+    fidelity: str = "request"
+    slo_ttft_s: float = 5.0
+    storage: str = "ssd"  # where checkpoints start: pre-staged on every node's SSD, or remote only
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        if self.storage not in STORAGE:
+            raise ValueError(f"storage must be one of {STORAGE}, got {self.storage!r}")
+        if self.nodes < 1 or self.gpus_per_node < 1:
+            raise ValueError(f"need at least 1 node and 1 GPU per node, got {self.nodes} x {self.gpus_per_node}")
+        if not self.slo_ttft_s > 0:
+            raise ValueError(f"TTFT SLO must be > 0 seconds, got {self.slo_ttft_s}")

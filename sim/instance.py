@@ -1,0 +1,192 @@
+"""Model instances: one serving process for one model on one GPU, and what policies see of it."""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from policies.plan import StagePlan
+from sim.cluster import Gpu, Node
+from sim.profile import ModelProfile
+from traces.request import Request
+
+
+class Deployment:
+    """A named model deployment with the shape of a profile model (implements `ModelView`)."""
+
+    __slots__ = ("name", "shape", "footprint_bytes")
+
+    def __init__(self, name: str, shape: ModelProfile):
+        self.name = name
+        self.shape = shape
+        # vLLM-style engines preallocate the KV cache with the weights: both hold GPU memory.
+        self.footprint_bytes = shape.weight_bytes + shape.kv_bytes_per_token * shape.max_tokens_in_flight
+
+    @property
+    def num_layers(self) -> int:
+        return self.shape.num_layers
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.shape.weight_bytes
+
+    @property
+    def layer_importance(self) -> tuple[float, ...] | None:
+        return self.shape.layer_importance
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request admitted to an instance that cannot serve it yet (loading or waking)."""
+
+    req: Request
+    arrival_s: float
+
+
+@dataclass(slots=True, eq=False)
+class Live:
+    """A request in an iteration-fidelity batch."""
+
+    req: Request
+    cold: bool
+    load_wait_s: float
+    first_token_s: float = -1.0
+    generated: int = 0
+    quality_sum: float = 0.0
+    stage: int = -1
+
+
+@dataclass(slots=True, eq=False)
+class Partial:
+    """A request served at a partial stage: its quality is known once the stages after it are."""
+
+    req: Request
+    cold: bool
+    load_wait_s: float
+    first_token_s: float
+    finish_s: float
+    tpot_s: float
+    stage: int
+
+
+class Instance:
+    """State of one instance; the simulator drives it, policies read it through its properties."""
+
+    def __init__(self, iid: int, dep: Deployment, node: Node, gpu: Gpu, plan: StagePlan, sim):
+        self.id = iid
+        self.dep = dep
+        self.model = dep.name
+        self.shape = dep.shape
+        self.node_ref = node
+        self.gpu_ref = gpu
+        self.plan = plan
+        self._sim = sim
+        self.state = "starting"
+        self.bound_layers = 0
+        self.stage = -1  # last finished stage (0-based)
+        self.quality = 0.0
+        self.latency_scale = 1.0
+        self.capacity = dep.shape.max_batch
+        self.memory_bytes = dep.footprint_bytes
+        self.slots: list[float] = []  # finish times of requests in flight (request fidelity)
+        self.busy_until = 0.0
+        self.pending: deque[Pending] = deque()
+        self.partials: list[Partial] = []
+        self.history: list[tuple[float, float]] = []  # (time, quality) at each stage change
+        self.idle_since: float | None = None
+        self.last_used = sim.env.now
+        self.uses = 0  # bumped on every request: a keep-alive timer compares it
+        self.ready_at = -1.0
+        self.ready_event = sim.env.event()
+        # iteration fidelity
+        self.queue: deque[Live] = deque()
+        self.running: list[Live] = []
+        self.tokens_in_flight = 0
+        self.loop_running = False
+        self.keeper = 0
+        self.idle_counted = False
+        self._idle_waiters: list = []
+
+    def idle_event(self):
+        """An event that fires when the batch loop next runs out of work."""
+        ev = self._sim.env.event()
+        self._idle_waiters.append(ev)
+        return ev
+
+    def notify_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for ev in waiters:
+            ev.succeed()
+
+    # --- InstanceView -------------------------------------------------------------------
+    @property
+    def node(self) -> int:
+        return self.node_ref.index
+
+    @property
+    def gpu(self) -> int:
+        return self.gpu_ref.index
+
+    @property
+    def num_layers(self) -> int:
+        return self.shape.num_layers
+
+    @property
+    def can_serve(self) -> bool:
+        return self.state in ("ready", "full")
+
+    @property
+    def active(self) -> int:
+        slots = self.slots
+        now = self._sim.env.now
+        while slots and slots[0] <= now:
+            heapq.heappop(slots)
+        return len(slots) + len(self.pending) + len(self.queue) + len(self.running)
+
+    # --- transitions ----------------------------------------------------------------------
+    def bind_stage(self, stage: int, layers: int, now: float) -> None:
+        """Record that `stage` finished: its layers are bound, quality and speed change."""
+        self.stage = stage
+        self.bound_layers += layers
+        self.quality = self.shape.quality_at(self.bound_layers)
+        self.latency_scale = self.shape.latency_scale_at(self.bound_layers)
+        self.history.append((now, self.quality))
+        if self.bound_layers >= self.shape.num_layers and self.state in ("ready", "full"):
+            self.state = "full"
+
+    def quality_of(self, first_s: float, tpot_s: float, n_tokens: int) -> float:
+        """Token-weighted quality of tokens produced at first_s + k * tpot_s, k < n_tokens."""
+        if n_tokens <= 0:
+            return 0.0
+        hist = self.history
+        total = 0.0
+        for k, (t0, q) in enumerate(hist):
+            t1 = hist[k + 1][0] if k + 1 < len(hist) else float("inf")
+            lo = _tokens_before(t0, first_s, tpot_s, n_tokens)
+            hi = _tokens_before(t1, first_s, tpot_s, n_tokens)
+            total += q * (hi - lo)
+        return total / n_tokens
+
+
+def _tokens_before(t: float, first_s: float, tpot_s: float, n: int) -> int:
+    """How many of the n tokens (at first_s + k * tpot_s) come strictly before time t."""
+    if t == float("inf"):
+        return n
+    if t <= first_s:
+        return 0
+    if tpot_s <= 0:
+        return n
+    k = int((t - first_s) / tpot_s)
+    # token k is at first + k*tpot; count those < t
+    count = k + 1 if first_s + k * tpot_s < t else k
+    return max(0, min(n, count))
+
+
+@dataclass
+class Counters:
+    loads: int = 0
+    wakes: int = 0
+    evictions: int = 0
+    demotions: int = 0
+    rejected_by_reason: dict = field(default_factory=dict)

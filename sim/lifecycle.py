@@ -1,0 +1,108 @@
+"""An instance's life as SimPy processes: cold start stage by stage, keep-alive, wake, evict.
+
+A cold start has phases (DESIGN.md): process start and CUDA context, then the weights of
+each stage over the links their checkpoint's tier decides, a bind per layer, and the
+engine's KV-cache allocation and graph capture before the first request can run (after
+the weights, as vLLM does, unless the profile says the engine overlaps them).
+"""
+
+from __future__ import annotations
+
+from policies.decisions import Keep
+from sim.cluster import load_path
+from sim.instance import Instance
+from sim.serving import finalize_partials
+
+
+def cold_start(sim, inst: Instance):
+    env = sim.env
+    eng = sim.profile.engine
+    shape = inst.shape
+    plan = inst.plan
+    sim.counters.loads += 1
+    yield env.timeout(eng.process_start_s + eng.cuda_context_s)
+    init_s = eng.kv_cache_alloc_s + eng.graph_capture_s
+    init_done = env.timeout(init_s) if sim.profile_overlap_init else None
+    inst.state = "loading"
+    source = None
+    for j, layers in enumerate(plan.stages):
+        if inst.state == "evicted":
+            return
+        nbytes = len(layers) * shape.layer_bytes + (shape.embedding_bytes + shape.head_bytes if j == 0 else 0)
+        path, src = load_path(inst.node_ref, inst.gpu_ref, inst.model)
+        source = source or src
+        yield sim.net.transfer(path, nbytes, eng.loader_efficiency)
+        if eng.bind_s_per_layer > 0:
+            yield env.timeout(eng.bind_s_per_layer * len(layers))
+        inst.bind_stage(j, len(layers), env.now)
+        if j == plan.serve_from:
+            if init_done is None:
+                yield env.timeout(init_s)
+            else:
+                yield init_done
+            sim.became_ready(inst, pipelined=plan.pipelined)
+        elif j > plan.serve_from:
+            finalize_partials(sim, inst, everything=inst.state == "full")
+    node = inst.node_ref
+    # The checkpoint passed through host DRAM (page cache) and, from remote, landed on the SSD.
+    node.dram.add(inst.model, shape.weight_bytes)
+    if source == "remote":
+        node.ssd.add(inst.model, shape.weight_bytes)
+    yield from keep_alive(sim, inst)
+
+
+def wake(sim, inst: Instance):
+    """A sleeping instance (weights in host DRAM) copies its weights back and serves."""
+    env = sim.env
+    eng = sim.profile.engine
+    sim.counters.wakes += 1
+    inst.state = "loading"
+    inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+    yield env.timeout(eng.wake_from_sleep_s)
+    yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
+    inst.history.append((env.now, inst.quality))
+    sim.became_ready(inst, pipelined=False)
+    yield from keep_alive(sim, inst)
+
+
+def keep_alive(sim, inst: Instance):
+    """Wait for idleness, ask the keep-alive policy, apply its tiers in order, then evict."""
+    env = sim.env
+    inst.keeper += 1
+    mine = inst.keeper  # a wake starts a new keeper; this one must then stop
+    while True:
+        if inst.state == "evicted" or inst.keeper != mine:
+            return
+        if inst.state == "loading":  # a wake is under way; its process takes over
+            return
+        if inst.busy_until > env.now:
+            yield env.timeout(inst.busy_until - env.now)
+            continue
+        if inst.running or inst.queue or inst.pending:
+            yield inst.idle_event()
+            continue
+        uses = inst.uses
+        sim.set_idle(inst, True)  # may hand it a request waiting for memory
+        if inst.uses != uses:
+            continue
+        try:
+            decisions = sim.policies.keepalive.on_idle(inst, env.now)
+            decisions = [d if isinstance(d, Keep) else Keep(*d) for d in decisions]
+        except Exception as e:
+            raise sim.policy_failure(sim.policies.keepalive, "on_idle", e) from e
+        used_again = False
+        for keep in decisions:
+            if keep.tier == "dram" and inst.state != "sleeping":
+                sim.demote(inst)
+            yield env.timeout(keep.seconds)
+            if inst.uses != uses or inst.state == "evicted":
+                used_again = True
+                break
+        if inst.state == "evicted" or inst.keeper != mine:
+            return
+        if used_again:
+            if inst.state in ("sleeping", "loading"):
+                return  # the wake process owns the instance now
+            continue
+        sim.evict(inst)
+        return

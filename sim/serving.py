@@ -1,0 +1,137 @@
+"""Serving at two fidelities.
+
+`request`: closed form. An instance has `capacity` slots; a request takes the earliest
+free slot (a heap of finish times is an exact FCFS multi-server queue), its first token
+comes one prefill later, and every later token one decode step at the concurrency it
+found. No event is scheduled: a warm request costs a few heap operations.
+
+`iteration`: continuous batching. One event per batch step: waiting requests join the
+batch (up to the batch size and the KV tokens in flight), the step takes the prefill of
+the new prompts plus one decode step of the running batch, then every running request
+gains a token at the quality of the stage the instance is at.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from sim.instance import Instance, Live, Partial
+from sim.records import RequestRecord
+from traces.request import Request
+
+
+def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float,
+                      prefill_fraction: float = 1.0) -> None:
+    """Serve `req` on `inst` now (request fidelity) and record it, or park it as partial."""
+    now = sim.env.now
+    slots = inst.slots
+    while slots and slots[0] <= now:
+        heapq.heappop(slots)
+    start = heapq.heappop(slots) if len(slots) >= inst.capacity else now
+    shape = inst.shape
+    scale = inst.latency_scale
+    tpot = shape.decode(len(slots) + 1) * scale
+    first = start + shape.prefill(req.prompt_tokens) * scale * prefill_fraction
+    out = req.output_tokens
+    finish = first + (out - 1) * tpot
+    heapq.heappush(slots, finish)
+    sim.mark_busy(inst, start, finish)
+    if inst.state == "full":
+        sim.emit(RequestRecord(
+            sim.label, req.request_id, req.model, req.function, req.arrival_s, first, finish,
+            first - req.arrival_s, tpot if out > 1 else float("nan"), req.prompt_tokens, out,
+            cold, load_wait_s, inst.stage, 1.0, False, "", inst.id, inst.node_ref.index, inst.gpu_ref.index,
+        ))
+    else:
+        inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
+
+
+def finalize_partials(sim, inst: Instance, everything: bool) -> None:
+    """Record partial-stage requests whose stage history is now known up to their finish."""
+    now = sim.env.now
+    keep = []
+    for p in inst.partials:
+        if not everything and p.finish_s > now:
+            keep.append(p)
+            continue
+        req = p.req
+        out = req.output_tokens
+        q = inst.quality_of(p.first_token_s, p.tpot_s, out)
+        sim.emit(RequestRecord(
+            sim.label, req.request_id, req.model, req.function, req.arrival_s, p.first_token_s,
+            p.finish_s, p.first_token_s - req.arrival_s, p.tpot_s if out > 1 else float("nan"),
+            req.prompt_tokens, out, p.cold, p.load_wait_s, p.stage, q, False, "", inst.id,
+            inst.node_ref.index, inst.gpu_ref.index,
+        ))
+    inst.partials = keep
+
+
+def enqueue_iteration(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float) -> None:
+    """Add a request to the instance's batch queue and make sure its batch loop runs."""
+    inst.queue.append(Live(req, cold, load_wait_s))
+    sim.outstanding += 1
+    if not inst.loop_running and inst.can_serve:
+        inst.loop_running = True
+        sim.env.process(batch_loop(sim, inst))
+
+
+def batch_loop(sim, inst: Instance):
+    """Continuous batching on one instance until it has nothing left to do."""
+    env = sim.env
+    shape = inst.shape
+    cap_tokens = shape.max_tokens_in_flight
+    try:
+        while (inst.queue or inst.running) and inst.can_serve:
+            running = inst.running
+            decoding = len(running)
+            prompt_tokens = 0
+            # New requests join the running list before the step, so that nothing in flight
+            # is ever invisible to keep-alive or eviction.
+            while inst.queue and len(running) < inst.capacity:
+                live = inst.queue[0]
+                need = live.req.prompt_tokens + live.req.output_tokens
+                if inst.tokens_in_flight + need > cap_tokens and running:
+                    break
+                inst.queue.popleft()
+                inst.tokens_in_flight += need
+                prompt_tokens += live.req.prompt_tokens
+                running.append(live)
+            scale = inst.latency_scale
+            step = 0.0
+            if prompt_tokens:
+                step += shape.prefill(prompt_tokens) * scale
+            if decoding:
+                step += shape.decode(decoding) * scale
+            sim.mark_busy(inst, env.now, env.now + step)
+            yield env.timeout(step)
+            q = inst.quality
+            still = []
+            for live in running:
+                if live.generated == 0:
+                    live.first_token_s = env.now
+                    live.stage = inst.stage
+                live.generated += 1
+                live.quality_sum += q
+                if live.generated >= live.req.output_tokens:
+                    _finish_live(sim, inst, live)
+                else:
+                    still.append(live)
+            inst.running = still
+    finally:
+        inst.loop_running = False
+    sim.maybe_idle(inst)
+
+
+def _finish_live(sim, inst: Instance, live: Live) -> None:
+    now = sim.env.now
+    req = live.req
+    out = req.output_tokens
+    inst.tokens_in_flight -= req.prompt_tokens + out
+    sim.outstanding -= 1
+    tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
+    sim.emit(RequestRecord(
+        sim.label, req.request_id, req.model, req.function, req.arrival_s, live.first_token_s, now,
+        live.first_token_s - req.arrival_s, tpot, req.prompt_tokens, out, live.cold,
+        live.load_wait_s, live.stage, live.quality_sum / live.generated, False, "", inst.id,
+        inst.node_ref.index, inst.gpu_ref.index,
+    ))

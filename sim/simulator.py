@@ -1,0 +1,391 @@
+"""The simulator: arrivals meet admission, routing, placement; instances live as processes.
+
+Per-request work stays off the event queue: the arrival loop advances SimPy's clock to each
+arrival and handles the request inline; only lifecycles (loads, stages, keep-alive timers,
+evictions, batch steps at iteration fidelity) are events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+import simpy
+
+from policies.decisions import Place
+from sim.cluster import build_cluster
+from sim.config import SimConfig
+from sim.flows import FlowNetwork
+from sim.instance import Counters, Deployment, Instance, Pending
+from sim.lifecycle import cold_start, wake
+from sim.metrics import RunMetrics
+from sim.policyset import PolicyError, PolicySet, policy_error
+from sim.profile import Profile
+from sim.records import RequestRecord
+from sim.serving import enqueue_iteration, finalize_partials, serve_closed_form
+from traces.request import Request
+
+
+class TraceOrderError(ValueError):
+    """Requests must come in arrival order."""
+
+
+class Simulator:
+    """One run of one policy combination over one trace (implements `ClusterView`)."""
+
+    def __init__(self, profile: Profile, policies: PolicySet, config: SimConfig, metrics: RunMetrics,
+                 rng: np.random.Generator | None = None):
+        self.env = simpy.Environment()
+        self.profile = profile
+        self.policies = policies
+        self.config = config
+        self.metrics = metrics
+        self.rng = rng if rng is not None else np.random.default_rng(config.seed)
+        self.label = metrics.label
+        self.emit = metrics.on_request
+        self.net = FlowNetwork(self.env, on_bytes=metrics.on_bytes)
+        self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
+        self._gpus = [g for n in self.nodes for g in n.gpus]
+        self.profile_overlap_init = False
+        self.counters = Counters()
+        self.instances: dict[int, Instance] = {}
+        self.by_model: dict[str, list[Instance]] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self._arrivals: dict[str, deque] = {}
+        self._waiting: dict[str, int] = {}
+        self.waiting_total = 0
+        self.outstanding = 0  # iteration fidelity: admitted requests not yet finished
+        self.memory_queue: deque[Pending] = deque()
+        self.used_bytes = 0
+        self.idle_bytes = 0
+        self.max_finish = 0.0
+        self.arrivals_done = False
+        self._next_id = 0
+        self._retrying = False
+        self.iteration = config.fidelity == "iteration"
+        if config.storage == "ssd":
+            pass  # checkpoints are on every node's SSD from the start; see deployment()
+
+    # --- ClusterView ------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    @property
+    def gpus(self):
+        return self._gpus
+
+    def instances_of(self, model: str) -> list[Instance]:
+        return list(self.by_model.get(model, ()))
+
+    def model(self, name: str) -> Deployment:
+        return self.deployment(name)
+
+    @property
+    def models_seen(self) -> list[str]:
+        return list(self.deployments)
+
+    def waiting(self, model: str) -> int:
+        return self._waiting.get(model, 0)
+
+    def arrivals(self, model: str) -> list[float]:
+        return list(self._arrivals.get(model, ()))
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def deployment(self, name: str) -> Deployment:
+        dep = self.deployments.get(name)
+        if dep is None:
+            dep = Deployment(name, self.profile.model(name))
+            self.deployments[name] = dep
+            self._arrivals[name] = deque(maxlen=256)
+            if self.config.storage == "ssd":
+                for node in self.nodes:
+                    node.ssd.add(name, dep.weight_bytes)
+        return dep
+
+    def policy_failure(self, policy, hook: str, err) -> PolicyError:
+        return policy_error(policy, hook, self.env.now, err)
+
+    def _memory_changed(self) -> None:
+        self.metrics.on_memory(self.env.now, self.used_bytes, self.idle_bytes)
+
+    def _add_waiting(self, model: str, n: int) -> None:
+        self._waiting[model] = self._waiting.get(model, 0) + n
+        self.waiting_total += n
+
+    def mark_busy(self, inst: Instance, start: float, finish: float) -> None:
+        if finish > inst.busy_until:
+            inst.busy_until = finish
+        if finish > self.max_finish:
+            self.max_finish = finish
+
+    def set_idle(self, inst: Instance, idle: bool) -> None:
+        if idle and inst.idle_since is None:
+            inst.idle_since = self.env.now
+            if inst.can_serve:
+                inst.idle_counted = True
+                self.idle_bytes += inst.memory_bytes
+                self._memory_changed()
+            self.retry_memory_queue()
+        elif not idle and inst.idle_since is not None:
+            inst.idle_since = None
+            if inst.idle_counted:
+                inst.idle_counted = False
+                self.idle_bytes -= inst.memory_bytes
+                self._memory_changed()
+
+    def maybe_idle(self, inst: Instance) -> None:
+        inst.notify_idle()
+
+    # --- the arrival path -----------------------------------------------------------------------
+    def on_arrival(self, req: Request) -> None:
+        dep = self.deployment(req.model)
+        self._arrivals[req.model].append(req.arrival_s)
+        adm = self.policies.admission
+        try:
+            decision = adm.admit(req, self)
+            action = decision.action
+        except Exception as e:
+            raise self.policy_failure(adm, "admit", e) from e
+        if action == "reject":
+            self.reject(req, decision.reason or "rejected by admission")
+            return
+        if dep.footprint_bytes > max(g.capacity_bytes for g in self._gpus):
+            self.reject(req, f"model needs {dep.footprint_bytes / 1e9:.1f} GB, more than any GPU has")
+            return
+        if not self._try_place(req, req.arrival_s, fallback=True):
+            self.memory_queue.append(Pending(req, req.arrival_s))
+            self._add_waiting(req.model, 1)
+
+    def reject(self, req: Request, reason: str) -> None:
+        self.emit(RequestRecord.rejection(
+            policy=self.label, request_id=req.request_id, model=req.model, function=req.function,
+            arrival_s=req.arrival_s, prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
+            reason=reason,
+        ))
+
+    def _try_place(self, req: Request, arrival: float, fallback: bool) -> bool:
+        """Route to an instance, or start one; False when neither is possible now."""
+        cands = self.by_model.get(req.model)
+        if cands:
+            router = self.policies.router
+            try:
+                iid = router.route(req, list(cands), self)
+            except Exception as e:
+                raise self.policy_failure(router, "route", e) from e
+            if iid is not None:
+                inst = self.instances.get(iid)
+                if inst is None or inst.model != req.model:
+                    raise self.policy_failure(router, "route", f"returned {iid!r}, not one of the candidates")
+                return self.assign(inst, req, arrival)
+        inst = self.start_instance(self.deployment(req.model))
+        if inst is not None:
+            return self.assign(inst, req, arrival)
+        if fallback and cands:
+            best = min(cands, key=lambda i: (not i.can_serve, i.active, i.id))
+            return self.assign(best, req, arrival)
+        return False
+
+    def assign(self, inst: Instance, req: Request, arrival: float) -> bool:
+        now = self.env.now
+        inst.uses += 1
+        inst.last_used = now
+        self.set_idle(inst, False)
+        if inst.can_serve:
+            waited = now - arrival
+            cold = waited > 0  # it waited for memory and a load: a cold start
+            if self.iteration:
+                enqueue_iteration(self, inst, req, cold, waited)
+            else:
+                serve_closed_form(self, inst, req, cold, waited)
+            return True
+        if inst.state == "sleeping" and not self._wake(inst):
+            return False
+        inst.pending.append(Pending(req, arrival))
+        self._add_waiting(req.model, 1)
+        return True
+
+    # --- lifecycle hooks ------------------------------------------------------------------------
+    def became_ready(self, inst: Instance, pipelined: bool) -> None:
+        now = self.env.now
+        inst.state = "full" if inst.bound_layers >= inst.num_layers else "ready"
+        inst.ready_at = now
+        if not inst.ready_event.triggered:
+            inst.ready_event.succeed()
+        pending, inst.pending = inst.pending, deque()
+        self._add_waiting(inst.model, -len(pending))
+        # Execute-while-load: a pending prompt's prefill ran layer by layer as layers arrived;
+        # only the last layer's share is left once the last layer lands.
+        fraction = 1.0 / inst.num_layers if pipelined else 1.0
+        for p in pending:
+            if self.iteration:
+                enqueue_iteration(self, inst, p.req, True, now - p.arrival_s)
+            else:
+                serve_closed_form(self, inst, p.req, True, now - p.arrival_s, fraction)
+
+    def start_instance(self, dep: Deployment) -> Instance | None:
+        placement = self.policies.placement
+        try:
+            place = placement.place(dep, self)
+        except Exception as e:
+            raise self.policy_failure(placement, "place", e) from e
+        if place is None:
+            return None
+        gpu = self._check_place(place, dep)
+        for iid in place.evict:
+            self.evict(self.instances[iid])
+        staging = self.policies.staging
+        try:
+            plan = staging.plan(dep)
+        except Exception as e:
+            raise self.policy_failure(staging, "plan", e) from e
+        if plan.num_layers != dep.num_layers:
+            raise self.policy_failure(staging, "plan", f"plan has {plan.num_layers} layers, model {dep.num_layers}")
+        inst = Instance(self._next_id, dep, self.nodes[gpu.node], gpu, plan, self)
+        inst.idle_counted = False
+        self._next_id += 1
+        self._reserve(inst)
+        self.instances[inst.id] = inst
+        self.by_model.setdefault(dep.name, []).append(inst)
+        self.env.process(cold_start(self, inst))
+        return inst
+
+    def _check_place(self, place: Place, dep: Deployment):
+        p = self.policies.placement
+        if not (0 <= place.node < len(self.nodes) and 0 <= place.gpu < len(self.nodes[place.node].gpus)):
+            raise self.policy_failure(p, "place", f"GPU ({place.node}, {place.gpu}) does not exist")
+        gpu = self.nodes[place.node].gpus[place.gpu]
+        freed = 0
+        for iid in place.evict:
+            inst = self.instances.get(iid)
+            if inst is None or inst.gpu_ref is not gpu or inst.idle_since is None or not inst.can_serve:
+                raise self.policy_failure(p, "place", f"instance {iid} is not an idle instance on that GPU")
+            freed += inst.memory_bytes
+        if gpu.free_bytes + freed < dep.footprint_bytes:
+            raise self.policy_failure(
+                p, "place", f"GPU ({place.node}, {place.gpu}) has {(gpu.free_bytes + freed) / 1e9:.1f} GB free "
+                f"after evictions; the model needs {dep.footprint_bytes / 1e9:.1f} GB")
+        return gpu
+
+    def _reserve(self, inst: Instance) -> None:
+        gpu = inst.gpu_ref
+        assert gpu.used_bytes + inst.memory_bytes <= gpu.capacity_bytes, "GPU memory over-committed"
+        gpu.used_bytes += inst.memory_bytes
+        gpu.instances.append(inst)
+        self.used_bytes += inst.memory_bytes
+        self._memory_changed()
+
+    def _release(self, inst: Instance) -> None:
+        gpu = inst.gpu_ref
+        gpu.used_bytes -= inst.memory_bytes
+        gpu.instances.remove(inst)
+        self.used_bytes -= inst.memory_bytes
+        if inst.idle_counted:
+            inst.idle_counted = False
+            self.idle_bytes -= inst.memory_bytes
+        self._memory_changed()
+
+    def _wake(self, inst: Instance) -> bool:
+        """Bring a sleeping instance back onto its GPU; False if its GPU has no room now."""
+        gpu = inst.gpu_ref
+        if gpu.free_bytes < inst.memory_bytes:
+            return False
+        self._reserve(inst)
+        inst.state = "loading"
+        self.env.process(wake(self, inst))
+        return True
+
+    def demote(self, inst: Instance) -> None:
+        """Keep-alive moved the instance to host DRAM: GPU memory is freed, the process sleeps."""
+        self.counters.demotions += 1
+        self._release(inst)
+        inst.state = "sleeping"
+        inst.node_ref.dram.pinned += inst.shape.weight_bytes
+        self.metrics.on_bytes("pcie", inst.shape.weight_bytes)
+        self.retry_memory_queue()
+
+    def evict(self, inst: Instance) -> None:
+        if inst.state == "evicted":
+            return
+        finalize_partials(self, inst, everything=True)
+        self.counters.evictions += 1
+        if inst.state == "sleeping":
+            inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+        else:
+            self._release(inst)
+        inst.state = "evicted"
+        del self.instances[inst.id]
+        self.by_model[inst.model].remove(inst)
+        self.retry_memory_queue()
+
+    def retry_memory_queue(self) -> None:
+        """Requests that found no memory try again, oldest first, until one still cannot."""
+        if self._retrying or not self.memory_queue:
+            return
+        self._retrying = True
+        try:
+            while self.memory_queue:
+                p = self.memory_queue[0]
+                if not self._try_place(p.req, p.arrival_s, fallback=False):
+                    break
+                self.memory_queue.popleft()
+                self._add_waiting(p.req.model, -1)
+        finally:
+            self._retrying = False
+
+    # --- the run ---------------------------------------------------------------------------------
+    def _advance_to(self, t: float) -> None:
+        env = self.env
+        while env.peek() <= t:
+            env.step()
+        if t > env.now:
+            env._now = t  # performance: moving the clock needs no event (SimPy keeps it in _now)
+
+    def _prewarm_loop(self):
+        pw = self.policies.prewarm
+        interval = float(getattr(pw, "interval_s", 0.0) or 0.0)
+        if interval <= 0:
+            return
+        while not self.arrivals_done:
+            yield self.env.timeout(interval)
+            try:
+                decisions = pw.on_tick(self)
+            except Exception as e:
+                raise self.policy_failure(pw, "on_tick", e) from e
+            for d in decisions:
+                if not self.by_model.get(d.model):
+                    self.start_instance(self.deployment(d.model))
+
+    def run(self, requests: Iterable[Request], on_progress=None) -> dict:
+        """Replay `requests` (ordered by arrival) and return the summary row."""
+        env = self.env
+        env.process(self._prewarm_loop())
+        n = 0
+        last = 0.0
+        for req in requests:
+            t = req.arrival_s
+            if t < last:
+                raise TraceOrderError(f"request {req.request_id} arrives at {t} s, before the previous one at {last} s")
+            last = t
+            self._advance_to(t)
+            self.on_arrival(req)
+            n += 1
+            if on_progress is not None and not n & 4095:
+                on_progress(n)
+        self.arrivals_done = True
+        while (self.waiting_total > 0 or self.outstanding > 0) and env.peek() < float("inf"):
+            env.step()
+        end = max(env.now, self.max_finish, last)
+        self._advance_to(end)
+        for inst in list(self.instances.values()):
+            finalize_partials(self, inst, everything=True)
+        for p in list(self.memory_queue):
+            self.reject(p.req, "never placed: no GPU memory became free")
+        for inst in list(self.instances.values()):
+            for p in inst.pending:
+                self.reject(p.req, "instance never became ready")
+        if on_progress is not None:
+            on_progress(n)
+        row = self.metrics.finish(end)
+        return row
