@@ -52,6 +52,7 @@ def load_smollm2_dir(cache_dir: str | Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the folder is a shared cache
         if out.exists():  # another process won the race; keep theirs
             shutil.rmtree(tmp)
         else:
