@@ -66,7 +66,11 @@ class PlacementPolicy(Policy):
 
     @abstractmethod
     def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
-        """Return where to start it, or None if it cannot start now (it waits for memory)."""
+        """Return where to start it, or None if it cannot start now (it waits for memory).
+
+        The simulator asks again only after GPU memory or an instance's idleness changed: a
+        None stands until then, so the answer should depend on that state, not on time.
+        """
 
 
 class RouterPolicy(Policy):

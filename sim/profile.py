@@ -8,6 +8,7 @@ field. `validate` writes profiles with `Profile.to_dict()`; the simulator reads 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,13 +31,21 @@ class Table:
     seconds: tuple[float, ...]
 
     def __call__(self, value: float) -> float:
+        # Pure-Python bisect: this runs twice per simulated request, where np.interp's
+        # array conversion costs more than the interpolation.
         xs, ys = self.x, self.seconds
         if len(xs) == 1:
             return ys[0] * value / xs[0] if xs[0] else ys[0]
-        if value <= xs[-1]:
-            return float(np.interp(value, xs, ys))
-        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-        return ys[-1] + slope * (value - xs[-1])
+        if value <= xs[0]:
+            i = 1
+        elif value >= xs[-1]:
+            i = len(xs) - 1
+        else:
+            i = bisect_right(xs, value)
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        if value <= x0 and i == 1:
+            return y0  # clamp below the first point
+        return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
 
 
 @dataclass(frozen=True)

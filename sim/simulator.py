@@ -63,6 +63,10 @@ class Simulator:
         self.arrivals_done = False
         self._next_id = 0
         self._retrying = False
+        # Placement is a pure function of cluster memory state: once it has said "no room"
+        # for a footprint, asking again before memory changes is wasted work (hot under overload).
+        self.memory_epoch = 0
+        self._no_room: tuple[int, int] | None = None
         self.iteration = config.fidelity == "iteration"
         if config.storage == "ssd":
             pass  # checkpoints are on every node's SSD from the start; see deployment()
@@ -108,6 +112,7 @@ class Simulator:
         return policy_error(policy, hook, self.env.now, err)
 
     def _memory_changed(self) -> None:
+        self.memory_epoch += 1
         self.metrics.on_memory(self.env.now, self.used_bytes, self.idle_bytes)
 
     def _add_waiting(self, model: str, n: int) -> None:
@@ -122,6 +127,7 @@ class Simulator:
 
     def set_idle(self, inst: Instance, idle: bool) -> None:
         if idle and inst.idle_since is None:
+            self.memory_epoch += 1  # an idle instance is evictable: placement may now succeed
             inst.idle_since = self.env.now
             if inst.can_serve:
                 inst.idle_counted = True
@@ -129,6 +135,7 @@ class Simulator:
                 self._memory_changed()
             self.retry_memory_queue()
         elif not idle and inst.idle_since is not None:
+            self.memory_epoch += 1
             inst.idle_since = None
             if inst.idle_counted:
                 inst.idle_counted = False
@@ -226,11 +233,14 @@ class Simulator:
 
     def start_instance(self, dep: Deployment) -> Instance | None:
         placement = self.policies.placement
+        if self._no_room == (self.memory_epoch, dep.footprint_bytes):
+            return None
         try:
             place = placement.place(dep, self)
         except Exception as e:
             raise self.policy_failure(placement, "place", e) from e
         if place is None:
+            self._no_room = (self.memory_epoch, dep.footprint_bytes)
             return None
         gpu = self._check_place(place, dep)
         for iid in place.evict:
@@ -333,6 +343,10 @@ class Simulator:
                 self._add_waiting(p.req.model, -1)
         finally:
             self._retrying = False
+        # Placement is a pure function of cluster memory state: once it has said "no room"
+        # for a footprint, asking again before memory changes is wasted work (hot under overload).
+        self.memory_epoch = 0
+        self._no_room: tuple[int, int] | None = None
 
     # --- the run ---------------------------------------------------------------------------------
     def _advance_to(self, t: float) -> None:

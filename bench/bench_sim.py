@@ -1,0 +1,78 @@
+"""Simulator speed: simulated requests per second at both fidelities, and events per request.
+
+Targets (DESIGN.md): >= 50k requests/s per core at `request` fidelity; at `iteration`
+fidelity ten times Vidur's ~420 requests/s on these machines. Run:
+    python bench/bench_sim.py [--requests N] [--iteration-requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from sim.config import SimConfig
+from sim.metrics import RunMetrics
+from sim.policyset import PolicySet
+from sim.profile import load_profile
+from sim.simulator import Simulator
+from traces.request import Request
+
+VIDUR_REQ_PER_S = 420.0  # FINDINGS/DESIGN: Vidur on these machines
+TARGET_REQUEST_FIDELITY = 50_000.0
+
+
+def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
+    """Poisson arrivals, Zipf-like model popularity, LLM-like token lengths."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, n)
+    times = np.cumsum(gaps)
+    weights = 1.0 / np.arange(1, models + 1)
+    which = rng.choice(models, size=n, p=weights / weights.sum())
+    prompts = rng.lognormal(6.0, 1.0, n).astype(int).clip(1, 8000)
+    outputs = rng.lognormal(4.5, 0.8, n).astype(int).clip(1, 2000)
+    return [Request(float(t), f"model-{m}", int(p), int(o), i)
+            for i, (t, m, p, o) in enumerate(zip(times, which, prompts, outputs, strict=True))]
+
+
+def run(reqs: list[Request], fidelity: str, staging: str) -> tuple[float, dict, int]:
+    profile = load_profile()
+    policies = PolicySet.from_specs(staging=staging, keepalive="fixed")
+    metrics = RunMetrics(policies.label, 5.0)
+    sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity), metrics)
+    steps = [0]
+    step = sim.env.step
+
+    def counted() -> None:
+        steps[0] += 1
+        step()
+
+    sim.env.step = counted  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    row = sim.run(iter(reqs))
+    return time.perf_counter() - t0, row, steps[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=300_000)
+    ap.add_argument("--iteration-requests", type=int, default=20_000)
+    args = ap.parse_args()
+    print(f"{'fidelity':10s} {'staging':12s} {'requests':>9s} {'seconds':>8s} {'req/s':>9s} {'events/req':>10s}  ratio")
+    reqs = workload(args.requests, models=8, rate=200.0, seed=1)
+    for staging in ("full", "progressive"):
+        dt, row, events = run(reqs, "request", staging)
+        rate = row["requests"] / dt
+        print(f"{'request':10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
+              f"  {rate / TARGET_REQUEST_FIDELITY:.2f} x the 50k/s target")
+    reqs = workload(args.iteration_requests, models=8, rate=20.0, seed=2)
+    for staging in ("full", "progressive"):
+        dt, row, events = run(reqs, "iteration", staging)
+        rate = row["requests"] / dt
+        print(f"{'iteration':10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
+              f"  {rate / VIDUR_REQ_PER_S:.1f} x Vidur's 420/s ({events / dt:,.0f} events/s)")
+
+
+if __name__ == "__main__":
+    main()
