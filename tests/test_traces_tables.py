@@ -57,7 +57,8 @@ def test_calibrate_measures_when_enough_rows(tmp_path):
         assert cal[key]["source"].startswith("measured from"), key
     assert cal["duration_s"]["value"][0] == pytest.approx(0.1) and cal["memory_mb"]["value"][-1] == 239
     small = calibration([inv], min_functions=1000)
-    assert "ATC 2020" in small["daily_invocations"]["source"] and "ATC 2020" in small["duration_s"]["source"]
+    assert "ATC'20 Fig. 5(a)" in small["daily_invocations"]["source"]
+    assert "ATC'20 Fig. 7" in small["duration_s"]["source"] and "cdf_points" in small["memory_mb"]
 
 
 def test_info_on_tables(tmp_path, capsys):

@@ -13,39 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from traces import paper
 from traces.azure2019 import read_durations, read_invocations, read_memory
 from traces.errors import Issues
 from traces.llm import read_azure_llm
 
 PROBS = [0.0, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
-PAPER = "Shahrad et al., Serverless in the Wild, USENIX ATC 2020"
 
 
 def _q(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.quantile(np.asarray(values, float), PROBS)]
-
-
-def lognormal_quantiles(mu: float, sigma: float) -> list[float]:
-    """Quantiles at PROBS of a log-normal; the 0 and 1 ends are the 1e-4 and 1-1e-4 points."""
-    from scipy.special import ndtri
-
-    p = np.clip(np.asarray(PROBS), 1e-4, 1 - 1e-4)
-    return [float(v) for v in np.exp(mu + sigma * ndtri(p))]
-
-
-def burr_quantiles(c: float, k: float, lam: float) -> list[float]:
-    """Quantiles at PROBS of a Burr XII(c, k, scale lam), ends clipped like `lognormal_quantiles`."""
-    p = np.clip(np.asarray(PROBS), 1e-4, 1 - 1e-4)
-    return [float(v) for v in lam * ((1 - p) ** (-1 / k) - 1) ** (1 / c)]
-
-
-def lognormal_through(x1: float, p1: float, x2: float, p2: float) -> tuple[float, float]:
-    """(mu, sigma) of the log-normal with CDF p1 at x1 and p2 at x2."""
-    from scipy.special import ndtri
-
-    z1, z2 = ndtri(p1), ndtri(p2)
-    sigma = (np.log(x2) - np.log(x1)) / (z2 - z1)
-    return float(np.log(x1) - z1 * sigma), float(sigma)
 
 
 def iat_cv(counts: np.ndarray, rng: np.random.Generator) -> float | None:
@@ -106,81 +83,71 @@ def calibration(invocations: list[Path], durations: list[Path] = (), memory: lis
                 conv: Path | None = None, code: Path | None = None, *, min_functions: int = 1000,
                 min_invocations: int = 100_000) -> dict:
     """Build the calibration dictionary (see the module docstring for the source rule)."""
-    issues = Issues()
-    inv = measure_invocations(list(invocations), issues) if invocations else None
+    inv = measure_invocations(list(invocations), Issues()) if invocations else None
     enough = inv is not None and len(inv["daily"]) >= min_functions and inv["n_inv"] >= min_invocations
     src = f"measured from {_names(list(invocations))}" if inv else ""
     out: dict = {"schema": 1, "units": "daily counts in invocations/day; durations in s; memory in MB",
                  "quantile_probs": PROBS}
 
-    mu, sigma = lognormal_through(24.0, 0.45, 1440.0, 0.81)
-    paper_daily = {"value": lognormal_quantiles(mu, sigma), "log_mu": round(mu, 4), "log_sigma": round(sigma, 4),
-                   "source": f"{PAPER}, Sec. 3.3 / Fig. 5(a): 45% of applications are invoked at most once per hour "
-                             "and 81% at most once per minute on average; a log-normal through those two points "
-                             "(application-level figures used per function)"}
-    out["daily_invocations"] = {"value": _q(inv["daily"]), "source": src} if enough else paper_daily
+    if enough:
+        out["daily_invocations"] = {"value": _q(inv["daily"]), "source": src}
+    else:
+        out["daily_invocations"] = {"value": paper.quantiles_from_cdf(paper.DAILY_INVOCATIONS_CDF, PROBS),
+                                    "cdf_points": paper.DAILY_INVOCATIONS_CDF, "source": paper.DAILY_INVOCATIONS_SOURCE}
     if inv is not None:
         out["daily_invocations"]["measured_sample"] = {
             "value": sorted(int(v) for v in inv["daily"]), "source": f"{src} ({len(inv['daily'])} functions)"}
 
-    timer_share = {"value": 0.156, "source": f"{PAPER}, Fig. 2: timer triggers are 15.6% of functions; timers "
-                                             "fire periodically, the CV-0 mass of Fig. 6"}
     if enough:
-        out["periodic_share"] = {"value": float(np.mean(inv["cvs"] < 0.2)), "source": src + " (share with CV < 0.2)"}
+        cvs = inv["cvs"]
+        bursty = np.log(cvs[cvs >= 0.2])
+        out["periodic_share"] = {"value": float(np.mean(cvs < 0.2)), "source": src + " (share with IAT CV < 0.2)"}
+        out["cv_lognormal"] = {"mu": float(bursty.mean()), "sigma": float(bursty.std(ddof=1)),
+                               "source": src + ": log of IAT CV >= 0.2 of functions with >= 3 invocations"}
     else:
-        out["periodic_share"] = timer_share
-        if inv is not None and len(inv["cvs"]):
-            out["periodic_share"]["measured_sample"] = {"value": round(float(np.mean(inv["cvs"] < 0.2)), 4),
-                                                        "source": f"{src} ({len(inv['cvs'])} functions, unused)"}
+        p0, mu, sigma = paper.cv_model()
+        out["periodic_share"] = {"value": p0, "source": paper.IAT_CV_SOURCE + ": the CDF's mass at CV 0"}
+        out["cv_lognormal"] = {"mu": round(mu, 4), "sigma": round(sigma, 4), "cdf_points": paper.IAT_CV_CDF,
+                               "source": paper.IAT_CV_SOURCE + ": a log-normal fitted (least squares on normal "
+                                         "scores) to the CDF above CV 0, from CV 0.25 to 10; per application in "
+                                         "the paper, used per function here"}
     if inv is not None and len(inv["cvs"]):
-        bursty = np.log(inv["cvs"][inv["cvs"] >= 0.2])
-        note = "" if enough else (f"; only {len(bursty)} functions: ATC'20 Fig. 6 gives the shape (a mass at CV 0, "
-                                  "most others above 1) but no numbers to fit")
-        out["cv_lognormal"] = {"mu": round(float(bursty.mean()), 4), "sigma": round(float(bursty.std(ddof=1)), 4),
-                               "source": f"{src}: log of IAT CV of functions with >= 3 invocations and CV >= 0.2, "
-                                         f"arrivals spread uniformly within their minute (seed 0){note}",
-                               "measured_sample": {"value": [round(float(c), 3) for c in inv["cvs"]]}}
+        out["cv_lognormal"]["measured_sample"] = {
+            "value": [round(float(c), 3) for c in inv["cvs"]],
+            "source": f"{src}: IAT CV per function with >= 3 invocations, arrivals spread uniformly within "
+                      "their minute (seed 0)"}
+
     if enough:
-        shape = inv["hourly"] / inv["hourly"].mean()
-        out["diurnal_hourly"] = {"value": [round(float(v), 4) for v in shape], "source": src}
+        out["diurnal_hourly"] = {"value": [float(v) for v in inv["hourly"] / inv["hourly"].mean()], "source": src}
     else:
-        h = np.arange(24)
-        shape = 1 + 0.25 * np.cos(2 * np.pi * (h + 0.5 - 14) / 24)
-        out["diurnal_hourly"] = {"value": [round(float(v), 4) for v in shape],
-                                 "source": f"assumed: 1 + 0.25 cos(2 pi (hour - 14) / 24), peak/trough 1.67; "
-                                           f"{PAPER}, Fig. 3 shows a clear diurnal cycle but its values could not "
-                                           "be read here, and the samples at hand are too small to measure it"}
+        out["diurnal_hourly"] = {"value": paper.DIURNAL_HOURLY, "source": paper.DIURNAL_SOURCE}
         if inv is not None:
             out["diurnal_hourly"]["measured_sample"] = {"value": inv["hourly"].astype(int).tolist(),
                                                         "source": f"{src} (hourly invocation totals, unused)"}
-    out["trigger_shares"] = {"value": {"http": 0.55, "queue": 0.152, "event": 0.022, "orchestration": 0.069,
-                                       "timer": 0.156, "storage": 0.028, "others": 0.022},
-                             "source": f"{PAPER}, Fig. 2(a): share of functions per trigger group"}
+    out["trigger_shares"] = {"value": paper.TRIGGER_SHARES, "source": paper.TRIGGER_SOURCE}
     if inv is not None:
         out["trigger_shares"]["measured_sample"] = {"value": inv["triggers"], "source": src}
 
-    out["duration_s"] = _durations(list(durations), min_functions)
-    out["memory_mb"] = _memory(list(memory), min_functions)
+    out["duration_s"] = _table(list(durations), min_functions, read_durations, 0, 1000.0,
+                               "per-function Average, ms -> s", paper.DURATION_S_CDF, paper.DURATION_SOURCE)
+    out["memory_mb"] = _table(list(memory), min_functions, read_memory, 1, 1.0, "per-app AverageAllocatedMb",
+                              paper.MEMORY_MB_CDF, paper.MEMORY_SOURCE)
     out["tokens"] = {k: measure_tokens(p) for k, p in (("conv", conv), ("code", code)) if p is not None}
     return out
 
 
-def _durations(files: list[Path], min_functions: int) -> dict:
-    avg = np.array([v[0] / 1000.0 for f in files for _, v in read_durations(f)])
-    if len(avg) >= min_functions:
-        return {"value": _q(avg), "source": f"measured from {_names(files)} (per-function Average, ms -> s)"}
-    return {"value": lognormal_quantiles(-0.38, 2.36),
-            "source": f"{PAPER}, Fig. 7: per-function average execution time fitted by a log-normal with "
-                      "mu -0.38, sigma 2.36 (log of seconds); recalled from the paper, not re-checked here"}
-
-
-def _memory(files: list[Path], min_functions: int) -> dict:
-    mb = np.array([v[1] for f in files for _, v in read_memory(f)])
-    if len(mb) >= min_functions:
-        return {"value": _q(mb), "source": f"measured from {_names(files)} (per-app AverageAllocatedMb)"}
-    return {"value": burr_quantiles(11.652, 0.221, 107.083),
-            "source": f"{PAPER}, Fig. 8: per-application allocated memory fitted by a Burr XII with c 11.652, "
-                      "k 0.221, scale 107.083 MB; recalled from the paper, not re-checked here"}
+def _table(files: list[Path], min_rows: int, reader, column: int, divisor: float, what: str,
+           cdf: list, paper_source: str) -> dict:
+    """Quantiles measured from durations/memory files when they have `min_rows` rows, else the paper's."""
+    values = np.array([v[column] / divisor for f in files for _, v in reader(f)])
+    values = values[values > 0]
+    if len(values) >= min_rows:
+        return {"value": _q(values), "source": f"measured from {_names(files)} ({what}, {len(values)} rows)"}
+    out = {"value": paper.quantiles_from_cdf(cdf, PROBS), "cdf_points": cdf, "source": paper_source}
+    if len(values):
+        out["measured_sample"] = {"value": _q(values), "source": f"measured from {_names(files)} "
+                                                                 f"({len(values)} rows, unused)"}
+    return out
 
 
 def write_calibration(cal: dict, path: Path) -> None:
@@ -193,11 +160,13 @@ def write_calibration(cal: dict, path: Path) -> None:
             return float(f"{v:.6g}")
         if isinstance(v, dict):
             return {k: tidy(x) for k, x in v.items()}
-        if isinstance(v, list):
+        if isinstance(v, list | tuple):
             return [tidy(x) for x in v]
         return v
 
     text = json.dumps(tidy(cal), indent=2)
     text = re.sub(r"\[\s+([-0-9.,e+\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
+    text = re.sub(r"\[\s+((?:\[[^\[\]]*\],?\s*)+)\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)).strip() + "]",
+                  text)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text + "\n")
