@@ -66,3 +66,16 @@ def test_info_on_tables(tmp_path, capsys):
     assert main(["info", str(path), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["rows"] == 1 and got["average_allocated_mb_per_app"].startswith("p50 150.5")
+
+
+def test_calibrate_keeps_token_tables_it_cannot_measure(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROGRESSIVE_SERVE_TRACES", raising=False)
+    write_2019(tmp_path, [row_2019("o", "a", "f", "http", {1: 2, 9: 1})])
+    out = tmp_path / "cal.json"
+    out.write_text(json.dumps({"tokens": {"conv": {"kept": True}}}))
+    assert main(["calibrate", "--trace-dir", str(tmp_path), "--out", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert cal["tokens"] == {"conv": {"kept": True}}
+    assert cal["daily_invocations"]["measured_sample"]["value"] == [3]
+    assert main(["calibrate", "--trace-dir", str(tmp_path / "cache")]) == 2  # nothing to measure: one-line error

@@ -107,6 +107,13 @@ def cmd_calibrate(args) -> int:
     code, _ = find("azure_llm_2023_code", args.trace_dir)
     cal = calibration(inv, dur, mem, conv[0] if conv else None, code[0] if code else None,
                       min_functions=args.min_functions, min_invocations=100 * args.min_functions)
+    if args.out.exists():  # keep token tables that this run had no LLM trace to measure
+        try:
+            previous = json.loads(args.out.read_text()).get("tokens", {})
+        except ValueError:
+            previous = {}
+        for kind, table in previous.items():
+            cal["tokens"].setdefault(kind, table)
     write_calibration(cal, args.out)
     print(f"wrote {args.out} from {len(inv)} invocation, {len(dur)} duration, {len(mem)} memory files"
           f"{', conv' if conv else ''}{', code' if code else ''}")
