@@ -98,6 +98,8 @@ def test_multi_day_offsets(clean_env):
     assert [r.arrival_s for r in trace] == [30.0, 2 * 86400 + 30.0]
     assert "days d01,d03" in trace.name
     assert len(list(open_trace(str(clean_env), days="3"))) == 1
+    assert open_trace(str(clean_env)).details["days"] == "d01"  # auto, no duration: the first day
+    assert open_trace(str(clean_env), duration_s=3 * 86400).details["days"] == "d01,d03"
     with pytest.raises(TraceError, match="none of days 5"):
         open_trace(str(clean_env), days="5")
 

@@ -39,7 +39,8 @@ BLOCK_MINUTES = 60
 class Azure2019Options(MappingOptions):
     """Options of the Azure Functions 2019 reader (plus the mapping options)."""
 
-    days: str = field(default="first", metadata={"help": "first | all | a list like 1-3,7 of day numbers"})
+    days: str = field(default="auto", metadata={
+        "help": "auto (as many days as duration_s needs, else the first) | first | all | a list like 1-3,7"})
     within_minute: str = field(default="poisson", metadata={
         "help": "poisson: uniform random times in the minute; uniform: evenly spaced"})
 
@@ -49,11 +50,14 @@ class Azure2019Options(MappingOptions):
             raise TraceError(f"option within_minute: {self.within_minute!r} is not one of {', '.join(WITHIN_MINUTE)}")
 
 
-def pick_days(files: list[Path], spec: str) -> list[tuple[int, Path]]:
+def pick_days(files: list[Path], spec: str, duration_s: float | None = None) -> list[tuple[int, Path]]:
     """`(day number, file)` for the days asked for, in day order."""
     numbered_files = sorted((day_number(f) or 0, f) for f in files)
     if spec == "all":
         return numbered_files
+    if spec == "auto":
+        needed = 1 if duration_s is None else max(1, int(np.ceil(duration_s / 86400.0)))
+        return [(d, f) for d, f in numbered_files if d < numbered_files[0][0] + needed] or numbered_files[:1]
     if spec == "first":
         return numbered_files[:1]
     wanted: set[int] = set()
@@ -62,7 +66,7 @@ def pick_days(files: list[Path], spec: str) -> list[tuple[int, Path]]:
             lo, _, hi = part.partition("-")
             wanted.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        raise TraceError(f"option days: {spec!r} is not first, all or a list like 1-3,7") from None
+        raise TraceError(f"option days: {spec!r} is not auto, first, all or a list like 1-3,7") from None
     chosen = [(d, f) for d, f in numbered_files if d in wanted]
     if not chosen:
         have = ",".join(f"d{d:02d}" for d, _ in numbered_files)
@@ -133,7 +137,7 @@ def _records(days, index, labels, deps, opts: Azure2019Options, arr_ss, tok_ss, 
 def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, duration_s: float | None,
                     seed: int, tokens: TokenSource) -> Trace:
     """Build the lazily replayable `Trace` over the chosen day files."""
-    days = pick_days(files, opts.days)
+    days = pick_days(files, opts.days, duration_s)
     issues = Issues(opts.lenient)
     stats = function_stats(days, issues)
     sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
