@@ -16,15 +16,18 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from policies.plan import StagePlan, progressive_plan
-from progressive_serve.quality import layer_importance, load_full_model, measure_stage_quality
-from progressive_serve.smollm import gguf_path, load_smollm2_dir
-from progressive_serve.testing import cache_dir
+import torch  # noqa: E402
+
+from policies.plan import StagePlan, progressive_plan  # noqa: E402
+from progressive_serve.quality import layer_importance, load_full_model, measure_stage_quality  # noqa: E402
+from progressive_serve.smollm import gguf_path, load_smollm2_dir  # noqa: E402
+from progressive_serve.testing import cache_dir  # noqa: E402
 
 LICENCES = Path("/usr/share/common-licenses")
 

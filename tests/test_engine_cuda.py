@@ -1,0 +1,80 @@
+"""CUDA paths: VMM layout (CPU), graph capture across stages and unmapped layers (GPU only)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from policies.plan import StagePlan, full_plan  # noqa: E402
+from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
+from progressive_serve.config import SHAPES  # noqa: E402
+from progressive_serve.cuda_vmm import plan_layout  # noqa: E402
+from progressive_serve.engine import ProgressiveEngine  # noqa: E402
+from progressive_serve.testing import random_prompt  # noqa: E402
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+PLAN = StagePlan("three", 6, ((0, 5), (1, 4), (2, 3)), serve_from=0)
+
+
+@pytest.mark.parametrize("name", ["tiny", "smollm2-135m", "llama2-7b"])
+def test_vmm_layout_gives_each_layer_its_own_mappable_range(name):
+    shape = SHAPES[name]
+    gran = 2 << 20
+    slots = plan_layout(shape, element_size=2, granularity=gran)
+    assert [s.layer for s in slots] == list(range(shape.num_layers))
+    end = 0
+    for s in slots:
+        assert s.start == end and s.start % gran == 0 and s.size % gran == 0
+        offsets = sorted(off for off, _ in s.tensors.values())
+        assert offsets[0] == s.start and all(o % 256 == 0 for o in offsets)
+        last_off, last_shape = max(s.tensors.values())
+        n = 1
+        for d in last_shape:
+            n *= d
+        assert last_off + 2 * n <= s.start + s.size  # every tensor inside its layer's range
+        end = s.start + s.size
+    # mapping granularity wastes under one granule per layer
+    assert end - shape.num_layers * shape.layer_numel() * 2 < shape.num_layers * gran
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", seed=6, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def cpu_tokens(tiny):
+    out = []
+    for j in range(PLAN.num_stages):
+        eng = ProgressiveEngine(tiny, PLAN, device="cpu", max_tokens=64)
+        for k in range(j + 1):
+            eng.bind_stage(k)
+        out.append(eng.generate(random_prompt(eng.shape, 6), 8).tokens)
+    return out
+
+
+@cuda
+@pytest.mark.parametrize("mode,vmm", [("whole", False), ("per_layer", False), ("per_layer", True)])
+def test_graph_captured_before_stage_1_serves_every_stage(tiny, cpu_tokens, mode, vmm):
+    eng = ProgressiveEngine(
+        tiny, PLAN, device="cuda", use_cuda_graph=True, graph_mode=mode, use_vmm=vmm, max_tokens=64
+    )
+    graphs = dict(eng.graph.graphs)
+    for j in range(PLAN.num_stages):
+        eng.bind_stage(j)
+        res = eng.generate(random_prompt(eng.shape, 6), 8)
+        assert res.tokens == cpu_tokens[j], f"stage {j}"
+        assert eng.graph.graphs == graphs  # the same graph objects: never re-captured
+        if vmm:
+            mapped = eng.arena.mapped_bytes()
+            assert mapped == sum(eng.arena.slots[i].size for i in PLAN.layers_after(j))
+    eng.unload()
+
+
+@cuda
+def test_cuda_engine_without_graphs_matches_cpu(tiny, cpu_tokens):
+    eng = ProgressiveEngine(tiny, full_plan(6), device="cuda", max_tokens=64).start(background=False)
+    assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
+    assert eng.timings.context_s > 0
+    eng.unload()
