@@ -33,6 +33,7 @@ from traces.tokens import TokenSource
 
 WITHIN_MINUTE = ("poisson", "uniform")
 BLOCK_MINUTES = 60
+CACHE_CELLS = 2_000_000  # busy (function, minute) cells of one day kept in memory between replays
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,32 @@ def _arrivals(m: np.ndarray, c: np.ndarray, offset_s: float, how: str, rng: np.r
     return start + (rank + 0.5) / np.repeat(c, c) * 60.0
 
 
-def _records(days, index, labels, deps, opts: Azure2019Options, arr_ss, tok_ss, tokens: TokenSource):
+class _CellCache:
+    """Each day's busy cells of the chosen functions, kept after the first pass when small.
+
+    The simulator replays a trace once per policy combination; for a handful of functions
+    a day is a few thousand cells, so re-reading a 100+ MB day file each time is waste.
+    """
+
+    def __init__(self, index: dict, lenient: bool, limit: int = CACHE_CELLS):
+        self.index, self.lenient, self.limit = index, lenient, limit
+        self.days: dict[Path, tuple] = {}
+
+    def get(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cells = self.days.get(path)
+        if cells is None:
+            cells = _day_cells(path, self.index, self.lenient)
+            if len(cells[0]) <= self.limit:
+                self.days[path] = cells
+        return cells
+
+
+def _records(days, cache: _CellCache, labels, deps, opts: Azure2019Options, arr_ss, tok_ss, tokens: TokenSource):
     rng = np.random.default_rng(arr_ss)
     tok_rng = np.random.default_rng(tok_ss)
     first_day = days[0][0]
     for day, path in days:
-        m, f, c = _day_cells(path, index, opts.lenient)
+        m, f, c = cache.get(path)
         c = scale_counts(c, opts.rate_scale, rng)
         offset = (day - first_day) * 86400.0
         for lo in range(0, 1440, BLOCK_MINUTES):
@@ -147,9 +168,10 @@ def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, du
     index = {s.key: i for i, s in enumerate(chosen)}
     labels = [s.label for s in chosen]
     day_names = ",".join(f"d{d:02d}" for d, _ in days)
+    cache = _CellCache(index, opts.lenient)
 
     def make_iter() -> Iterator:
-        return numbered(_records(days, index, labels, deps, opts, arr_ss, tok_ss, tokens), duration_s)
+        return numbered(_records(days, cache, labels, deps, opts, arr_ss, tok_ss, tokens), duration_s)
 
     details = {
         "trace": "azure_functions_2019",
