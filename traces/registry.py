@@ -129,8 +129,8 @@ def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duratio
     if fmt != "synthetic":
         return _build(fmt, files, where, options, duration_s, seed, trace_dir)
     if spec == "synthetic":
-        return _synthetic(options, duration_s, seed, trace_dir,
-                          f"synthetic (calibrated to azure_functions_2019; {where})")
+        calibration = options.get("calibration") or where
+        return _synthetic(options, duration_s, seed, trace_dir, f"synthetic (calibrated: {calibration})")
     # The fallback accepts the real trace's options too, so one command line works either way.
     real_only = {f.name for f in dataclasses.fields(Azure2019Options)} - \
         {f.name for f in dataclasses.fields(SyntheticOptions)}
