@@ -107,6 +107,7 @@ class Instance:
         self.keeper = 0
         self.idle_counted = False
         self._idle_waiters: list = []
+        self._use_waiters: list = []
 
     def idle_event(self):
         """An event that fires when the batch loop next runs out of work."""
@@ -116,6 +117,17 @@ class Instance:
 
     def notify_idle(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
+        for ev in waiters:
+            ev.succeed()
+
+    def used_event(self):
+        """An event that fires when the instance is next given a request (keep-alive waits on it)."""
+        ev = self._sim.env.event()
+        self._use_waiters.append(ev)
+        return ev
+
+    def notify_used(self) -> None:
+        waiters, self._use_waiters = self._use_waiters, []
         for ev in waiters:
             ev.succeed()
 

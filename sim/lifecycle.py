@@ -94,7 +94,9 @@ def keep_alive(sim, inst: Instance):
         for keep in decisions:
             if keep.tier == "dram" and inst.state != "sleeping":
                 sim.demote(inst)
-            yield env.timeout(keep.seconds)
+            # A request ends the wait at once: the next idle period, and its timer, start when
+            # that request finishes, not when this timer would have run out.
+            yield env.timeout(keep.seconds) | inst.used_event()
             if inst.uses != uses or inst.state == "evicted":
                 used_again = True
                 break

@@ -198,6 +198,8 @@ class Simulator:
         now = self.env.now
         inst.uses += 1
         inst.last_used = now
+        if inst._use_waiters:
+            inst.notify_used()
         self.set_idle(inst, False)
         if inst.can_serve:
             waited = now - arrival

@@ -1,0 +1,317 @@
+"""Hand-computed oracles: max-min fair link sharing, the phases of a cold start, the
+keep-alive boundary, and progressive staging's earlier-but-partial first token.
+
+The profile is `small_profile_dict()` from test_sim_properties: every number is dyadic, so
+the sums below are exact. From SSD a load runs at 0.5 x 2 GB/s = 1 GB/s; `small` has 2 GB
+of weights in 4 layers of 0.4 GB plus 0.4 GB of embedding and head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import simpy
+from test_sim_properties import SMALL, run_sim, small_profile_dict
+
+from sim.flows import FlowNetwork, Link
+from sim.profile import profile_from_dict
+from traces.request import Request
+
+GB = 1e9
+START = 1.0 + 2.0  # process start + CUDA context
+INIT = 0.5 + 1.5  # KV-cache allocation + graph capture
+PREFILL = 0.125
+DECODE = 0.0625
+COLD_FULL_SSD = START + 2.0 + INIT + PREFILL  # 7.125: 2 GB at 1 GB/s
+
+
+def req(t, i, model="small", out=1, prompt=100):
+    return Request(arrival_s=t, model=model, prompt_tokens=prompt, output_tokens=out, request_id=i)
+
+
+def by_id(records):
+    out = {r.request_id: r for r in records}
+    assert len(out) == len(records)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# links
+
+
+def run_transfers(specs):
+    """specs: (start, path, nbytes, efficiency); returns completion times."""
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    done = {}
+
+    def proc(i, start, path, nbytes, eff):
+        yield env.timeout(start)
+        yield net.transfer(path, nbytes, eff)
+        done[i] = env.now
+
+    for i, s in enumerate(specs):
+        env.process(proc(i, *s))
+    env.run()
+    return [done[i] for i in range(len(specs))]
+
+
+def test_max_min_three_transfers_three_links():
+    # A = 10, B = 12, C = 4 GB/s. T1 on A, T2 on A+B, T3 on B+C.
+    # Filling: all rise to 4, C saturates (T3 = 4); T1, T2 rise to 5, A saturates. B carries 9.
+    # T1 (10 GB at 5) ends at 2. Then T3 = 4 (C), T2 = min(A 10, B 12 - 4) = 8: its 16 GB left end at 4.
+    # T3 had 40 - 8 - 8 = 24 GB left at t=4, alone at 4 GB/s: ends at 10.
+    a, b, c = Link("A", "network", 10 * GB), Link("B", "ssd", 12 * GB), Link("C", "pcie", 4 * GB)
+    got = run_transfers([(0, (a,), 10 * GB, 1.0), (0, (a, b), 26 * GB, 1.0), (0, (b, c), 40 * GB, 1.0)])
+    assert got == pytest.approx([2.0, 4.0, 10.0], rel=1e-12)
+    assert a.bytes_carried == pytest.approx(36 * GB) and b.bytes_carried == pytest.approx(66 * GB)
+    assert c.bytes_carried == pytest.approx(40 * GB)
+
+
+def test_max_min_late_arrival_and_loader_caps():
+    # One 10 GB/s link. T1 (efficiency 0.2: cap 2 GB/s) and T2 (uncapped) start at 0: 2 and 8.
+    # T3 arrives at 1 s: T1 keeps 2, T2 and T3 share 8 -> 4 each.
+    # T2: 8 GB by 1 s, 12 GB left at 4 -> ends at 4. T3 then gets 8: 12 GB by 4 s (12 GB), 4 left -> 4.5.
+    # T1: 2 GB/s throughout, 10 GB -> 5.
+    lk = Link("L", "ssd", 10 * GB)
+    got = run_transfers([(0, (lk,), 10 * GB, 0.2), (0, (lk,), 20 * GB, 1.0), (1, (lk,), 16 * GB, 1.0)])
+    assert got == pytest.approx([5.0, 4.0, 4.5], rel=1e-12)
+
+
+def test_transfer_argument_errors():
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    lk = Link("L", "ssd", 1 * GB)
+    with pytest.raises(ValueError, match="at least one link"):
+        net.transfer((), 10)
+    with pytest.raises(ValueError, match="efficiency"):
+        net.transfer((lk,), 10, 1.5)
+    with pytest.raises(ValueError, match="capacity"):
+        Link("bad", "ssd", 0)
+    assert net.transfer((lk,), 0).triggered
+
+
+# ---------------------------------------------------------------------------------------------
+# a cold start's phases
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_cold_start_phases_from_ssd(fidelity):
+    _, recs, sim = run_sim([req(0.0, 0)], fidelity=fidelity, keepalive="none")
+    (rec,) = recs
+    assert rec.cold and not rec.rejected
+    assert rec.ttft_s == pytest.approx(COLD_FULL_SSD, rel=1e-12)
+    assert rec.load_wait_s == pytest.approx(COLD_FULL_SSD - PREFILL, rel=1e-12)
+    assert rec.quality == 1.0 and rec.stage_at_first_token == 0
+    assert sim.counters.loads == 1
+
+
+def test_cold_start_from_remote_then_from_dram():
+    # Remote: 2 GB at 0.5 x 1 GB/s = 4 s. The checkpoint then sits in the node's DRAM, so the
+    # next cold start loads over PCIe only: 2 GB at 0.5 x 4 GB/s = 1 s.
+    _, recs, _ = run_sim([req(0.0, 0), req(100.0, 1)], storage="remote", keepalive="none")
+    r = by_id(recs)
+    assert r[0].ttft_s == pytest.approx(START + 4.0 + INIT + PREFILL, rel=1e-12)
+    assert r[1].cold and r[1].ttft_s == pytest.approx(START + 1.0 + INIT + PREFILL, rel=1e-12)
+
+
+def test_cold_start_with_bind_time_and_output_tokens():
+    prof = profile_from_dict(small_profile_dict(bind_s_per_layer=0.25), "bind")
+    _, recs, _ = run_sim([req(0.0, 0, out=5)], profile=prof, keepalive="none")
+    (rec,) = recs
+    first = START + 2.0 + 4 * 0.25 + INIT + PREFILL
+    assert rec.first_token_s == pytest.approx(first, rel=1e-12)
+    assert rec.finish_s == pytest.approx(first + 4 * DECODE, rel=1e-12)
+    assert rec.tpot_s == pytest.approx(DECODE)
+
+
+def test_pipelined_first_token_overlaps_prefill_with_the_load():
+    # Same bytes as full; the prefill ran layer by layer as the layers arrived, only the last
+    # layer's share (1/4) is left.
+    _, recs, _ = run_sim([req(0.0, 0)], staging="pipelined", keepalive="none")
+    (rec,) = recs
+    assert rec.ttft_s == pytest.approx(START + 2.0 + INIT + PREFILL / 4, rel=1e-12)
+    assert rec.quality == 1.0 and rec.stage_at_first_token == 3
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_progressive_serves_earlier_at_partial_quality(fidelity):
+    # `small`, progressive 0.75/0.875/1.0 of 4 layers: stage 1 = 3 layers + embedding + head
+    # (1.6 GB, 1.6 s), stage 2 = 1 layer (0.4 GB, 0.4 s). The first token comes after stage 1
+    # and init: 3 + 1.6 + 2 + 0.125 = 6.725. Stage 2 lands at 3 + 1.6 + 2 + 0.4 = 7.0.
+    # 20 tokens every 0.0625 s from 6.725: those before 7.0 are k = 0..4 (6.725 + 4 x 0.0625 = 6.975),
+    # 5 tokens at quality 0.5 and 15 at 1.0 -> 0.875.
+    out = 20
+    _, full, _ = run_sim([req(0.0, 0, out=out)], fidelity=fidelity, staging="full", keepalive="none")
+    _, prog, _ = run_sim([req(0.0, 0, out=out)], fidelity=fidelity, staging="progressive", keepalive="none")
+    f, p = full[0], prog[0]
+    assert p.ttft_s == pytest.approx(START + 1.6 + INIT + PREFILL, rel=1e-12)
+    assert p.ttft_s < f.ttft_s
+    assert p.stage_at_first_token == 0 and f.stage_at_first_token == 0
+    assert f.quality == 1.0
+    assert 0.5 <= p.quality < 1.0
+    if fidelity == "request":
+        assert p.quality == pytest.approx((5 * 0.5 + 15 * 1.0) / out, rel=1e-12)
+
+
+def test_progressive_request_after_last_stage_has_full_quality():
+    _, recs, _ = run_sim([req(0.0, 0), req(7.5, 1, out=10)], staging="progressive", keepalive="fixed[ttl=60]")
+    r = by_id(recs)
+    assert r[0].quality == 0.5 and r[0].cold
+    assert not r[1].cold and r[1].quality == 1.0 and r[1].ttft_s == pytest.approx(PREFILL)
+
+
+# ---------------------------------------------------------------------------------------------
+# keep-alive boundaries (the first request finishes at COLD_FULL_SSD = 7.125, exactly)
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+@pytest.mark.parametrize(
+    "delta, cold",
+    [(-1.0, False), (-1e-9, False), (0.0, True), (1e-9, True), (1.0, True)],
+    ids=["inside", "just-inside", "at-boundary", "just-after", "after"],
+)
+def test_fixed_ttl_boundary(fidelity, delta, cold):
+    ttl = 10.0
+    _, recs, sim = run_sim([req(0.0, 0), req(COLD_FULL_SSD + ttl + delta, 1)], fidelity=fidelity,
+                           keepalive=f"fixed[ttl={ttl}]")
+    r = by_id(recs)
+    assert r[0].finish_s == COLD_FULL_SSD
+    assert r[1].cold is cold, r[1]
+    # cold: the checkpoint is in host DRAM by now, 2 GB over PCIe at 2 GB/s
+    assert r[1].ttft_s == pytest.approx(START + 1.0 + INIT + PREFILL if cold else PREFILL, rel=1e-12)
+    assert sim.counters.loads == (2 if cold else 1)
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_keepalive_restarts_from_the_last_request(fidelity):
+    # ttl 10: r0 finishes at 7.125; r1 at 12 is warm and finishes at 12.125, so the instance is
+    # kept until 22.125. r2 at 22.125 - 1e-9 is warm; r3 at 22.125 + 20 (long after) is cold.
+    ttl = 10.0
+    t1 = 12.0
+    end1 = t1 + PREFILL
+    reqs = [req(0.0, 0), req(t1, 1), req(end1 + ttl - 1e-9, 2), req(end1 + 2 * ttl + 5.0, 3)]
+    _, recs, _ = run_sim(reqs, fidelity=fidelity, keepalive=f"fixed[ttl={ttl}]")
+    r = by_id(recs)
+    assert [r[i].cold for i in range(4)] == [True, False, False, True]
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_keepalive_expires_ttl_after_the_last_request_not_the_first(fidelity):
+    # r1 (warm, at 12) resets the clock: the instance must go at 12.125 + 10 = 22.125, not at
+    # 7.125 + 10 + 10 or later. r2 at 22.125 + 1 must be cold.
+    ttl = 10.0
+    reqs = [req(0.0, 0), req(12.0, 1), req(12.0 + PREFILL + ttl + 1.0, 2)]
+    _, recs, sim = run_sim(reqs, fidelity=fidelity, keepalive=f"fixed[ttl={ttl}]")
+    r = by_id(recs)
+    assert not r[1].cold
+    assert r[2].cold, "kept alive past ttl after its last request"
+    assert sim.counters.loads == 2
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_memory_held_until_ttl_after_the_last_request(fidelity):
+    # ttl 10, 3 GB per instance. r0 cold (0 -> 7.125), r1 warm at 12 (-> 12.125): held until
+    # 22.125, idle 7.125..12 and 12.125..22.125. r2 at 40 is cold (from DRAM, 6.125 s) and the
+    # run ends when it finishes at 46.125 (the keep-alive after the last request is not counted).
+    ttl = 10.0
+    reqs = [req(0.0, 0), req(12.0, 1), req(40.0, 2)]
+    row, recs, _ = run_sim(reqs, fidelity=fidelity, keepalive=f"fixed[ttl={ttl}]")
+    assert [r.cold for r in sorted(recs, key=lambda r: r.request_id)] == [True, False, True]
+    held_s = row["gpu_mem_gb_hours"] * 3600 / 3.0
+    idle_s = row["gpu_idle_gb_hours"] * 3600 / 3.0
+    assert held_s == pytest.approx(22.125 + 6.125, rel=1e-9)
+    assert idle_s == pytest.approx((12.0 - 7.125) + ttl, rel=1e-9)
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_no_keepalive_second_request_is_cold(fidelity):
+    _, recs, sim = run_sim([req(0.0, 0), req(COLD_FULL_SSD + 1e-6, 1)], fidelity=fidelity, keepalive="none")
+    r = by_id(recs)
+    assert r[1].cold
+    # the checkpoint is now cached in host DRAM: 2 GB over PCIe at 2 GB/s
+    assert r[1].ttft_s == pytest.approx(START + 1.0 + INIT + PREFILL, rel=1e-9)
+    assert sim.counters.loads == 2 and sim.counters.evictions == 2
+
+
+def test_two_tier_wakes_from_host_dram():
+    # gpu 1 s, then dram 100 s. r0 finishes at 7.125; demoted at 8.125. r1 at 20 wakes the
+    # sleeping process: 0.5 s wake + 2 GB over PCIe at 2 GB/s + prefill.
+    _, recs, sim = run_sim([req(0.0, 0), req(20.0, 1), req(20.0 + 1.625 + 0.5, 2)],
+                           keepalive="two_tier[gpu=1,dram=100]")
+    r = by_id(recs)
+    assert r[1].cold and r[1].ttft_s == pytest.approx(0.5 + 1.0 + PREFILL, rel=1e-12)
+    assert not r[2].cold
+    assert sim.counters.demotions == 1 and sim.counters.wakes == 1 and sim.counters.loads == 1
+
+
+def test_two_tier_expires_from_dram_then_cold():
+    _, recs, sim = run_sim([req(0.0, 0), req(200.0, 1)], keepalive="two_tier[gpu=1,dram=100]")
+    r = by_id(recs)
+    assert r[1].cold and r[1].ttft_s == pytest.approx(START + 1.0 + INIT + PREFILL, rel=1e-12)
+    assert sim.counters.loads == 2 and sim.counters.wakes == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# placement, memory queue, rejection
+
+
+def test_three_instances_fit_a_fourth_waits_for_an_eviction():
+    # 10 GB GPU, 3 GB per instance: m0..m2 load at once (sharing the SSD link), m3 waits until
+    # one of them is idle and evictable. With keepalive none, m0..m2 are evicted when idle.
+    reqs = [req(0.0, i, model=f"m{i}") for i in range(4)]
+    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]")
+    r = by_id(recs)
+    # three 2 GB loads share the 2 GB/s SSD: each runs at 2/3 GB/s (below its 1 GB/s cap) -> 3 s
+    for i in range(3):
+        assert r[i].ttft_s == pytest.approx(START + 3.0 + INIT + PREFILL, rel=1e-12)
+        assert r[i].gpu == 0
+    assert r[3].cold and r[3].ttft_s > r[0].ttft_s
+    assert sim.counters.evictions >= 1
+
+
+def test_model_larger_than_any_gpu_is_rejected_with_a_reason():
+    _, recs, _ = run_sim([req(0.0, 0, model="huge"), req(1.0, 1)])
+    r = by_id(recs)
+    assert r[0].rejected and "GB" in r[0].reason and math.isnan(r[0].ttft_s)
+    assert not r[1].rejected
+
+
+def test_max_queue_sheds_when_requests_wait():
+    reqs = [req(0.0, i) for i in range(4)]
+    row, recs, _ = run_sim(reqs, admission="max_queue[depth=2]")
+    r = by_id(recs)
+    # r0 starts the load (waits: 1), r1 waits (2), r2 and r3 find 2 waiting and are shed
+    assert [r[i].rejected for i in range(4)] == [False, False, True, True]
+    assert "queue full" in r[2].reason
+    assert row["rejected"] == 2
+
+
+def test_batch_capacity_queues_in_closed_form():
+    # `big` (6.4 GB) fits once on the 10 GB GPU, max_batch 4: the fifth simultaneous warm
+    # request cannot scale out (no room, nothing idle to evict), so it waits for the earliest
+    # slot: the first four finish after prefill + 2 decode steps, then it prefills.
+    warm = 20.0
+    reqs = [req(0.0, 0, model="big")] + [req(warm, i + 1, model="big", out=3) for i in range(5)]
+    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]")
+    r = by_id(recs)
+    ttfts = sorted(r[i].ttft_s for i in range(1, 6))
+    assert ttfts[:4] == pytest.approx([PREFILL] * 4)
+    assert ttfts[4] == pytest.approx(PREFILL + 2 * DECODE + PREFILL)
+    assert not any(r[i].cold for i in range(1, 6)) and sim.counters.loads == 1
+
+
+def test_full_instance_scales_out_when_there_is_room():
+    # `small` fits three times: the fifth simultaneous request starts a second instance
+    # (a cold start from host DRAM) rather than queueing behind a full batch.
+    reqs = [req(0.0, 0)] + [req(20.0, i + 1, out=3) for i in range(5)]
+    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]")
+    r = by_id(recs)
+    assert sum(r[i].cold for i in range(1, 6)) == 1 and sim.counters.loads == 2
+
+
+def test_small_profile_is_what_the_docstring_says():
+    m = SMALL.model("small")
+    assert m.weight_bytes == 2 * GB
+    assert SMALL.model("nope") is SMALL.models[0]
