@@ -3,12 +3,13 @@
 The seed allocated every layer up front (12.55 GB for LLaMA-2-7B before any weight
 arrived). Here one virtual address range is reserved for all decoder layers; parameters
 are views into it, so their addresses are fixed from the start (a captured graph can name
-them) while no physical memory backs them. Binding layer l maps physical pages under its
-range (`cuMemCreate` + `cuMemMap` + `cuMemSetAccess`), then the loader copies into it.
+them) while only one shared placeholder layer backs the absent ones. Binding layer l maps
+its own physical pages under its range (`cuMemCreate` + `cuMemMap` + `cuMemSetAccess`),
+then the loader copies into it. Physical memory for layers: one placeholder plus the
+bound layers, instead of every layer from the start.
 
-Only the per-layer graph mode may run with unmapped layers: it never launches an absent
-layer's kernels. The layout arithmetic is plain Python (tested on CPU); the driver calls
-use `ctypes` on `libcuda.so.1` and only run where a GPU is present.
+The layout arithmetic is plain Python (tested on CPU); the driver calls use `ctypes` on
+`libcuda.so.1` and only run where a GPU is present.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Driver:
         )
         return ptr.value
 
-    def map(self, ptr: int, size: int) -> int:
+    def create(self, size: int) -> int:
         handle = ctypes.c_uint64()
         self._check(
             self.lib.cuMemCreate(
@@ -136,12 +137,21 @@ class Driver:
             ),
             "cuMemCreate",
         )
+        return handle.value
+
+    def map_handle(self, ptr: int, size: int, handle: int) -> None:
         self._check(
             self.lib.cuMemMap(
-                ctypes.c_uint64(ptr), ctypes.c_size_t(size), ctypes.c_size_t(0), handle, ctypes.c_uint64(0)
+                ctypes.c_uint64(ptr),
+                ctypes.c_size_t(size),
+                ctypes.c_size_t(0),
+                ctypes.c_uint64(handle),
+                ctypes.c_uint64(0),
             ),
             "cuMemMap",
         )
+
+    def set_access(self, ptr: int, size: int) -> None:
         desc = _AccessDesc(location=_Location(_DEVICE, self.device), flags=_READWRITE)
         self._check(
             self.lib.cuMemSetAccess(
@@ -149,10 +159,11 @@ class Driver:
             ),
             "cuMemSetAccess",
         )
-        return handle.value
 
-    def unmap(self, ptr: int, size: int, handle: int) -> None:
+    def unmap(self, ptr: int, size: int) -> None:
         self._check(self.lib.cuMemUnmap(ctypes.c_uint64(ptr), ctypes.c_size_t(size)), "cuMemUnmap")
+
+    def release(self, handle: int) -> None:
         self._check(self.lib.cuMemRelease(ctypes.c_uint64(handle)), "cuMemRelease")
 
     def free(self, ptr: int, size: int) -> None:
@@ -175,50 +186,76 @@ class _DeviceBytes:
 
 
 class LayerArena:
-    """Reserved virtual memory for every decoder layer; physical memory mapped per layer on bind."""
+    """Reserved virtual memory for every decoder layer; a layer's own physical memory mapped on bind.
+
+    Until layer l binds, its range is backed by one shared, zeroed *placeholder* allocation
+    of one layer's size, mapped under every absent layer's range. That keeps every address
+    valid (torch can wrap it, warm-up and the seed's `whole` graph may read it: zeros) at
+    the cost of one layer instead of all of them. Binding unmaps the placeholder from that
+    range and maps fresh memory there; the addresses never change.
+    """
 
     def __init__(self, shape: LlamaShape, *, dtype: torch.dtype, device: torch.device) -> None:
         self.shape, self.dtype, self.device = shape, dtype, device
         self.driver = Driver(device.index or 0)
-        self.slots = plan_layout(
-            shape,
-            element_size=torch.empty(0, dtype=dtype).element_size(),
-            granularity=self.driver.granularity(),
-        )
+        self.element_size = torch.empty(0, dtype=dtype).element_size()
+        self.slots = plan_layout(shape, element_size=self.element_size, granularity=self.driver.granularity())
+        self.slot_size = self.slots[0].size
+        if any(s.size != self.slot_size for s in self.slots):
+            raise ValueError("every layer must have the same size to share one placeholder")
         self.size = sum(s.size for s in self.slots)
+        self.driver.make_current()
         self.base = self.driver.reserve(self.size)
+        self.placeholder = self.driver.create(self.slot_size)
+        for slot in self.slots:
+            self.driver.map_handle(self.base + slot.start, self.slot_size, self.placeholder)
+        self.driver.set_access(self.base, self.size)
         self.bytes = torch.as_tensor(_DeviceBytes(self.base, self.size), device=device)
+        self.bytes[: self.slot_size].zero_()  # zeroes the placeholder under every absent layer
+        torch.cuda.synchronize(device)
         self.handles: dict[int, int] = {}
 
     def attach(self, model: nn.Module) -> None:
-        """Point every decoder-layer parameter of `model` at its (unmapped) slot in the arena."""
+        """Point every decoder-layer parameter of `model` at its slot in the arena."""
         for slot in self.slots:
             layer = model.model.layers[slot.layer]
             for suffix, (off, shp) in slot.tensors.items():
                 n = 1
                 for s in shp:
                     n *= s
-                nbytes = n * torch.empty(0, dtype=self.dtype).element_size()
-                view = self.bytes[off : off + nbytes].view(self.dtype).view(shp)
+                view = self.bytes[off : off + n * self.element_size].view(self.dtype).view(shp)
                 mod_path, pname = suffix.rsplit(".", 1)
                 setattr(layer.get_submodule(mod_path), pname, nn.Parameter(view, requires_grad=False))
 
     def mapped_bytes(self) -> int:
-        return sum(self.slots[i].size for i in self.handles)
+        """Physical memory of bound layers (the placeholder, one layer, comes on top)."""
+        return len(self.handles) * self.slot_size
 
-    def map_layer(self, layer: int) -> None:
-        """Back layer `layer`'s range with physical memory (idempotent)."""
+    def map_layer(self, layer: int | None) -> None:
+        """Give layer `layer` its own physical memory under its fixed addresses (idempotent).
+
+        The device is synchronised first: no kernel may be reading the placeholder under
+        this range while it is swapped (in `per_layer` mode none does; in `whole` mode the
+        captured graph would).
+        """
         if layer is None or layer in self.handles:
             return
-        slot = self.slots[layer]
+        ptr = self.base + self.slots[layer].start
         self.driver.make_current()
-        self.handles[layer] = self.driver.map(self.base + slot.start, slot.size)
+        torch.cuda.synchronize(self.device)
+        self.driver.unmap(ptr, self.slot_size)
+        handle = self.driver.create(self.slot_size)
+        self.driver.map_handle(ptr, self.slot_size, handle)
+        self.driver.set_access(ptr, self.slot_size)
+        self.handles[layer] = handle
 
     def release(self) -> None:
         self.driver.make_current()
         torch.cuda.synchronize(self.device)
-        for layer, handle in self.handles.items():
-            slot = self.slots[layer]
-            self.driver.unmap(self.base + slot.start, slot.size, handle)
+        self.bytes = None
+        for slot in self.slots:
+            self.driver.unmap(self.base + slot.start, self.slot_size)
+        for handle in [*self.handles.values(), self.placeholder]:
+            self.driver.release(handle)
         self.handles.clear()
         self.driver.free(self.base, self.size)

@@ -66,12 +66,16 @@ def run_all(
 
     _env()
     from vllm import ModelRegistry
+    from vllm.plugins import load_general_plugins
 
     from progressive_serve.vllm_plugin import ARCH, register
 
+    load_general_plugins()  # runs our entry point if the project is installed
+    by_entry_point = ARCH in ModelRegistry.get_supported_archs()
     first, second = register(), register()
     out: dict = {
         "registration": {
+            "by_entry_point": by_entry_point,
             "first": first,
             "second": second,
             "known": ARCH in ModelRegistry.get_supported_archs(),

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 import pytest
 
@@ -82,6 +83,8 @@ def test_register_is_idempotent_and_lazy(vllm_result):
     reg = vllm_result[1]["registration"]
     assert reg["known"] and reg["lazy"]  # registered by name; the model module not imported yet
     assert reg["second"] is False  # a second call registers nothing
+    installed = any(e.name == "progressive_serve" for e in entry_points(group="vllm.general_plugins"))
+    assert reg["by_entry_point"] == installed  # vLLM's plugin loader ran our register()
 
 
 @pytest.mark.slow
