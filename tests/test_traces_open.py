@@ -89,6 +89,8 @@ def test_rate_scale_thins_function_counts(clean_env):
     path = write_2019(clean_env, [row_2019("o", "a", "f", "http", {m: 10 for m in range(600)})])
     n = len(list(open_trace(str(path), select="all", rate_scale=0.25)))
     assert abs(n - 1500) < 150
+    n = len(list(open_trace(str(path), select="all", rate_scale=2.5)))
+    assert n == 15000  # 10 x 2.5 is whole: no rounding noise
 
 
 def test_multi_day_offsets(clean_env):

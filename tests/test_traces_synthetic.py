@@ -8,8 +8,12 @@ within the stated relative errors.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 from test_traces_helpers import AF2019, need
 
@@ -103,3 +107,15 @@ def test_rate_scale_scales():
     base = len(list(open_trace("synthetic", duration_s=7200)))
     double = len(list(open_trace("synthetic", duration_s=7200, rate_scale=2.0)))
     assert 1.6 < double / base < 2.4
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), functions=st.integers(1, 12), duration=st.floats(1.0, 7200.0),
+       start_hour=st.floats(0, 23.9), scale=st.floats(0.1, 5.0))
+def test_any_options_give_a_valid_stream(seed, functions, duration, start_hour, scale):
+    trace = open_trace("synthetic", seed=seed, functions=functions, duration_s=duration, start_hour=start_hour,
+                       rate_scale=scale, tokens="fixed:8,4")
+    requests = list(trace)
+    assert [r.request_id for r in requests] == list(range(len(requests)))
+    assert all(0 <= a.arrival_s <= b.arrival_s < duration for a, b in pairwise(requests))
+    assert {r.model for r in requests} <= {f"llama-2-7b-fn{i}" for i in range(functions)}
