@@ -113,8 +113,9 @@ def resolve(spec: str, trace_dir: str | None = None) -> tuple[str, list[tuple[Pa
     if spec == DEFAULT:
         return "synthetic", [], looked
     wanted = " or ".join(p for k, _ in kinds for p in PATTERNS[k])
+    hint = " (the download is a RAR archive: unpack it with unrar x or 7z x)" if fmt == "azure_functions_2021" else ""
     raise TraceError(f"trace {spec}: no {wanted} found in {looked}; "
-                     f"fetch it with `python -m traces download {spec}` or pass --trace-dir")
+                     f"fetch it with `python -m traces download {spec}`{hint} or pass --trace-dir")
 
 
 def open_trace(spec: str | None = None, *, trace_dir: str | None = None, duration_s: float | None = None,
