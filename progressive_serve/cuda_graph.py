@@ -27,12 +27,16 @@ MODES = ("whole", "per_layer")
 class DecodeGraph:
     """Captured decode step for batch 1; `step(token, position)` returns logits (1, 1, vocab)."""
 
-    def __init__(self, *, model: AlphaGatedLlama, cache: KVCache, mode: str = "per_layer") -> None:
+    def __init__(
+        self, *, model: AlphaGatedLlama, cache: KVCache, mode: str = "per_layer", emulate: bool = False
+    ) -> None:
+        """`emulate=True` replays each piece eagerly instead of as a CUDA graph (tests on CPU:
+        the same static buffers, fixed shapes and skip logic, without a GPU)."""
         if mode not in MODES:
             raise ValueError(f"graph mode {mode!r}; known: {', '.join(MODES)}")
-        if model.device.type != "cuda":
+        if model.device.type != "cuda" and not emulate:
             raise ValueError("CUDA graphs need the model on a CUDA device")
-        self.model, self.cache, self.mode = model, cache, mode
+        self.model, self.cache, self.mode, self.emulate = model, cache, mode, emulate
         dev = model.device
         self.kv_len = cache.max_tokens
         self.ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
@@ -40,9 +44,10 @@ class DecodeGraph:
         self.hidden = torch.zeros((1, 1, model.shape.hidden_size), dtype=model.dtype, device=dev)
         self.cos = torch.zeros((1, model.shape.dim_per_head), dtype=model.dtype, device=dev)
         self.sin = torch.zeros_like(self.cos)
-        self.logits: torch.Tensor | None = None
-        self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self.pool = torch.cuda.graph_pool_handle()
+        self.logits = torch.zeros((1, 1, model.shape.vocab_size), dtype=torch.float32, device=dev)
+        self.graphs: dict[str, torch.cuda.CUDAGraph | _Eager] = {}
+        self.pool = None if emulate else torch.cuda.graph_pool_handle()
+        self.captured = False
 
     # -- pieces, written to static buffers --------------------------------------------------------
     def _embed(self) -> None:
@@ -62,59 +67,52 @@ class DecodeGraph:
         )
         self.hidden.copy_(out)
 
-    def _head(self) -> torch.Tensor:
-        return self.model.head(self.hidden)
+    def _head(self) -> None:
+        self.logits.copy_(self.model.head(self.hidden))
 
-    def _whole(self) -> torch.Tensor:
+    def _whole(self) -> None:
         self._embed()
         for i in range(self.model.shape.num_layers):
             self._layer(i)
-        return self._head()
+        self._head()
 
     # -- capture / replay -----------------------------------------------------------------------------
-    def _capture(self, key: str, fn) -> object:
+    def _capture(self, key: str, fn) -> None:
+        if self.emulate:
+            self.graphs[key] = _Eager(fn)
+            return
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=self.pool):
-            out = fn()
+            fn()
         self.graphs[key] = g
-        return out
-
-    def _warm(self) -> None:
-        """Eager pass over what may run now: in per_layer mode only active (mapped) layers."""
-        if self.mode == "whole":
-            self._whole()
-            return
-        self._embed()
-        for i, active in enumerate(self.model.active):
-            if active:
-                self._layer(i)
-        self._head()
 
     @torch.inference_mode()
     def capture(self, warmup: int = 2) -> None:
-        """Warm up on a side stream (cuBLAS handles, allocator), then capture every piece.
-
-        Capture records kernels without running them, so layers whose weights are unmapped
-        (`cuda_vmm`) can be captured; only the warm-up must avoid them.
+        """Warm up every piece eagerly on a side stream (cuBLAS handles, lazy kernel loading,
+        allocator), then capture. Absent layers hold zeros (or `cuda_vmm`'s zero placeholder),
+        so running them in the warm-up is harmless; their K/V slots are refilled later.
         """
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                self._warm()
-        torch.cuda.current_stream().wait_stream(stream)
+        if not self.emulate:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(warmup):
+                    self._whole()
+            torch.cuda.current_stream().wait_stream(stream)
         if self.mode == "whole":
-            self.logits = self._capture("whole", self._whole)
+            self._capture("whole", self._whole)
         else:
             self._capture("embed", self._embed)
             for i in range(self.model.shape.num_layers):
                 self._capture(f"layer{i}", lambda i=i: self._layer(i))
-            self.logits = self._capture("head", self._head)
-        torch.cuda.synchronize()
+            self._capture("head", self._head)
+        if not self.emulate:
+            torch.cuda.synchronize()
+        self.captured = True
 
     @torch.inference_mode()
     def step(self, token: int, position: int) -> torch.Tensor:
-        if self.logits is None:
+        if not self.captured:
             raise RuntimeError("capture() first")
         if position >= self.kv_len:
             raise ValueError(f"position {position} beyond the cache's {self.kv_len} slots")
@@ -129,3 +127,13 @@ class DecodeGraph:
                     self.graphs[f"layer{i}"].replay()
             self.graphs["head"].replay()
         return self.logits
+
+
+class _Eager:
+    """Stands in for a captured graph: `replay()` runs the piece eagerly."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def replay(self) -> None:
+        self.fn()

@@ -54,6 +54,22 @@ def cpu_tokens(tiny):
     return out
 
 
+@pytest.mark.parametrize("mode", ["whole", "per_layer"])
+def test_graph_runner_logic_emulated_on_cpu(tiny, cpu_tokens, mode):
+    """Static buffers, fixed-shape steps and the per-layer skip, replayed eagerly: same tokens."""
+    from progressive_serve.cuda_graph import DecodeGraph
+
+    eng = ProgressiveEngine(tiny, PLAN, device="cpu", max_tokens=64)
+    eng.graph = DecodeGraph(model=eng.model, cache=eng.cache, mode=mode, emulate=True)
+    eng.graph.capture()
+    graphs = dict(eng.graph.graphs)
+    assert len(graphs) == (1 if mode == "whole" else 6 + 2)
+    for j in range(PLAN.num_stages):
+        eng.bind_stage(j)
+        assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[j], f"stage {j}"
+    assert eng.graph.graphs == graphs
+
+
 @cuda
 @pytest.mark.parametrize("mode,vmm", [("whole", False), ("per_layer", False), ("per_layer", True)])
 def test_graph_captured_before_stage_1_serves_every_stage(tiny, cpu_tokens, mode, vmm):
