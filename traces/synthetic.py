@@ -106,7 +106,11 @@ def inter_arrival_cvs(cal: dict, rng: np.random.Generator, n: int) -> np.ndarray
 
 @dataclass
 class _Clock:
-    """Maps wall time (s from start) to operational time through the hourly rate shape."""
+    """Maps wall time (s from start) to operational time through the hourly rate shape.
+
+    Arrivals are generated at a constant rate in operational time and mapped back to wall
+    time (by interpolation on a one-minute grid), which makes the rate follow the shape.
+    """
 
     shape: np.ndarray
     start_hour: float
@@ -118,11 +122,6 @@ class _Clock:
         grid = np.arange(0.0, float(np.max(t, initial=0.0)) + start + 7200.0, 3600.0)
         cum = np.concatenate([[0.0], np.cumsum(self.shape[(grid[:-1] // 3600).astype(int) % 24] * 3600.0)])
         return np.interp(t + start, grid, cum) - np.interp(start, grid, cum)
-
-    def wall(self, tau: np.ndarray, horizon: float) -> np.ndarray:
-        """Inverse of `operational` on [0, horizon]."""
-        ts = np.linspace(0.0, horizon, int(horizon // 60) + 2)
-        return np.interp(tau, self.operational(ts), ts)
 
 
 def _renewal(rate: float, cv: float, end: float, nxt: float,
