@@ -92,13 +92,38 @@ def ttft(ckpt: Path, plan, device: str) -> dict:
     return out
 
 
+def stage_latency(ckpt: Path, plan, tokens: int = 16) -> list[dict]:
+    """Decode seconds per token at each stage, absent layers skipped vs computed with alpha = 0."""
+    rows = []
+    for skip in (True, False):
+        eng = ProgressiveEngine(ckpt, plan, device="cpu", max_tokens=128, skip_inactive=skip)
+        for j in range(plan.num_stages):
+            eng.bind_stage(j)
+            eng.generate(list(range(1, 33)), 4)  # warm
+            res = eng.generate(list(range(1, 33)), tokens)
+            rows.append(
+                {
+                    "stage": j,
+                    "layers": len(plan.layers_after(j)),
+                    "skip_inactive": skip,
+                    "decode_s_per_token": res.decode_s_per_token,
+                    "prefill_s": res.ttft_s - res.wait_s,
+                }
+            )
+        eng.unload()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shapes", default="smollm2-135m,llama2-7b-4l")
     ap.add_argument("--dir", default=None, help="where checkpoints go (default: a temp dir, removed)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     root = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="ps-bench-"))
     results: dict = {
         "device": a.device,
@@ -123,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("smollm2-135m", "tiny"):
             n = shape.num_layers
             r["ttft"] = [ttft(ckpt, p, a.device) for p in (full_plan(n), progressive_plan(n))]
+            if a.device == "cpu":
+                r["stage_latency"] = stage_latency(ckpt, progressive_plan(n))
         results["shapes"][name] = r
         print(name, json.dumps(r, indent=1), flush=True)
     if a.out:
