@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from test_traces_helpers import AF2019, BURSTGPT, LLM_CODE, LLM_CONV, need
 
+from traces.cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,30 +55,34 @@ def test_info_text_and_synthetic_fallback(tmp_path):
     assert "calibrated synthetic; no trace files found in" in first
 
 
-def test_errors_are_one_line_exit_2(tmp_path):
+def test_errors_are_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("arrival_s,model,prompt_tokens,output_tokens\n1,m,x,4\n")
-    for args in (["info", str(bad)], ["info", "no_such_trace"], ["info", str(tmp_path / "missing.csv")],
-                 ["download", "nope"], ["info", str(bad), "-o", "bogus=1"]):
-        done = run(*args)
-        assert done.returncode == 2, (args, done.stderr)
-        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
-    assert f"{bad}:2: field 'prompt_tokens'" in run("info", str(bad)).stderr
+    done = run("info", str(bad))  # once as a user runs it: no traceback, status 2
+    assert done.returncode == 2 and done.stderr == f"error: {bad}:2: field 'prompt_tokens': 'x' is not a whole number\n"
+    for args in (["info", "no_such_trace"], ["info", str(tmp_path / "missing.csv")], ["download", "nope"],
+                 ["info", str(bad), "-o", "bogus=1"], ["info", "azure_functions", "--trace-dir", str(bad)]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
-def test_help_and_names():
-    done = run("--help")
-    assert done.returncode == 0 and "info" in done.stdout and "download" in done.stdout
-    names = run("names")
-    assert names.returncode == 0 and "within_minute" in names.stdout and "azure_llm_2024" in names.stdout
-    assert run("info").returncode == 2  # argparse usage error
+def test_help_and_names(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "download" in capsys.readouterr().out
+    assert main(["names"]) == 0
+    out = capsys.readouterr().out
+    assert "within_minute" in out and "azure_llm_2024" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["info"])  # argparse usage error
+    assert exit_.value.code == 2
 
 
 def test_calibrate_writes_sourced_json(tmp_path):
     need(AF2019)
     out = tmp_path / "cal.json"
-    done = run("calibrate", "--trace-dir", str(AF2019.parents[1]), "--out", str(out))
-    assert done.returncode == 0, done.stderr
+    assert main(["calibrate", "--trace-dir", str(AF2019.parents[1]), "--out", str(out)]) == 0
     cal = json.loads(out.read_text())
     committed = json.loads((REPO / "traces" / "calibration" / "azure_functions_2019.json").read_text())
     assert cal == committed
