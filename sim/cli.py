@@ -16,7 +16,7 @@ from sim.metrics import RunMetrics
 from sim.policyset import PolicyError, PolicySet
 from sim.profile import DEFAULT_PROFILE, ProfileError, load_profile
 from sim.records import RecordWriter
-from sim.report import format_table, write_results
+from sim.report import format_table, write_csv, write_results
 from sim.simulator import Simulator, TraceOrderError
 from traces import TraceError, open_trace
 
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request: closed-form per request (fast, day-long traces); "
                         "iteration: continuous batching, one event per batch step (default request)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md and plots here")
+    o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
+                                            "requests, cold starts, loads, GPU memory-hours) and plots here")
     o.add_argument("--no-records", action="store_true", help="with --out, skip the per-request Parquet file")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.no_records:
             writer = RecordWriter(args.out / "requests.parquet")
-    rows, metrics_list = [], []
+    rows, metrics_list, model_rows = [], [], []
     started = time.perf_counter()
     try:
         for policies in combos:
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 bar.close()
             metrics_list.append(metrics)
+            model_rows.extend(sim.usage.rows(policies.label))
     except (PolicyError, TraceError, TraceOrderError) as e:
         print(f"error: {e}", file=sys.stderr)
         if rows:
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         header.update({f"trace.{k}": v for k, v in sorted(trace.details.items())})
         paths = write_results(args.out, rows, metrics_list, header)
-        written = [str(p) for p in paths.values()]
+        write_csv(args.out / "models.csv", model_rows)
+        written = [str(p) for p in paths.values()] + [str(args.out / "models.csv")]
         if writer is not None:
             written.insert(0, str(args.out / "requests.parquet"))
         print("wrote " + ", ".join(written))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from policies.plan import StagePlan
 from sim.cluster import Gpu, Node
@@ -193,12 +193,3 @@ def _tokens_before(t: float, first_s: float, tpot_s: float, n: int) -> int:
     # token k is at first + k*tpot; count those < t
     count = k + 1 if first_s + k * tpot_s < t else k
     return max(0, min(n, count))
-
-
-@dataclass
-class Counters:
-    loads: int = 0
-    wakes: int = 0
-    evictions: int = 0
-    demotions: int = 0
-    rejected_by_reason: dict = field(default_factory=dict)

@@ -19,7 +19,7 @@ def cold_start(sim, inst: Instance):
     eng = sim.profile.engine
     shape = inst.shape
     plan = inst.plan
-    sim.counters.loads += 1
+    sim.usage.of(inst.model).loads += 1
     yield env.timeout(eng.process_start_s + eng.cuda_context_s)
     init_s = eng.kv_cache_alloc_s + eng.graph_capture_s
     init_done = env.timeout(init_s) if sim.profile_overlap_init else None
@@ -55,7 +55,7 @@ def wake(sim, inst: Instance):
     """A sleeping instance (weights in host DRAM) copies its weights back and serves."""
     env = sim.env
     eng = sim.profile.engine
-    sim.counters.wakes += 1
+    sim.usage.of(inst.model).wakes += 1
     inst.state = "loading"
     inst.node_ref.dram.pinned -= inst.shape.weight_bytes
     yield env.timeout(eng.wake_from_sleep_s)

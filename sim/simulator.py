@@ -17,13 +17,14 @@ from policies.decisions import Place
 from sim.cluster import build_cluster
 from sim.config import SimConfig
 from sim.flows import FlowNetwork
-from sim.instance import Counters, Deployment, Instance, Pending
+from sim.instance import Deployment, Instance, Pending
 from sim.lifecycle import cold_start, wake
 from sim.metrics import RunMetrics
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
 from sim.records import RequestRecord
 from sim.serving import enqueue_iteration, finalize_partials, serve_closed_form
+from sim.usage import UsageLedger
 from traces.request import Request
 
 
@@ -48,7 +49,7 @@ class Simulator:
         self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
         self._gpus = [g for n in self.nodes for g in n.gpus]
         self.profile_overlap_init = False
-        self.counters = Counters()
+        self.usage = UsageLedger()
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}
         self.deployments: dict[str, Deployment] = {}
@@ -131,6 +132,7 @@ class Simulator:
             inst.idle_since = self.env.now
             if inst.can_serve:
                 inst.idle_counted = True
+                self.usage.idle(inst.id, self.env.now)
                 self.idle_bytes += inst.memory_bytes
                 self._memory_changed()
             self.retry_memory_queue()
@@ -139,6 +141,7 @@ class Simulator:
             inst.idle_since = None
             if inst.idle_counted:
                 inst.idle_counted = False
+                self.usage.busy(inst.id, inst.model, inst.memory_bytes, self.env.now)
                 self.idle_bytes -= inst.memory_bytes
                 self._memory_changed()
 
@@ -149,6 +152,7 @@ class Simulator:
     def on_arrival(self, req: Request) -> None:
         dep = self.deployment(req.model)
         self._arrivals[req.model].append(req.arrival_s)
+        self.usage.of(req.model).requests += 1
         adm = self.policies.admission
         try:
             decision = adm.admit(req, self)
@@ -204,6 +208,8 @@ class Simulator:
         if inst.can_serve:
             waited = now - arrival
             cold = waited > 0  # it waited for memory and a load: a cold start
+            if cold:
+                self.usage.of(req.model).cold += 1
             if self.iteration:
                 enqueue_iteration(self, inst, req, cold, waited)
             else:
@@ -227,6 +233,7 @@ class Simulator:
         # Execute-while-load: a pending prompt's prefill ran layer by layer as layers arrived;
         # only the last layer's share is left once the last layer lands.
         fraction = 1.0 / inst.num_layers if pipelined else 1.0
+        self.usage.of(inst.model).cold += len(pending)
         for p in pending:
             if self.iteration:
                 enqueue_iteration(self, inst, p.req, True, now - p.arrival_s)
@@ -285,6 +292,7 @@ class Simulator:
         assert gpu.used_bytes + inst.memory_bytes <= gpu.capacity_bytes, "GPU memory over-committed"
         gpu.used_bytes += inst.memory_bytes
         gpu.instances.append(inst)
+        self.usage.held(inst.id, self.env.now)
         self.used_bytes += inst.memory_bytes
         self._memory_changed()
 
@@ -295,7 +303,9 @@ class Simulator:
         self.used_bytes -= inst.memory_bytes
         if inst.idle_counted:
             inst.idle_counted = False
+            self.usage.busy(inst.id, inst.model, inst.memory_bytes, self.env.now)
             self.idle_bytes -= inst.memory_bytes
+        self.usage.freed(inst.id, inst.model, inst.memory_bytes, self.env.now)
         self._memory_changed()
 
     def _wake(self, inst: Instance) -> bool:
@@ -310,7 +320,6 @@ class Simulator:
 
     def demote(self, inst: Instance) -> None:
         """Keep-alive moved the instance to host DRAM: GPU memory is freed, the process sleeps."""
-        self.counters.demotions += 1
         self._release(inst)
         inst.state = "sleeping"
         inst.node_ref.dram.pinned += inst.shape.weight_bytes
@@ -321,7 +330,7 @@ class Simulator:
         if inst.state == "evicted":
             return
         finalize_partials(self, inst, everything=True)
-        self.counters.evictions += 1
+        self.usage.of(inst.model).evictions += 1
         if inst.state == "sleeping":
             inst.node_ref.dram.pinned -= inst.shape.weight_bytes
         else:
@@ -403,5 +412,5 @@ class Simulator:
                 self.reject(p.req, "instance never became ready")
         if on_progress is not None:
             on_progress(n)
-        row = self.metrics.finish(end)
-        return row
+        self.usage.close(self.instances.values(), end)
+        return self.metrics.finish(end)
