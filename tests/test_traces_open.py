@@ -76,6 +76,7 @@ def test_selection_top_sample_triggers(clean_env):
     top = open_trace(str(path), select="top", functions=3)
     assert [top.details[f"function.{i}"].split(" (")[0] for i in range(3)] == ["a/f9", "a/f8", "a/f7"]
     assert len(list(top)) == 10 + 9 + 8
+    assert open_trace(str(path), top_n=3).details == top.details
     timers = open_trace(str(path), select="all", triggers="timer")
     assert timers.details["functions.kept"] == 5
     s1 = open_trace(str(path), functions=4, seed=1).details

@@ -35,11 +35,17 @@ class MappingOptions:
         "help": "per_function: model '<base>-fn<i>' each; shared: the base model, adapter 'fn<i>'"})
     rate_scale: float = field(default=1.0, metadata={
         "help": "multiply every count (stochastic rounding keeps the expected total)"})
+    top_n: int | None = field(default=None, metadata={"help": "shorthand for select=top functions=N"})
     sample_seed: int | None = field(default=None, metadata={
         "help": "seed for select=sample (default: the trace seed), to vary arrivals but keep the functions"})
     tokens: str = field(default="calibrated", metadata={
         "help": "token lengths: calibrated[:conv|code], an LLM trace name or path, or fixed:P,O"})
     lenient: bool = field(default=False, metadata={"help": "skip bad rows with counted warnings"})
+
+    def __post_init__(self) -> None:
+        if self.top_n is not None:  # the shorthand wins over select/functions
+            object.__setattr__(self, "select", "top")
+            object.__setattr__(self, "functions", self.top_n)
 
     def check(self) -> None:
         if self.select not in SELECTIONS:
