@@ -219,6 +219,8 @@ class ProgressiveEngine:
 
         `on_token(i)` runs after token i, outside the step lock (tests bind a stage there).
         """
+        if self.model is None:
+            raise RuntimeError("engine unloaded")
         if not prompt_ids:
             raise ValueError("empty prompt")
         if len(prompt_ids) + max_new_tokens > self.cache.max_tokens:

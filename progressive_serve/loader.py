@@ -169,7 +169,11 @@ class StagedLoader:
     def load_stage(self, stage: int) -> list[LayerLoadRecord]:
         """Load every unit of `stage`, then open the stage's gates together (under `gate_lock`)."""
         units: list[int | None] = ([None] if stage == 0 else []) + list(self.plan.stages[stage])
-        recs = [self.load_unit(u, stage, slot=k % 2) for k, u in enumerate(units)]
+        recs = []
+        for k, u in enumerate(units):
+            if self._cancel.is_set():  # unloading: leave this stage's gates closed
+                return recs
+            recs.append(self.load_unit(u, stage, slot=k % 2))
         with self.gate_lock:
             if self._cuda:  # the main stream waits for the copies; the host never blocks on them
                 torch.cuda.current_stream(self.device).wait_stream(self._stream)
@@ -197,7 +201,7 @@ class StagedLoader:
         return self.records
 
     def cancel(self) -> None:
-        """Stop after the stage being loaded now (a stage is never left half bound)."""
+        """Stop at the next unit; the stage being loaded keeps its gates closed (never half bound)."""
         self._cancel.set()
 
     def release_buffers(self) -> None:

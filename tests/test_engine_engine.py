@@ -93,6 +93,17 @@ def test_errors_are_clear(tiny):
         ProgressiveEngine(tiny, PLAN, device="cpu", use_cuda_graph=True)
 
 
+def test_unload_while_loading_stops_the_loader(tiny):
+    eng = ProgressiveEngine(
+        tiny, progressive_plan(6, fractions=(0.5, 1.0)), device="cpu", max_tokens=16
+    ).start()
+    eng.unload()
+    assert not eng._thread.is_alive()
+    assert eng.loader.bound_stage < 2 or len(eng.loader.records) == 7
+    with pytest.raises(RuntimeError, match="unloaded"):
+        eng.generate([1, 2], 2)
+
+
 def test_plugin_module_imports_without_vllm():
     code = "import sys, progressive_serve.vllm_plugin as p; assert 'vllm' not in sys.modules; print(p.ARCH)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
