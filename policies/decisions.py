@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KEEP_TIERS = ("gpu", "dram")
+KEEP_TIERS = ("gpu", "dram", "process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +13,9 @@ class Keep:
 
     `gpu`: weights stay bound, the process stays warm. `dram`: the process sleeps with its
     weights in host DRAM (vLLM sleep mode level 1); waking copies them back over PCIe.
-    After the last entry the instance is evicted.
+    `process`: the process sleeps with its weights dropped (level 2); waking loads them
+    again from wherever the checkpoint sits, but pays no process start or CUDA context.
+    Sleeping frees the instance's GPU memory. After the last entry the instance is evicted.
     """
 
     tier: str
@@ -35,12 +37,24 @@ class Place:
     evict: tuple[int, ...] = ()
 
 
+PREWARM_TIERS = ("gpu", "process")
+
+
 @dataclass(frozen=True, slots=True)
 class Prewarm:
-    """Start an instance of `model` ahead of demand (`tier` "gpu": load it fully)."""
+    """Start an instance of `model` ahead of demand.
+
+    `gpu`: a full cold start now, so the first request finds it warm. `process`: start the
+    process, CUDA context and graph capture only, and leave it asleep without weights (vLLM
+    sleep level 2): it holds no GPU memory, and a request then pays only the weight load.
+    """
 
     model: str
     tier: str = "gpu"
+
+    def __post_init__(self) -> None:
+        if self.tier not in PREWARM_TIERS:
+            raise ValueError(f"prewarm tier must be one of {PREWARM_TIERS}, got {self.tier!r}")
 
 
 ADMIT_ACTIONS = ("serve", "reject")

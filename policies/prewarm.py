@@ -22,15 +22,19 @@ class Popular(PrewarmPolicy):
 
     A simple predictor in the spirit of the ATC'20 histogram policy: a model that was
     busy recently will be asked for again, so a cold start is paid ahead of the request.
+    `tier=process` buys only a warm process (no GPU memory held; the request still loads
+    the weights), `tier=gpu` a full load.
     """
 
     name = "popular"
 
-    def __init__(self, window: float = 600.0, min_requests: int = 3, interval: float = 30.0):
+    def __init__(self, window: float = 600.0, min_requests: int = 3, interval: float = 30.0, tier: str = "gpu"):
         self.window = float(window)
         self.min_requests = int(min_requests)
         self.interval = float(interval)
         self.interval_s = self.interval
+        self.tier = tier
+        Prewarm("check", tier)  # a bad tier fails now, not at the first tick
 
     def on_tick(self, cluster: ClusterView) -> list[Prewarm]:
         out = []
@@ -40,5 +44,5 @@ class Popular(PrewarmPolicy):
                 continue
             recent = sum(1 for t in cluster.arrivals(model) if t >= since)
             if recent >= self.min_requests:
-                out.append(Prewarm(model))
+                out.append(Prewarm(model, self.tier))
         return out

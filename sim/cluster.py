@@ -37,6 +37,16 @@ class Tier:
         if model in self.entries:
             self.entries.move_to_end(model)
 
+    def pin(self, nbytes: int) -> bool:
+        """Hold `nbytes` that the cache may not evict (a sleeper's weights); False if they cannot fit."""
+        if nbytes + self.pinned > self.capacity:
+            return False
+        self.pinned += nbytes
+        while self.used + self.pinned > self.capacity and self.entries:
+            _, size = self.entries.popitem(last=False)
+            self.used -= size
+        return True
+
     def add(self, model: str, nbytes: int) -> bool:
         """Cache `model`, evicting LRU entries; False if it can never fit."""
         if model in self.entries:

@@ -105,6 +105,7 @@ class Instance:
         self.tokens_in_flight = 0
         self.loop_running = False
         self.keeper = 0
+        self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
         self.idle_counted = False
         self._idle_waiters: list = []
         self._use_waiters: list = []

@@ -15,15 +15,32 @@ from sim.serving import finalize_partials
 
 
 def cold_start(sim, inst: Instance):
+    """A new process: start, CUDA context, then the weights stage by stage and engine init."""
+    env = sim.env
+    eng = sim.profile.engine
+    sim.usage.of(inst.model).loads += 1
+    yield env.timeout(eng.process_start_s + eng.cuda_context_s)
+    init_s = eng.kv_cache_alloc_s + eng.graph_capture_s
+    yield from load_weights(sim, inst, init_s)
+    if inst.state != "evicted":
+        yield from keep_alive(sim, inst)
+
+
+def load_weights(sim, inst: Instance, init_s: float):
+    """Load every stage of the instance's plan; serve once stage `serve_from` is bound.
+
+    `init_s` (KV-cache allocation and graph capture) runs after the serving stage's weights,
+    as in vLLM, or alongside the loads when the profile's engine overlaps them (the alpha
+    gates keep the graph valid before any weight arrives).
+    """
     env = sim.env
     eng = sim.profile.engine
     shape = inst.shape
     plan = inst.plan
-    sim.usage.of(inst.model).loads += 1
-    yield env.timeout(eng.process_start_s + eng.cuda_context_s)
-    init_s = eng.kv_cache_alloc_s + eng.graph_capture_s
-    init_done = env.timeout(init_s) if sim.profile_overlap_init else None
+    init_done = env.timeout(init_s) if eng.init_overlaps_load else None
     inst.state = "loading"
+    inst.bound_layers = 0
+    inst.stage = -1
     source = None
     for j, layers in enumerate(plan.stages):
         if inst.state == "evicted":
@@ -48,20 +65,49 @@ def cold_start(sim, inst: Instance):
     node.dram.add(inst.model, shape.weight_bytes)
     if source == "remote":
         node.ssd.add(inst.model, shape.weight_bytes)
-    yield from keep_alive(sim, inst)
 
 
 def wake(sim, inst: Instance):
-    """A sleeping instance (weights in host DRAM) copies its weights back and serves."""
+    """A sleeping process serves again.
+
+    Level 1 (weights kept in host DRAM): copy them back over PCIe. Level 2 (weights dropped,
+    process and CUDA context kept): load them like a cold start, stage by stage, but with no
+    process start; the KV cache is allocated again, the captured graph is kept.
+    """
     env = sim.env
     eng = sim.profile.engine
     sim.usage.of(inst.model).wakes += 1
+    level = inst.sleep_level
+    inst.sleep_level = 0
     inst.state = "loading"
-    inst.node_ref.dram.pinned -= inst.shape.weight_bytes
     yield env.timeout(eng.wake_from_sleep_s)
-    yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
-    inst.history.append((env.now, inst.quality))
-    sim.became_ready(inst, pipelined=False)
+    if level == 1:
+        inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+        yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
+        inst.history.append((env.now, inst.quality))
+        sim.became_ready(inst, pipelined=False)
+    else:
+        yield from load_weights(sim, inst, eng.kv_cache_alloc_s)
+    if inst.state != "evicted":
+        yield from keep_alive(sim, inst)
+
+
+def prewarm_process(sim, inst: Instance):
+    """Start a process ahead of demand and let it sleep without weights (sleep level 2).
+
+    A request that arrives while it starts waits for it; at the end of the start it loads
+    the weights at once if its GPU has room, else the waiting requests go back to the
+    memory queue.
+    """
+    env = sim.env
+    eng = sim.profile.engine
+    yield env.timeout(eng.process_start_s + eng.cuda_context_s + eng.graph_capture_s)
+    if inst.state == "evicted":
+        return
+    inst.state = "sleeping"
+    inst.sleep_level = 2
+    if inst.pending and sim.wake_with_pending(inst):
+        return  # the wake process owns the instance now
     yield from keep_alive(sim, inst)
 
 
@@ -92,8 +138,8 @@ def keep_alive(sim, inst: Instance):
             raise sim.policy_failure(sim.policies.keepalive, "on_idle", e) from e
         used_again = False
         for keep in decisions:
-            if keep.tier == "dram" and inst.state != "sleeping":
-                sim.demote(inst)
+            if keep.tier in ("dram", "process") and inst.can_serve:
+                sim.demote(inst, 1 if keep.tier == "dram" else 2)
             # A request ends the wait at once: the next idle period, and its timer, start when
             # that request finishes, not when this timer would have run out.
             yield env.timeout(keep.seconds) | inst.used_event()

@@ -139,6 +139,7 @@ class EngineProfile:
     bind_s_per_layer: float
     loader_efficiency: float
     wake_from_sleep_s: float = 0.5  # warm process, weights re-bound from host DRAM
+    init_overlaps_load: bool = False  # KV allocation and graph capture run while weights load
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,12 @@ class _Reader:
             raise self.fail(f"{path}{key}", f"must be {'>' if strict else '>='} {minimum}, got {v}")
         return float(v)
 
+    def boolean(self, d: dict, key: str, path: str, *, default: bool) -> bool:
+        v = d.get(key, default)
+        if not isinstance(v, bool):
+            raise self.fail(f"{path}{key}", f"expected true or false, got {v!r}")
+        return v
+
     def integer(self, d: dict, key: str, path: str, *, minimum: int = 0) -> int:
         v = d.get(key)
         if isinstance(v, bool) or not isinstance(v, int):
@@ -263,6 +270,7 @@ def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
         bind_s_per_layer=r.number(e, "bind_s_per_layer", ep),
         loader_efficiency=r.number(e, "loader_efficiency", ep, strict=True),
         wake_from_sleep_s=r.number(e, "wake_from_sleep_s", ep, default=0.5),
+        init_overlaps_load=r.boolean(e, "init_overlaps_load", ep, default=False),
     )
     if engine.loader_efficiency > 1.0:
         raise r.fail("engine.loader_efficiency", f"must be <= 1, got {engine.loader_efficiency}")

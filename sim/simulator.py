@@ -13,12 +13,12 @@ from collections.abc import Iterable
 import numpy as np
 import simpy
 
-from policies.decisions import Place
+from policies.decisions import Place, Prewarm
 from sim.cluster import build_cluster
 from sim.config import SimConfig
 from sim.flows import FlowNetwork
 from sim.instance import Deployment, Instance, Pending
-from sim.lifecycle import cold_start, wake
+from sim.lifecycle import cold_start, prewarm_process, wake
 from sim.metrics import RunMetrics
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
@@ -48,7 +48,6 @@ class Simulator:
         self.net = FlowNetwork(self.env, on_bytes=metrics.on_bytes)
         self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
         self._gpus = [g for n in self.nodes for g in n.gpus]
-        self.profile_overlap_init = False
         self.usage = UsageLedger()
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}
@@ -216,7 +215,11 @@ class Simulator:
                 serve_closed_form(self, inst, req, cold, waited)
             return True
         if inst.state == "sleeping" and not self._wake(inst):
-            return False
+            # Its GPU has filled up while it slept: a cold start elsewhere beats waiting.
+            other = self.start_instance(self.deployment(req.model))
+            if other is None:
+                return False
+            inst = other
         inst.pending.append(Pending(req, arrival))
         self._add_waiting(req.model, 1)
         return True
@@ -252,8 +255,21 @@ class Simulator:
             self._no_room = (self.memory_epoch, dep.footprint_bytes)
             return None
         gpu = self._check_place(place, dep)
-        for iid in place.evict:
-            self.evict(self.instances[iid])
+        # Memory freed by these evictions is this instance's: no waiting request may take it first.
+        retrying, self._retrying = self._retrying, True
+        try:
+            for iid in place.evict:
+                self.evict(self.instances[iid])
+            inst = self._new_instance(dep, gpu)
+            self._reserve(inst)
+        finally:
+            self._retrying = retrying
+        self.env.process(cold_start(self, inst))
+        if place.evict:
+            self.retry_memory_queue()
+        return inst
+
+    def _new_instance(self, dep: Deployment, gpu) -> Instance:
         staging = self.policies.staging
         try:
             plan = staging.plan(dep)
@@ -262,12 +278,9 @@ class Simulator:
         if plan.num_layers != dep.num_layers:
             raise self.policy_failure(staging, "plan", f"plan has {plan.num_layers} layers, model {dep.num_layers}")
         inst = Instance(self._next_id, dep, self.nodes[gpu.node], gpu, plan, self)
-        inst.idle_counted = False
         self._next_id += 1
-        self._reserve(inst)
         self.instances[inst.id] = inst
         self.by_model.setdefault(dep.name, []).append(inst)
-        self.env.process(cold_start(self, inst))
         return inst
 
     def _check_place(self, place: Place, dep: Deployment):
@@ -318,12 +331,28 @@ class Simulator:
         self.env.process(wake(self, inst))
         return True
 
-    def demote(self, inst: Instance) -> None:
-        """Keep-alive moved the instance to host DRAM: GPU memory is freed, the process sleeps."""
+    def wake_with_pending(self, inst: Instance) -> bool:
+        """A prewarmed process that collected requests while starting: wake it, or requeue them."""
+        if self._wake(inst):
+            return True
+        pending, inst.pending = inst.pending, deque()
+        self.memory_queue.extendleft(reversed(pending))  # they are older than anything queued
+        return False
+
+    def demote(self, inst: Instance, level: int) -> None:
+        """Keep-alive put the process to sleep and freed its GPU memory.
+
+        Level 1 keeps the weights in host DRAM (copied out over PCIe); if the node's DRAM
+        cannot hold them beside the other sleepers, it falls back to level 2 (dropped).
+        """
         self._release(inst)
         inst.state = "sleeping"
-        inst.node_ref.dram.pinned += inst.shape.weight_bytes
-        self.metrics.on_bytes("pcie", inst.shape.weight_bytes)
+        dram = inst.node_ref.dram
+        if level == 1 and dram.pin(inst.shape.weight_bytes):
+            self.metrics.on_bytes("pcie", inst.shape.weight_bytes)
+            inst.sleep_level = 1
+        else:
+            inst.sleep_level = 2
         self.retry_memory_queue()
 
     def evict(self, inst: Instance) -> None:
@@ -332,7 +361,8 @@ class Simulator:
         finalize_partials(self, inst, everything=True)
         self.usage.of(inst.model).evictions += 1
         if inst.state == "sleeping":
-            inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+            if inst.sleep_level == 1:
+                inst.node_ref.dram.pinned -= inst.shape.weight_bytes
         else:
             self._release(inst)
         inst.state = "evicted"
@@ -379,8 +409,31 @@ class Simulator:
             except Exception as e:
                 raise self.policy_failure(pw, "on_tick", e) from e
             for d in decisions:
-                if not self.by_model.get(d.model):
+                if not isinstance(d, Prewarm):
+                    raise self.policy_failure(pw, "on_tick", f"returned {d!r}, not a Prewarm")
+                if self.by_model.get(d.model):
+                    continue
+                if d.tier == "gpu":
                     self.start_instance(self.deployment(d.model))
+                else:
+                    self.start_process(self.deployment(d.model))
+
+    def start_process(self, dep: Deployment) -> Instance | None:
+        """Prewarm a process without weights (vLLM sleep level 2): no GPU memory is held.
+
+        It goes on the GPU placement would choose now, without evicting anything for it.
+        """
+        placement = self.policies.placement
+        try:
+            place = placement.place(dep, self)
+        except Exception as e:
+            raise self.policy_failure(placement, "place", e) from e
+        if place is None:
+            return None
+        gpu = self._check_place(place, dep)
+        inst = self._new_instance(dep, gpu)
+        self.env.process(prewarm_process(self, inst))
+        return inst
 
     def run(self, requests: Iterable[Request], on_progress=None) -> dict:
         """Replay `requests` (ordered by arrival) and return the summary row."""
