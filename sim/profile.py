@@ -164,12 +164,10 @@ class Profile:
         return self.models[0]
 
     def to_dict(self) -> dict:
+        """The JSON form (`profile_from_dict(p.to_dict())` gives the same profile)."""
         d = asdict(self)
         d.pop("source_path")
-        for m in d["models"]:
-            for key in ("prefill", "decode"):
-                m[key] = {"x": list(m[key]["x"]), "seconds": list(m[key]["seconds"])}
-        return d
+        return json.loads(json.dumps(d))  # tuples become lists, as in a file
 
 
 # ---------------------------------------------------------------------------------------
