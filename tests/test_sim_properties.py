@@ -264,6 +264,22 @@ def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepaliv
             assert rec.rejected  # by admission, or because its KV cache does not fit any GPU
     # after the run nothing is left waiting
     assert sim.waiting_total == 0 and not sim.memory_queue
+    check_ledger(row, records, sim)
+
+
+def check_ledger(row, records, sim) -> None:
+    """The per-model ledger and the summary row are two accountings of one run: they agree."""
+    models = sim.usage.models
+    assert sum(u.requests for u in models.values()) == row["requests"]
+    for name, u in models.items():
+        mine = [r for r in records if r.model == name]
+        assert u.requests == len(mine), name
+        assert u.cold == sum(r.cold for r in mine), name
+        assert u.loads >= 0 and u.evictions <= u.loads, name
+    assert math.isclose(sum(u.mem_byte_s for u in models.values()) / (GB * 3600), row["gpu_mem_gb_hours"],
+                        rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(sum(u.idle_byte_s for u in models.values()) / (GB * 3600), row["gpu_idle_gb_hours"],
+                        rel_tol=1e-9, abs_tol=1e-12)
 
 
 @settings(max_examples=examples(40), deadline=None)
@@ -274,6 +290,7 @@ def test_shipped_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepal
                                 admission=admission)
     check_records(reqs, records, staging)
     assert row["requests"] == len(reqs)
+    check_ledger(row, records, sim)
 
 
 # ---------------------------------------------------------------------------------------------
