@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         "plans": rows,
         "provenance": {
             "kind": "measured",
-            "command": "python bench/bench_engine_quality.py " + " ".join(argv or []),
+            "command": "python bench/bench_engine_quality.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "device": f"cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}",
             "model_file": gguf_path().name,
