@@ -31,13 +31,14 @@ def load_weights(sim, inst: Instance, init_s: float):
 
     `init_s` (KV-cache allocation and graph capture) runs after the serving stage's weights,
     as in vLLM, or alongside the loads when the profile's engine overlaps them (the alpha
-    gates keep the graph valid before any weight arrives).
+    gates keep the graph valid before any weight arrives). A pipelined plan always overlaps
+    them: computing layer i while layer i+1 loads needs the KV cache before the first layer.
     """
     env = sim.env
     eng = sim.profile.engine
     shape = inst.shape
     plan = inst.plan
-    init_done = env.timeout(init_s) if eng.init_overlaps_load else None
+    init_done = env.timeout(init_s) if eng.init_overlaps_load or plan.pipelined else None
     inst.state = "loading"
     inst.bound_layers = 0
     inst.stage = -1
