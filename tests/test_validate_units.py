@@ -283,3 +283,50 @@ def test_fmt_never_prints_unknowns_as_numbers():
     assert fmt(float("nan")) == "n/a"
     assert fmt(0.0123) == "0.0123"
     assert fmt(12345.0) == "12,345"
+
+
+# -- device selection and the CLI's configuration ----------------------------------------------
+
+
+def test_gpu_without_cuda_is_exit_2_with_one_sentence(monkeypatch):
+    import sys
+    import types
+
+    from validate.device import NO_CUDA_MESSAGE, select_device
+
+    fake = types.SimpleNamespace(__version__="0", cuda=types.SimpleNamespace(is_available=lambda: False))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    with pytest.raises(ValidateError) as info:
+        select_device(gpu=True)
+    assert info.value.exit_code == 2
+    assert str(info.value) == NO_CUDA_MESSAGE and NO_CUDA_MESSAGE.count(". ") == 0
+
+
+def test_small_cpu_runs_get_a_short_replay_segment():
+    from validate.cli import build_parser, config_from_args
+
+    args = ["--small", "--replay", "--out", "x"]
+    cfg = config_from_args(build_parser().parse_args(args), args)
+    assert (cfg.replay_start_min, cfg.replay_end_min, cfg.replay_compress, cfg.replay_max_per_minute) == (
+        255, 285, 120.0, 1,
+    )  # fmt: skip
+    assert cfg.ttl_s == pytest.approx(5.0)  # 10 trace minutes at 120x
+    assert cfg.command == "python -m validate --small --replay --out x"
+    gpu = ["--gpu", "--replay-window", "10:20", "--ttl", "3"]
+    cfg = config_from_args(build_parser().parse_args(gpu), gpu)
+    assert (cfg.replay_start_min, cfg.replay_end_min, cfg.ttl_s, cfg.dtype) == (10, 20, 3.0, "float16")
+    bad = ["--replay-window", "10-20"]
+    with pytest.raises(ValidateError, match="START:END"):
+        config_from_args(build_parser().parse_args(bad), bad)
+
+
+def test_graph_check_is_skipped_off_cuda_and_node_counts_need_a_kept_graph():
+    from pathlib import Path
+
+    from policies.plan import full_plan
+    from validate.coldstart import EngineSpec
+    from validate.graphs import check_graph_invariance, graph_node_count
+
+    out = check_graph_invariance(EngineSpec(Path("."), "cpu", "float32", False, 64), full_plan(2))
+    assert "skipped" in out
+    assert graph_node_count(object()) is None

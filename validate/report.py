@@ -187,6 +187,9 @@ def render_report(
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({path})" for title, path in plots.items()] + [""]
+    if m.run_seconds:
+        lines += ["## Run time of each step", ""]
+        lines += _table(["step", "seconds"], [[k, fmt(v)] for k, v in m.run_seconds.items()])
     if m.notes:
         lines += ["## Notes", ""] + [f"- `{k}`: {v}" for k, v in sorted(m.notes.items())] + [""]
     return "\n".join(lines)

@@ -76,6 +76,7 @@ class Measurements:
     max_batch: int = 1
     max_tokens_in_flight: int = 1
     notes: dict[str, str] = field(default_factory=dict)
+    run_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step of this run
 
     def to_dict(self) -> dict:
         return asdict(self)

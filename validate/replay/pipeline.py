@@ -80,8 +80,8 @@ def segment_spec(cfg: RunConfig) -> SegmentSpec:
         num_models=cfg.replay_models,
         max_per_minute=cfg.replay_max_per_minute,
         max_requests=cfg.replay_max_requests,
-        max_prompt_tokens=128 if small_cpu else 2048,
-        max_output_tokens=8 if small_cpu else 64,
+        max_prompt_tokens=64 if small_cpu else 2048,
+        max_output_tokens=4 if small_cpu else 64,
         token_scale=1 / 16 if small_cpu else 1.0,
         seed=cfg.seed,
     )
