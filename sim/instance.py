@@ -70,6 +70,29 @@ class Partial:
     stage: int
 
 
+class Signal:
+    """A condition that processes wait for; each wait gets an event that fires at the next `fire()`."""
+
+    __slots__ = ("env", "_waiting")
+
+    def __init__(self, env):
+        self.env = env
+        self._waiting: list = []
+
+    def wait(self):
+        ev = self.env.event()
+        self._waiting.append(ev)
+        return ev
+
+    def fire(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for ev in waiting:
+            ev.succeed()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+
 class Instance:
     """State of one instance; the simulator drives it, policies read it through its properties."""
 
@@ -107,30 +130,8 @@ class Instance:
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
         self.idle_counted = False
-        self._idle_waiters: list = []
-        self._use_waiters: list = []
-
-    def idle_event(self):
-        """An event that fires when the batch loop next runs out of work."""
-        ev = self._sim.env.event()
-        self._idle_waiters.append(ev)
-        return ev
-
-    def notify_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for ev in waiters:
-            ev.succeed()
-
-    def used_event(self):
-        """An event that fires when the instance is next given a request (keep-alive waits on it)."""
-        ev = self._sim.env.event()
-        self._use_waiters.append(ev)
-        return ev
-
-    def notify_used(self) -> None:
-        waiters, self._use_waiters = self._use_waiters, []
-        for ev in waiters:
-            ev.succeed()
+        self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
+        self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
 
     # --- InstanceView -------------------------------------------------------------------
     @property

@@ -126,7 +126,7 @@ def keep_alive(sim, inst: Instance):
             yield env.timeout(inst.busy_until - env.now)
             continue
         if inst.running or inst.queue or inst.pending:
-            yield inst.idle_event()
+            yield inst.idle_signal.wait()
             continue
         uses = inst.uses
         sim.set_idle(inst, True)  # may hand it a request waiting for memory
@@ -143,7 +143,7 @@ def keep_alive(sim, inst: Instance):
                 sim.demote(inst, 1 if keep.tier == "dram" else 2)
             # A request ends the wait at once: the next idle period, and its timer, start when
             # that request finishes, not when this timer would have run out.
-            yield env.timeout(keep.seconds) | inst.used_event()
+            yield env.timeout(keep.seconds) | inst.used_signal.wait()
             if inst.uses != uses or inst.state == "evicted":
                 used_again = True
                 break

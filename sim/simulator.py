@@ -145,7 +145,7 @@ class Simulator:
                 self._memory_changed()
 
     def maybe_idle(self, inst: Instance) -> None:
-        inst.notify_idle()
+        inst.idle_signal.fire()
 
     # --- the arrival path -----------------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
@@ -201,8 +201,8 @@ class Simulator:
         now = self.env.now
         inst.uses += 1
         inst.last_used = now
-        if inst._use_waiters:
-            inst.notify_used()
+        if inst.used_signal:
+            inst.used_signal.fire()
         self.set_idle(inst, False)
         if inst.can_serve:
             waited = now - arrival
