@@ -189,7 +189,7 @@ def _serve(
 
 def test_server_cold_starts_once_per_model_under_fixed_keepalive(monkeypatch, tmp_path):
     rows, server = _serve(monkeypatch, tmp_path, "fixed", 5.0,
-                          [(0.0, "a"), (0.05, "a"), (0.4, "a"), (0.45, "b")])  # fmt: skip
+                          [(0.0, "a"), (0.05, "a"), (0.6, "a"), (0.65, "b")])  # fmt: skip
     assert list(rows["cold"]) == [True, True, False, True]  # the second request waited for the load
     assert rows.loc[0, "ttft_s"] == pytest.approx(FakeEngine.LOAD_S + FakeEngine.GEN_S, abs=0.06)
     assert rows.loc[2, "ttft_s"] == pytest.approx(FakeEngine.GEN_S, abs=0.03)
@@ -198,14 +198,14 @@ def test_server_cold_starts_once_per_model_under_fixed_keepalive(monkeypatch, tm
 
 
 def test_server_without_keepalive_evicts_when_idle(monkeypatch, tmp_path):
-    rows, server = _serve(monkeypatch, tmp_path, "none", 5.0, [(0.0, "a"), (0.5, "a"), (1.0, "a")])
+    rows, server = _serve(monkeypatch, tmp_path, "none", 5.0, [(0.0, "a"), (0.8, "a"), (1.6, "a")])
     assert list(rows["cold"]) == [True, True, True]
     assert server.counters["loads"] == 3 and server.counters["evictions"] == 3
 
 
 def test_server_evicts_idle_lru_instance_when_memory_is_full(monkeypatch, tmp_path):
     rows, server = _serve(
-        monkeypatch, tmp_path, "fixed", 5.0, [(0.0, "a"), (0.3, "b"), (0.6, "a")], capacity=1.0
+        monkeypatch, tmp_path, "fixed", 5.0, [(0.0, "a"), (0.6, "b"), (1.2, "a")], capacity=1.0
     )
     assert list(rows["cold"]) == [True, True, True]  # b's start evicted idle a
     assert server.counters["overcommits"] == 0
