@@ -50,10 +50,39 @@ def test_bad_arguments_give_one_line_not_a_traceback(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "STAGING/KEEPALIVE" in r.stderr
 
 
+SHIPPED_QUALITY = ROOT / "validate" / "data" / "smollm2-135m-quality.json"
+
+
+@pytest.mark.slow
+@needs_engine
+def test_quality_of_the_real_small_model_orders_its_plan(tmp_path):
+    """Few tokens (the shipped file used 1,024), but every step: importance, plan, per-stage perplexity."""
+    import torch
+
+    from progressive_serve.smollm import load_smollm2_dir
+    from validate.config import default_cache_dir
+    from validate.stage_quality import QualityResult, load_quality, measure_quality, save_quality
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI does on the CPU (see validate/cli.py)
+    try:
+        q = measure_quality(load_smollm2_dir(default_cache_dir()), max_tokens=32)
+    finally:
+        torch.set_num_threads(threads)
+    assert q.num_layers == 30 and len(q.importance) == 30
+    assert [s.num_layers for s in q.stages] == [22, 26, 30]
+    assert q.stages[-1].quality == pytest.approx(1.0) and q.stages[0].quality < 1.0
+    assert load_quality(save_quality(q, tmp_path / "q.json")) == q
+    stand_in = q.stages_for(32)  # LLaMA-2-7B's 24/28/32 take SmolLM2's stages 1/2/3
+    assert [s.num_layers for s in stand_in] == [24, 28, 32] and "stand-in" in stand_in[0].source
+    assert isinstance(load_quality(SHIPPED_QUALITY), QualityResult)
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
+    """`--small` with the shipped quality measurement: perplexity over 31 gate settings is the slow part."""
     out = tmp_path_factory.mktemp("validate-small")
-    r = validate("--small", "--out", str(out))
+    r = validate("--small", "--quality-from", str(SHIPPED_QUALITY), "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 
@@ -102,7 +131,10 @@ def test_small_run_writes_report_and_plots(small_run):
 )
 def test_small_replay_prints_the_error_table(small_run, tmp_path):
     measured, _ = small_run
-    r = validate("--small", "--replay", "--profile", str(measured / "profile.json"), "--out", str(tmp_path))
+    r = validate(
+        "--small", "--replay", "--profile", str(measured / "profile.json"),
+        "--policies", "full/none,progressive/fixed", "--out", str(tmp_path),
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     header = next(line for line in r.stdout.splitlines() if line.startswith("policy"))
     for col in ("TTFT p50 err %", "TTFT p90 err %", "TTFT p99 err %", "cold-start count err"):
