@@ -62,6 +62,24 @@ def bandwidth_rows(m: Measurements) -> list[list[str]]:
     return rows
 
 
+def headline(m: Measurements) -> list[str]:
+    """The few numbers worth quoting (README material): link vs limit, cold TTFT per plan, gate cost."""
+    h2d = m.bandwidth.get("h2d_pinned", {}).get("gbps")
+    limit, _ = limit_for(m, "pcie")
+    ratio = f" ({h2d / limit:.2f} of the {limit:.1f} GB/s limit)" if h2d and limit else ""
+    ttft = ", ".join(f"{c.plan} {c.ttft_s:.2f} s" for c in m.cold_starts)
+    g = m.gate_overhead
+    gate = f"{100 * g['overhead']:+.2f} %" if "overhead" in g else "n/a"
+    return [
+        "## Headline",
+        "",
+        f"- host-to-device, pinned: {fmt(h2d)} GB/s{ratio}",
+        f"- TTFT from cold: {ttft}",
+        f"- gate overhead on decode: {gate} (CUDA graphs: {g.get('cuda_graph', False)})",
+        "",
+    ]
+
+
 def render_report(
     m: Measurements, profile_path: str, plots: dict[str, str] | None = None, replay_md: str | None = None
 ) -> str:
@@ -79,6 +97,7 @@ def render_report(
         f"({m.checkpoint.get('source', '')})",
         f"- profile: `{profile_path}`",
         "",
+        *headline(m),
         "## Links: measured against their physical limits",
         "",
     ]

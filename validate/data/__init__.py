@@ -1,0 +1,1 @@
+"""Measurements shipped with validate (package data): see stage_quality.SHIPPED."""
