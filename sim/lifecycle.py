@@ -141,6 +141,10 @@ def keep_alive(sim, inst: Instance):
         for keep in decisions:
             if keep.tier in ("dram", "process") and inst.can_serve:
                 sim.demote(inst, 1 if keep.tier == "dram" else 2)
+            elif keep.tier == "process" and inst.state == "sleeping" and inst.sleep_level == 1:
+                # from DRAM to level 2: the weights kept in host DRAM are dropped
+                inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+                inst.sleep_level = 2
             # A request ends the wait at once: the next idle period, and its timer, start when
             # that request finishes, not when this timer would have run out.
             yield env.timeout(keep.seconds) | inst.used_signal.wait()

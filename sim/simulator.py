@@ -199,6 +199,12 @@ class Simulator:
 
     def assign(self, inst: Instance, req: Request, arrival: float) -> bool:
         now = self.env.now
+        if inst.state == "sleeping" and not self._wake(inst):
+            # Its GPU has filled up while it slept: a cold start elsewhere beats waiting. The
+            # sleeper is left alone, so that its keep-alive still ends its sleep in time.
+            inst = self.start_instance(self.deployment(req.model))
+            if inst is None:
+                return False
         inst.uses += 1
         inst.last_used = now
         if inst.used_signal:
@@ -214,12 +220,6 @@ class Simulator:
             else:
                 serve_closed_form(self, inst, req, cold, waited)
             return True
-        if inst.state == "sleeping" and not self._wake(inst):
-            # Its GPU has filled up while it slept: a cold start elsewhere beats waiting.
-            other = self.start_instance(self.deployment(req.model))
-            if other is None:
-                return False
-            inst = other
         inst.pending.append(Pending(req, arrival))
         self._add_waiting(req.model, 1)
         return True

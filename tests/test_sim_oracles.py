@@ -12,7 +12,7 @@ import math
 
 import pytest
 import simpy
-from test_sim_properties import SMALL, run_sim, small_profile_dict
+from test_sim_properties import SMALL, SleepTiers, run_sim, small_profile_dict
 
 from sim.flows import FlowNetwork, Link
 from sim.profile import profile_from_dict
@@ -327,3 +327,50 @@ def test_small_profile_is_what_the_docstring_says():
     m = SMALL.model("small")
     assert m.weight_bytes == 2 * GB
     assert SMALL.model("nope") is SMALL.models[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# sleep levels
+
+
+def test_dram_then_process_tier_drops_the_weights():
+    # gpu 1 s, dram 5 s, then process 100 s: at 7.125 + 1 the weights go to host DRAM (level 1),
+    # at 7.125 + 6 they are dropped (level 2): DRAM is no longer pinned, and a wake must load
+    # the weights again (from the DRAM page cache over PCIe, 1 s) and re-allocate the KV cache.
+    ka = SleepTiers(gpu=1.0, dram=5.0, process=100.0)
+    t = COLD_FULL_SSD + 1.0 + 5.0 + 10.0
+    _, recs, sim = run_sim([req(0.0, 0), req(t, 1)], keepalive=ka)
+    r = by_id(recs)
+    assert r[1].cold
+    assert r[1].ttft_s == pytest.approx(0.5 + 1.0 + 0.5 + PREFILL, rel=1e-12)
+    assert total(sim, "wakes") == 1 and total(sim, "loads") == 1
+
+
+def test_process_tier_after_dram_unpins_host_memory():
+    # The run ends at 7.125 + 50 + 6.125 (m1's cold start), while `small` sleeps in its process
+    # tier (from 7.125 + 6 to 7.125 + 106): its weights must no longer be pinned in host DRAM.
+    ka = SleepTiers(gpu=1.0, dram=5.0, process=100.0)
+    reqs = [req(0.0, 0), req(COLD_FULL_SSD + 3.0, 1, model="m1"), req(COLD_FULL_SSD + 50.0, 2, model="m1")]
+    _, _, sim = run_sim(reqs, keepalive=ka)
+    (sleeper,) = [i for i in sim.instances.values() if i.model == "small"]
+    assert sleeper.state == "sleeping" and sleeper.sleep_level == 2
+    assert sim.nodes[0].dram.pinned == 0
+
+
+def test_sleeper_that_cannot_wake_is_not_orphaned():
+    # One 10 GB GPU holds three 3 GB instances. `small` sleeps in DRAM (two_tier gpu=1, dram=50)
+    # while m1..m3 fill the GPU and stay busy; a request for `small` then finds its sleeper
+    # unable to wake and no room for a new instance, so it waits. When m1..m3 go idle, the
+    # request gets an instance. The old sleeper must still be evicted when its DRAM time is up.
+    reqs = [req(0.0, 0)]
+    t = COLD_FULL_SSD + 2.0
+    reqs += [req(t, 1 + i, model=f"m{i + 1}", out=200) for i in range(3)]
+    reqs += [req(t + 1.0, 4)]
+    reqs += [req(400.0, 5, model="m1")]  # long after every keep-alive has run out
+    _, recs, sim = run_sim(reqs, keepalive="two_tier[gpu=1,dram=50]")
+    r = by_id(recs)
+    assert not any(x.rejected for x in recs)
+    assert r[4].cold
+    small = [i for i in sim.instances.values() if i.model == "small"]
+    assert all(i.state != "sleeping" for i in small), [(i.id, i.state) for i in small]
+    assert sim.nodes[0].dram.pinned == 0

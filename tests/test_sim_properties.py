@@ -18,6 +18,7 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies import Keep, KeepAlivePolicy, load_policy
 from sim.config import SimConfig
 from sim.flows import FlowNetwork, Link
 from sim.metrics import RunMetrics
@@ -151,8 +152,26 @@ def check_link_rates(net: FlowNetwork) -> None:
         assert t.rate <= t.cap * (1 + 1e-9)
 
 
+class SleepTiers(KeepAlivePolicy):
+    """A keep-alive that walks every tier: GPU, then asleep with weights in DRAM, then asleep
+    without weights (vLLM sleep levels 1 and 2)."""
+
+    name = "test_sleep_tiers"
+
+    def __init__(self, gpu: float = 2.0, dram: float = 20.0, process: float = 200.0):
+        self.gpu, self.dram, self.process = float(gpu), float(dram), float(process)
+
+    def on_idle(self, inst, now):
+        return [k for k in (Keep("gpu", self.gpu), Keep("dram", self.dram), Keep("process", self.process))
+                if k.seconds > 0]
+
+
 def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0, **specs):
-    policies = PolicySet.from_specs(**specs)
+    """One instrumented run; a policy is a spec string or an instance."""
+    chosen = dict(staging="full", keepalive="fixed", prewarm="none", placement="first_fit",
+                  router="least_loaded", admission="always")
+    chosen.update(specs)
+    policies = PolicySet(**{k: load_policy(k, v) if isinstance(v, str) else v for k, v in chosen.items()})
     metrics = Recorder(policies.label)
     config = SimConfig(nodes=nodes, gpus_per_node=gpus, fidelity=fidelity, storage=storage, seed=seed)
     sim = CheckedSimulator(profile, policies, config, metrics)
@@ -200,7 +219,9 @@ def workloads(draw, models=None, max_n=24):
 
 
 KEEPALIVE = st.sampled_from(["none", "fixed[ttl=5]", "fixed[ttl=60]", "fixed", "two_tier[gpu=3,dram=40]",
-                             "two_tier"])
+                             "two_tier", SleepTiers(), SleepTiers(0, 0, 30), SleepTiers(1, 0, 600)])
+PREWARM = st.sampled_from(["none", "none", "popular[window=300,min_requests=1,interval=5]",
+                           "popular[window=300,min_requests=2,interval=20,tier=process]"])
 STAGING = st.sampled_from(["full", "pipelined", "progressive"])
 ADMISSION = st.sampled_from(["always", "always", "max_queue[depth=2]", "max_queue[depth=0]"])
 PLACEMENT = st.sampled_from(["first_fit", "best_fit", "spread"])
@@ -251,11 +272,12 @@ def check_records(requests, records, staging: str) -> None:
 @FAST
 @given(reqs=workloads(), nodes=st.integers(1, 2), gpus=st.integers(1, 2), fidelity=FIDELITY,
        staging=STAGING, keepalive=KEEPALIVE, admission=ADMISSION, placement=PLACEMENT, router=ROUTER,
-       storage=st.sampled_from(["ssd", "remote"]))
+       prewarm=PREWARM, storage=st.sampled_from(["ssd", "remote"]))
 def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepalive, admission, placement, router,
-                                  storage):
+                                  prewarm, storage):
     row, records, sim = run_sim(reqs, SMALL, nodes, gpus, fidelity, storage, staging=staging,
-                                keepalive=keepalive, admission=admission, placement=placement, router=router)
+                                keepalive=keepalive, admission=admission, placement=placement, router=router,
+                                prewarm=prewarm)
     check_records(reqs, records, staging)
     assert row["requests"] == len(reqs) == row["served"] + row["rejected"]
     assert sim.memory_checks > 0 or row["served"] == 0
@@ -275,7 +297,8 @@ def check_ledger(row, records, sim) -> None:
         mine = [r for r in records if r.model == name]
         assert u.requests == len(mine), name
         assert u.cold == sum(r.cold for r in mine), name
-        assert u.loads >= 0 and u.evictions <= u.loads, name
+    # every eviction ends an instance (a full one, or a prewarmed process)
+    assert sum(u.evictions for u in models.values()) <= sim._next_id
     assert math.isclose(sum(u.mem_byte_s for u in models.values()) / (GB * 3600), row["gpu_mem_gb_hours"],
                         rel_tol=1e-9, abs_tol=1e-12)
     assert math.isclose(sum(u.idle_byte_s for u in models.values()) / (GB * 3600), row["gpu_idle_gb_hours"],
@@ -284,10 +307,10 @@ def check_ledger(row, records, sim) -> None:
 
 @settings(max_examples=examples(40), deadline=None)
 @given(reqs=workloads(models=["a", "b", "c"]), nodes=st.integers(1, 2), gpus=st.integers(1, 2),
-       fidelity=FIDELITY, staging=STAGING, keepalive=KEEPALIVE, admission=ADMISSION)
-def test_shipped_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepalive, admission):
+       fidelity=FIDELITY, staging=STAGING, keepalive=KEEPALIVE, admission=ADMISSION, prewarm=PREWARM)
+def test_shipped_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepalive, admission, prewarm):
     row, records, sim = run_sim(reqs, SHIPPED, nodes, gpus, fidelity, staging=staging, keepalive=keepalive,
-                                admission=admission)
+                                admission=admission, prewarm=prewarm)
     check_records(reqs, records, staging)
     assert row["requests"] == len(reqs)
     check_ledger(row, records, sim)
@@ -409,10 +432,12 @@ def test_longer_keepalive_never_adds_cold_starts(data, nodes, gpus, fidelity, st
 
 @settings(max_examples=examples(25), deadline=None)
 @given(reqs=workloads(), nodes=st.integers(1, 2), gpus=st.integers(1, 2), fidelity=FIDELITY, staging=STAGING,
-       keepalive=KEEPALIVE, seed=st.integers(0, 3))
-def test_same_inputs_same_results(reqs, nodes, gpus, fidelity, staging, keepalive, seed):
-    a = run_sim(reqs, SMALL, nodes, gpus, fidelity, seed=seed, staging=staging, keepalive=keepalive)
-    b = run_sim(reqs, SMALL, nodes, gpus, fidelity, seed=seed, staging=staging, keepalive=keepalive)
+       keepalive=KEEPALIVE, prewarm=PREWARM, seed=st.integers(0, 3))
+def test_same_inputs_same_results(reqs, nodes, gpus, fidelity, staging, keepalive, prewarm, seed):
+    a = run_sim(reqs, SMALL, nodes, gpus, fidelity, seed=seed, staging=staging, keepalive=keepalive,
+                prewarm=prewarm)
+    b = run_sim(reqs, SMALL, nodes, gpus, fidelity, seed=seed, staging=staging, keepalive=keepalive,
+                prewarm=prewarm)
     assert same_row(a[0], b[0])
     assert [repr(r) for r in a[1]] == [repr(r) for r in b[1]]
 
