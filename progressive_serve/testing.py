@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,6 +26,18 @@ def cache_dir() -> Path:
     )
     Path(d).mkdir(parents=True, exist_ok=True)
     return Path(d)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with `n` intra-op threads, then restore. Tests use 1: on a busy 2-core machine two
+    spinning OpenMP threads made a SmolLM2 forward pass 7x slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def hf_reference(ckpt_dir: str | Path, drop_layer: int | None = None, dtype: torch.dtype = torch.float32):

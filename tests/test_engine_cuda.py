@@ -11,10 +11,16 @@ from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
 from progressive_serve.config import SHAPES  # noqa: E402
 from progressive_serve.cuda_vmm import plan_layout  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402
-from progressive_serve.testing import random_prompt  # noqa: E402
+from progressive_serve.testing import random_prompt, torch_threads  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 PLAN = StagePlan("three", 6, ((0, 5), (1, 4), (2, 3)), serve_from=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.parametrize("name", ["tiny", "smollm2-135m", "llama2-7b"])

@@ -13,9 +13,15 @@ pytest.importorskip("transformers")
 from policies.plan import StagePlan, full_plan, progressive_plan  # noqa: E402
 from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402
-from progressive_serve.testing import hf_greedy, hf_reference, random_prompt  # noqa: E402
+from progressive_serve.testing import hf_greedy, hf_reference, random_prompt, torch_threads  # noqa: E402
 
 PLAN = StagePlan("two", 6, ((0, 5, 1, 4), (2, 3)), serve_from=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,13 @@ from progressive_serve.config import LlamaShape  # noqa: E402
 from progressive_serve.loader import StagedLoader  # noqa: E402
 from progressive_serve.model import AlphaGatedLlama  # noqa: E402
 from progressive_serve.safetensors_index import index_checkpoint, plan_reads, read_into  # noqa: E402
-from progressive_serve.testing import parameter_pointers  # noqa: E402
+from progressive_serve.testing import parameter_pointers, torch_threads  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

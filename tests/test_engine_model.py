@@ -15,9 +15,15 @@ from progressive_serve.config import SHAPES, LlamaShape  # noqa: E402
 from progressive_serve.kv_cache import KVCache  # noqa: E402
 from progressive_serve.loader import StagedLoader  # noqa: E402
 from progressive_serve.model import AlphaGatedLlama  # noqa: E402
-from progressive_serve.testing import gated_logits, hf_logits, hf_reference, random_prompt  # noqa: E402
+from progressive_serve.testing import gated_logits, hf_logits, hf_reference, random_prompt, torch_threads  # noqa: E402
 
 TIED = dataclasses.replace(SHAPES["tiny"], tie_word_embeddings=True, num_layers=3, rope_theta=100000.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 def _loaded(ckpt, dtype=torch.float32) -> AlphaGatedLlama:

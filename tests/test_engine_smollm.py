@@ -7,6 +7,7 @@ first run of a machine pays the ~17 s conversion.
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 
@@ -20,7 +21,14 @@ from policies.plan import StagePlan, progressive_plan  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402
 from progressive_serve.quality import layer_importance, load_full_model, measure_stage_quality, token_ids  # noqa: E402
 from progressive_serve.smollm import load_smollm2_dir  # noqa: E402
-from progressive_serve.testing import cache_dir, gated_logits, hf_greedy, hf_logits, hf_reference  # noqa: E402
+from progressive_serve.testing import (  # noqa: E402
+    cache_dir,
+    gated_logits,
+    hf_greedy,
+    hf_logits,
+    hf_reference,
+    torch_threads,
+)
 
 TEXT = (
     "The lighthouse keeper climbed the narrow stairs every evening at dusk. He trimmed the wick, "
@@ -30,6 +38,12 @@ TEXT = (
 )
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +62,7 @@ def reference(smollm):
 
 
 def test_real_model_logits_match_transformers(smollm, model, reference):
-    ids = token_ids(smollm, TEXT, 40)
+    ids = token_ids(smollm, TEXT, 24)
     assert model.shape.num_layers == 30 and model.shape.tie_word_embeddings
     torch.testing.assert_close(gated_logits(model, ids), hf_logits(reference, ids), atol=2e-3, rtol=1e-3)
 
@@ -56,14 +70,14 @@ def test_real_model_logits_match_transformers(smollm, model, reference):
 def test_real_model_greedy_generation_matches_transformers(smollm, reference):
     prompt = token_ids(smollm, "The capital of France is", 16)
     eng = ProgressiveEngine(smollm, progressive_plan(30), device="cpu", max_tokens=64).start(background=False)
-    res = eng.generate(prompt, 6)
-    assert res.tokens == hf_greedy(reference, prompt, 6)
-    assert res.token_stages == [2] * 6  # the 3-stage plan, fully bound
+    res = eng.generate(prompt, 4)
+    assert res.tokens == hf_greedy(reference, prompt, 4)
+    assert res.token_stages == [2] * 4  # the 3-stage plan, fully bound
 
 
 def test_stage_quality_rows(smollm, model):
     plans = [progressive_plan(30), StagePlan("natural", 30, (tuple(range(22)), tuple(range(22, 30))), 0)]
-    rows = measure_stage_quality(smollm, plans, TEXT, max_tokens=96, model=model)
+    rows = measure_stage_quality(smollm, plans, TEXT, max_tokens=48, model=model)
     assert [(r["plan"], r["stage"], r["num_layers"]) for r in rows] == [
         ("progressive", 0, 22),
         ("progressive", 1, 26),
@@ -81,9 +95,9 @@ def test_stage_quality_rows(smollm, model):
     assert by[("progressive", 0)]["perplexity"] < by[("natural", 0)]["perplexity"]
 
 
-def test_layer_importance_ranks_the_first_layers_high(smollm, model):
-    imp = layer_importance(smollm, TEXT, max_tokens=32, model=model)
-    assert len(imp) == 30
-    order = sorted(range(30), key=lambda i: -imp[i])
-    assert 0 in order[:5]  # dropping the first layer is among the most harmful
+def test_layer_importance_ranks_the_first_layer_above_a_middle_one(smollm, model):
+    imp = layer_importance(smollm, TEXT, max_tokens=32, model=model, layers=[0, 16])
+    assert len(imp) == 30 and math.isnan(imp[5])
+    # measured on 1,024 tokens: layer 0 +11,936 perplexity, layer 16 +1.0 (profiles/fragments)
+    assert imp[0] > 100 * max(imp[16], 0.01)
     assert model.gates.tolist() == [1.0] * 30  # gates restored
