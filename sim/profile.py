@@ -45,6 +45,8 @@ class Table:
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         if value <= x0 and i == 1:
             return y0  # clamp below the first point
+        if value > x1 and y1 < y0:
+            return y1  # never extrapolate downwards (a noisy last segment): times cannot go negative
         return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
 
 

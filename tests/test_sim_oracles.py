@@ -374,3 +374,20 @@ def test_sleeper_that_cannot_wake_is_not_orphaned():
     small = [i for i in sim.instances.values() if i.model == "small"]
     assert all(i.state != "sleeping" for i in small), [(i.id, i.state) for i in small]
     assert sim.nodes[0].dram.pinned == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# latency tables
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_a_falling_last_table_segment_never_gives_negative_times(fidelity):
+    # A measured table may fall at its end (noise). Extrapolating that slope made a 4000-token
+    # prefill take -0.2 s: TTFT below the cold start, and "Negative delay" at iteration fidelity.
+    d = small_profile_dict()
+    d["models"][0]["prefill"] = {"x": [1, 1000], "seconds": [0.2, 0.1]}
+    prof = profile_from_dict(d, "falling")
+    assert prof.models[0].prefill(4000) >= 0
+    _, recs, _ = run_sim([req(0.0, 0, prompt=4000, out=2)], profile=prof, fidelity=fidelity)
+    (rec,) = recs
+    assert rec.ttft_s >= START + 2.0 + INIT
