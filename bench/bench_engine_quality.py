@@ -25,7 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 
 from policies.plan import StagePlan, progressive_plan  # noqa: E402
-from progressive_serve.quality import layer_importance, load_full_model, measure_stage_quality  # noqa: E402
+from progressive_serve.quality import (  # noqa: E402
+    greedy_drop_scores,
+    layer_importance,
+    load_full_model,
+    measure_stage_quality,
+)
 from progressive_serve.smollm import gguf_path, load_smollm2_dir  # noqa: E402
 from progressive_serve.testing import cache_dir  # noqa: E402
 
@@ -48,9 +53,10 @@ def texts() -> dict[str, str]:
     }
 
 
-def plans(importance: list[float]) -> list[StagePlan]:
+def plans(importance: list[float], greedy: list[float] | None = None) -> list[StagePlan]:
     n = len(importance)
-    return [
+    extra = [progressive_plan(n, importance=greedy, name="seed-3stage-greedy")] if greedy else []
+    return extra + [
         progressive_plan(n, importance=importance, name="seed-3stage-measured"),
         progressive_plan(n, name="seed-3stage-ends-inward"),
         StagePlan(
@@ -66,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="profiles/fragments/smollm2-135m-quality.json")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument(
+        "--greedy-drops", type=int, default=0, help="also build a plan by greedy removal of N layers"
+    )
+    ap.add_argument("--greedy-tokens", type=int, default=256)
+    ap.add_argument(
+        "--stages-plan", default="seed-3stage-measured", help="the plan whose stages the fragment carries"
+    )
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -74,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     model = load_full_model(model_dir)
     txt = texts()
     importance = layer_importance(model_dir, txt["gpl-3"], a.tokens, model=model)
-    ps = plans(importance)
+    greedy = None
+    if a.greedy_drops:
+        greedy = greedy_drop_scores(model_dir, txt["gpl-3"], a.greedy_drops, a.greedy_tokens, model=model)
+    ps = plans(importance, greedy)
     rows = {
         name: measure_stage_quality(model_dir, ps, txt[name], a.tokens, model=model)
         for name in ("apache-2.0", "python-reference")
     }
-    seed = [r for r in rows["apache-2.0"] if r["plan"] == "seed-3stage-measured"]
+    seed = [r for r in rows["apache-2.0"] if r["plan"] == a.stages_plan]
     other = {(r["plan"], r["stage"]): r for r in rows["python-reference"]}
     stages = [
         {
@@ -100,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     fragment = {
         "fragment": "model-quality",
         "schema_version": 1,
+        "stages_plan": a.stages_plan,
+        "greedy_scores": greedy,
         "model": {
             "name": "smollm2-135m-instruct",
             "num_layers": model.shape.num_layers,

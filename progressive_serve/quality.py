@@ -128,3 +128,41 @@ def layer_importance(
         return out
     finally:
         model.set_gates(saved)
+
+
+def greedy_drop_scores(
+    model_dir: str | Path,
+    text: str | list[int],
+    drops: int,
+    max_tokens: int = 256,
+    model: AlphaGatedLlama | None = None,
+) -> list[float]:
+    """Importance scores from greedy removal: drop, one at a time, the layer that hurts least now.
+
+    Single-layer importance ignores that layers compensate for each other; removing them one
+    by one and re-measuring each time does not. Costs about `drops * n` forward passes. The
+    scores fit `policies.plan.importance_order`: the k-th layer removed scores k (least
+    important first), layers never removed score `drops` plus their own ppl increase.
+    """
+    ids = token_ids(model_dir, text, max_tokens)
+    model = model or load_full_model(model_dir)
+    n = model.shape.num_layers
+    saved = model.gates.tolist()
+    removed: list[int] = []
+    last: dict[int, float] = {}
+    try:
+        for _ in range(min(drops, n - 1)):
+            for layer in range(n):
+                if layer in removed:
+                    continue
+                model.set_gates([0.0 if i in removed or i == layer else 1.0 for i in range(n)])
+                last[layer] = _perplexity(_logits(model, ids), ids)
+            removed.append(min((v, i) for i, v in last.items() if i not in removed)[1])
+        model.set_gates([1.0] * n)
+        ppl_full = _perplexity(_logits(model, ids), ids)
+    finally:
+        model.set_gates(saved)
+    scores = [float(drops) + max(last.get(i, ppl_full) - ppl_full, 0.0) for i in range(n)]
+    for k, layer in enumerate(removed):
+        scores[layer] = float(k)
+    return scores

@@ -7,6 +7,7 @@ process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: 3.6 s to start on the CPU build, FI
 * `vanilla`: the folder as it is (vLLM's own `LlamaForCausalLM`).
 * `gated`: the same weights as `ProgressiveLlamaForCausalLM`, gates at 1; then each layer in
   `--drop` gated off in turn.
+* `overhead`: generation time, vLLM's model vs the gated one at gates 1 (best of 5, alternated).
 * `all`: the three below in one process, one engine after another.
 * `staged`: start with `load_format="dummy"` and every gate 0, bind the embedding/head and
   the stages of `--stages` one by one through vLLM's weight loader, generating after each.
@@ -88,6 +89,34 @@ def run_all(
     return out
 
 
+def overhead(
+    model_dir: str | Path, prompts: list[list[int]], n: int, dtype: str = "float32", reps: int = 5
+) -> dict:
+    """Generation time of vLLM's own model vs the gated one (gates at 1), alternated, best of `reps`."""
+    _env()
+    from progressive_serve.vllm_plugin import make_progressive_dir, register
+
+    register()
+    gated_dir = make_progressive_dir(model_dir, Path(tempfile.mkdtemp(prefix="ps-vllm-")))
+    engines = {"vanilla": _llm(Path(model_dir), dtype=dtype), "gated": _llm(gated_dir, dtype=dtype)}
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    tokens = {}
+    for _ in range(reps):
+        for name, llm in engines.items():
+            t = time.perf_counter()
+            tokens[name] = _generate(llm, prompts, n)
+            times[name].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    return {
+        "mode": "overhead",
+        "times_s": times,
+        "best_s": best,
+        "same_tokens": tokens["vanilla"] == tokens["gated"],
+        "overhead": best["gated"] / best["vanilla"] - 1.0,
+        "tokens_generated": n * len(prompts),
+    }
+
+
 def run(
     model_dir: str | Path,
     mode: str,
@@ -100,6 +129,8 @@ def run(
     _env()
     if mode == "all":
         return run_all(model_dir, prompts, n, drop, stages, dtype)
+    if mode == "overhead":
+        return overhead(model_dir, prompts, n, dtype)
     from progressive_serve.config import LlamaShape
     from progressive_serve.vllm_plugin import ARCH, make_progressive_dir, register
 

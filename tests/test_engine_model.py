@@ -115,3 +115,20 @@ def test_shape_round_trips_through_hf_config():
         )
     with pytest.raises(ValueError, match="rope type"):
         LlamaShape.from_hf_config({**SHAPES["tiny"].to_hf_config(), "rope_scaling": {"rope_type": "llama3"}})
+
+
+def test_greedy_drop_scores_rank_removed_layers_last(tiny, tiny_model):
+    from policies.plan import progressive_plan
+    from progressive_serve.quality import greedy_drop_scores, layer_importance
+
+    ids = random_prompt(tiny_model.shape, 24, seed=11)
+    scores = greedy_drop_scores(tiny, ids, drops=2, model=tiny_model)
+    removed = sorted(range(6), key=lambda i: scores[i])[:2]
+    assert sorted(scores[i] for i in removed) == [0.0, 1.0] and all(
+        s >= 2.0 for s in scores if s not in (0.0, 1.0)
+    )
+    single = layer_importance(tiny, ids, model=tiny_model)
+    assert min(range(6), key=lambda i: single[i]) == scores.index(0.0)  # round 1 is single-layer importance
+    plan = progressive_plan(6, fractions=(4 / 6, 1.0), importance=scores)
+    assert set(plan.stages[1]) == set(removed)  # the greedily removed layers load last
+    assert tiny_model.gates.tolist() == [1.0] * 6
