@@ -223,6 +223,8 @@ class ProgressiveEngine:
             raise RuntimeError("engine unloaded")
         if not prompt_ids:
             raise ValueError("empty prompt")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if len(prompt_ids) + max_new_tokens > self.cache.max_tokens:
             raise ValueError(
                 f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.cache.max_tokens}"
