@@ -116,6 +116,7 @@ class ProgressiveEngine:
             self._sync()
         self.timings.kv_alloc_s = sw.s
         self._step_lock = threading.Lock()
+        self._request_lock = threading.Lock()  # batch 1: one request owns the KV cache at a time
         self._stage_cv = threading.Condition()
         self.stage = -1  # the last stage whose gates are open; -1 before stage 0
         self._error: BaseException | None = None
@@ -217,8 +218,17 @@ class ProgressiveEngine:
     ) -> GenerationResult:
         """Greedy generation; waits for the plan's serve_from stage first.
 
-        `on_token(i)` runs after token i, outside the step lock (tests bind a stage there).
+        Requests are served one at a time (batch 1; concurrent callers queue, and their wait
+        counts in their TTFT). `on_token(i)` runs after token i, outside the step lock (tests
+        bind a stage there).
         """
+        t0 = time.perf_counter()
+        with self._request_lock:
+            return self._generate(prompt_ids, max_new_tokens, on_token, t0)
+
+    def _generate(
+        self, prompt_ids: list[int], max_new_tokens: int, on_token: Callable[[int], None] | None, t0: float
+    ) -> GenerationResult:
         if self.model is None:
             raise RuntimeError("engine unloaded")
         if not prompt_ids:
@@ -229,7 +239,6 @@ class ProgressiveEngine:
             raise ValueError(
                 f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.cache.max_tokens}"
             )
-        t0 = time.perf_counter()
         self.wait_for_stage(self.plan.serve_from)
         wait_s = time.perf_counter() - t0
         tokens: list[int] = []

@@ -76,6 +76,23 @@ def test_background_loading_reports_stages_and_timings(tiny):
     eng.unload()
 
 
+def test_concurrent_requests_are_served_one_at_a_time(tiny, reference):
+    import threading
+
+    eng = ProgressiveEngine(tiny, full_plan(6), device="cpu", max_tokens=64).start(background=False)
+    prompts = [random_prompt(eng.shape, 5, seed=s) for s in range(4)]
+    out: dict[int, list[int]] = {}
+    threads = [
+        threading.Thread(target=lambda k=k: out.__setitem__(k, eng.generate(prompts[k], 5).tokens))
+        for k in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [out[k] for k in range(4)] == [hf_greedy(reference, p, 5) for p in prompts]
+
+
 def test_gated_compute_and_skipped_compute_agree(tiny):
     """Skipping an absent layer and computing it with alpha = 0 give the same tokens."""
     outs = []
