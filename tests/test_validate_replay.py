@@ -119,6 +119,11 @@ def test_replay_profile_removes_process_costs_and_still_validates():
     assert p.engine.process_start_s == 0.0 and p.engine.cuda_context_s == 0.0
     assert p.models[0].max_batch == 1 and p.models[0].max_tokens_in_flight == 512
     assert measured["engine"]["process_start_s"] == 3.0  # the measured profile is untouched
+    capped = profile_from_dict(json.loads(json.dumps(replay_profile(measured, 512, max_instances=3))))
+    per_instance = 500_000_000 + 1024 * 512
+    assert capped.hardware.gpu_memory_gb - capped.hardware.gpu_reserved_gb == pytest.approx(
+        3 * per_instance / 1e9, rel=1e-3
+    )
     assert keepalive_arg("fixed", 10.0) == "fixed[ttl=10]" and keepalive_arg("none", 10.0) == "none"
     assert plan_for("progressive", 4, [5.0, 1.0, 2.0, 9.0]).stages[0] == (0, 2, 3)
     assert plan_for("pipelined", 4, None).serve_from == 3
@@ -187,14 +192,16 @@ def _serve(
     return rows, server
 
 
-def test_server_cold_starts_once_per_model_under_fixed_keepalive(monkeypatch, tmp_path):
+def test_server_routes_like_the_simulator_and_keeps_instances_alive(monkeypatch, tmp_path):
     rows, server = _serve(monkeypatch, tmp_path, "fixed", 5.0,
                           [(0.0, "a"), (0.05, "a"), (0.6, "a"), (0.65, "b")])  # fmt: skip
-    assert list(rows["cold"]) == [True, True, False, True]  # the second request waited for the load
+    # the second request finds the first instance loading with its one slot taken: a second instance
+    assert list(rows["cold"]) == [True, True, False, True]
+    assert list(rows["instance_id"]) == [0, 1, 0, 2]
     assert rows.loc[0, "ttft_s"] == pytest.approx(FakeEngine.LOAD_S + FakeEngine.GEN_S, abs=0.06)
     assert rows.loc[2, "ttft_s"] == pytest.approx(FakeEngine.GEN_S, abs=0.03)
-    assert server.counters["loads"] == 2 and FakeEngine.made == 2
-    assert FakeEngine.unloaded == 2  # everything is unloaded at the end of the run
+    assert server.counters["loads"] == 3 and FakeEngine.made == 3
+    assert FakeEngine.unloaded == 3  # everything is unloaded at the end of the run
 
 
 def test_server_without_keepalive_evicts_when_idle(monkeypatch, tmp_path):

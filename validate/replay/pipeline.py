@@ -38,8 +38,19 @@ class ReplayOutcome:
     details: dict
 
 
-def replay_profile(profile: dict, engine_max_tokens: int) -> dict:
-    """The measured profile adjusted to what the in-process replay server does (see module doc)."""
+def footprint_bytes(model: dict) -> int:
+    """GPU bytes one instance holds, as the simulator counts them: weights plus its whole KV cache."""
+    weights = model["num_layers"] * model["layer_bytes"] + model["embedding_bytes"] + model["head_bytes"]
+    return weights + model["kv_bytes_per_token"] * model["max_tokens_in_flight"]
+
+
+def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | None = None) -> dict:
+    """The measured profile adjusted to what the in-process replay server does (see module doc).
+
+    `max_instances` caps the device's memory at that many instances: on the CPU, where
+    every instance computes on the same few cores, unbounded scale-out measures core
+    contention (which the simulator does not model) rather than loading and keep-alive.
+    """
     d = copy.deepcopy(profile)
     d["name"] = f"{profile['name']}-replay"
     d["engine"]["process_start_s"] = 0.0
@@ -47,10 +58,17 @@ def replay_profile(profile: dict, engine_max_tokens: int) -> dict:
     for m in d["models"]:
         m["max_batch"] = 1
         m["max_tokens_in_flight"] = engine_max_tokens
-    d["provenance"].setdefault("notes", {})["replay"] = (
+    note = (
         "for replay only: process start and CUDA context 0 (one process hosts every engine), "
         f"batch 1 and {engine_max_tokens} KV tokens (the engine's own)"
     )
+    if max_instances:
+        hw = d["hardware"]
+        hw["gpu_memory_gb"] = (
+            hw.get("gpu_reserved_gb", 0.0) + max_instances * footprint_bytes(d["models"][0]) * 1.0001 / 1e9
+        )
+        note += f"; device memory for {max_instances} instances"
+    d["provenance"].setdefault("notes", {})["replay"] = note
     return d
 
 
@@ -96,14 +114,11 @@ def run_replay(
     segment = build_segment(spec)
     csv = write_requests_csv(segment, out_dir / "requests.csv")
     sizes = cfg.sizes
-    rprof = replay_profile(profile, sizes.engine_max_tokens)
+    rprof = replay_profile(profile, sizes.engine_max_tokens, None if cfg.gpu else cfg.replay_models)
     rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
     model = rprof["models"][0]
     hw = rprof["hardware"]
-    footprint = (
-        model["num_layers"] * model["layer_bytes"] + model["embedding_bytes"] + model["head_bytes"]
-        + model["kv_bytes_per_token"] * model["max_tokens_in_flight"]
-    )  # fmt: skip
+    footprint = footprint_bytes(model)
     device = "cuda:0" if cfg.gpu else "cpu"
     vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
     engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens)

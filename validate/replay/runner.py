@@ -1,11 +1,13 @@
 """Play a request segment on the real engine in wall-clock time: real loads, evictions, generation.
 
-The server mirrors what the simulator models for one GPU: one instance per model, made
-on the first request that finds none (a cold start: engine construction, then staged
-loading), serving its requests one at a time (the engine's batch is 1, and the replay
-profile says so), kept after it goes idle for the keep-alive TTL ("none": evicted at
-once), and evicted least-recently-used-idle-first when the device's memory would
-overflow. A model's first load reads its checkpoint with the page cache dropped, the
+The server mirrors what the simulator models for one GPU, with its default router
+(`least_loaded`): a request goes to a serving instance of its model with a free slot,
+else joins a loading one with a free slot, else a new instance is started (a cold start:
+engine construction, then staged loading), evicting idle instances least recently used
+first when memory would overflow (and, where nothing can be evicted, it queues on the
+least-loaded instance). An instance serves one request at a time (the engine's batch is
+1, and the replay profile says so), and is kept for the keep-alive TTL after it goes
+idle ("none": evicted at once). A model's first load reads its checkpoint with the page cache dropped, the
 simulator's "from SSD"; later loads find it in the page cache, the simulator's "from
 host DRAM". All model names share one checkpoint folder, so the cache is dropped
 explicitly rather than left to chance.
@@ -41,14 +43,17 @@ class ServerSpec:
     seed: int = 0
 
 
+SLOTS = 1  # requests an instance serves at once: the engine's batch
+
+
 @dataclass(eq=False)
 class _Instance:
     model: str
-    plan: StagePlan
+    iid: int
     inbox: queue.Queue = field(default_factory=queue.Queue)
     ready: bool = False
     evicted: bool = False
-    busy: bool = True
+    active: int = 0  # requests assigned and not finished
     last_used: float = 0.0
     thread: threading.Thread | None = None
 
@@ -60,7 +65,7 @@ class ReplayServer:
         self.spec = spec
         self.plan = plan
         self.lock = threading.Lock()
-        self.instances: dict[str, _Instance] = {}
+        self.instances: list[_Instance] = []
         self.loaded_once: set[str] = set()
         self.rows: list[dict] = []
         self.counters = {"loads": 0, "evictions": 0, "overcommits": 0}
@@ -73,31 +78,46 @@ class ReplayServer:
         self, request_id: int, model: str, arrival: float, prompt: list[int], output_tokens: int
     ) -> None:
         with self.lock:
-            inst = self.instances.get(model)
-            if inst is None or inst.evicted:
-                inst = self._start_instance(model)
-            inst.busy = True
+            inst = self._route(model)
+            inst.active += 1
             inst.inbox.put((request_id, arrival, not inst.ready, prompt, output_tokens))
 
-    def _start_instance(self, model: str) -> _Instance:
-        """A new instance (lock held), making room by evicting idle instances, LRU first."""
+    def _route(self, model: str) -> _Instance:
+        """The simulator's least_loaded router (lock held): serving, then loading, then a new instance."""
+        mine = [i for i in self.instances if i.model == model]
+        serving = [i for i in mine if i.ready and i.active < SLOTS]
+        if serving:
+            return min(serving, key=lambda i: (i.active, i.iid))
+        loading = [i for i in mine if not i.ready and i.active < SLOTS]
+        if loading:
+            return min(loading, key=lambda i: (i.active, i.iid))
+        inst = self._start_instance(model)
+        if inst is None:  # no memory, nothing idle to evict: wait on the least-loaded instance
+            self.counters["overcommits"] += 1
+            return min(mine, key=lambda i: (not i.ready, i.active, i.iid))
+        return inst
+
+    def _start_instance(self, model: str) -> _Instance | None:
+        """A new instance (lock held), evicting idle instances LRU first; None if it cannot fit."""
         need = self.spec.footprint_bytes
-        used = self.spec.footprint_bytes * len(self.instances)
-        idle = sorted(
-            (i for i in self.instances.values() if not i.busy and i.ready), key=lambda i: i.last_used
-        )
+        used = need * len(self.instances)
+        idle = sorted((i for i in self.instances if i.active == 0 and i.ready), key=lambda i: i.last_used)
+        victims = []
         while used + need > self.spec.capacity_bytes and idle:
-            victim = idle.pop(0)
+            victims.append(idle.pop(0))
+            used -= need
+        if used + need > self.spec.capacity_bytes:
+            if any(i.model == model for i in self.instances):
+                return None
+            self.counters["overcommits"] += 1  # the simulator would queue it for memory; we start it anyway
+        for victim in victims:
             victim.evicted = True
             victim.inbox.put(None)  # wakes its worker, which unloads
-            del self.instances[victim.model]
-            used -= self.spec.footprint_bytes
-        if used + need > self.spec.capacity_bytes:
-            self.counters["overcommits"] += 1
-        inst = _Instance(model, self.plan)
+            self.instances.remove(victim)
+        inst = _Instance(model, self.counters["loads"])
         first_load = model not in self.loaded_once
         self.loaded_once.add(model)
-        self.instances[model] = inst
+        self.instances.append(inst)
         self.counters["loads"] += 1
         inst.thread = threading.Thread(target=self._worker, args=(inst, first_load), daemon=True)
         inst.thread.start()
@@ -123,8 +143,8 @@ class ReplayServer:
                     with self.lock:
                         if inst.inbox.empty():
                             inst.evicted = True
-                            if self.instances.get(inst.model) is inst:
-                                del self.instances[inst.model]
+                            if inst in self.instances:
+                                self.instances.remove(inst)
                             self.counters["evictions"] += 1
                             return
                     continue
@@ -137,8 +157,8 @@ class ReplayServer:
             self.errors.append(e)
             with self.lock:
                 inst.evicted = True
-                if self.instances.get(inst.model) is inst:
-                    del self.instances[inst.model]
+                if inst in self.instances:
+                    self.instances.remove(inst)
         finally:
             if engine is not None:
                 release(engine)
@@ -161,10 +181,11 @@ class ReplayServer:
                     "ttft_s": first - arrival,
                     "cold": cold,
                     "stage_at_first_token": int(result.stage_at_first_token),
+                    "instance_id": inst.iid,
                 }
             )
             inst.last_used = done
-            inst.busy = not inst.inbox.empty()
+            inst.active -= 1
 
     # -- the whole segment ---------------------------------------------------------------------------
     def run(self, segment: pd.DataFrame, progress=None) -> pd.DataFrame:
@@ -184,7 +205,7 @@ class ReplayServer:
         while len(self.rows) < len(segment) and not self.errors:
             time.sleep(0.01)
         with self.lock:
-            for inst in list(self.instances.values()):
+            for inst in self.instances:
                 inst.evicted = True
                 inst.inbox.put(None)
             self.instances.clear()
