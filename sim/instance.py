@@ -51,6 +51,7 @@ class Live:
     req: Request
     cold: bool
     load_wait_s: float
+    prefill_fraction: float = 1.0  # < 1 when execute-while-load already ran part of the prefill
     first_token_s: float = -1.0
     generated: int = 0
     quality_sum: float = 0.0

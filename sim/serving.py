@@ -66,9 +66,10 @@ def finalize_partials(sim, inst: Instance, everything: bool) -> None:
     inst.partials = keep
 
 
-def enqueue_iteration(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float) -> None:
+def enqueue_iteration(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float,
+                      prefill_fraction: float = 1.0) -> None:
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
-    inst.queue.append(Live(req, cold, load_wait_s))
+    inst.queue.append(Live(req, cold, load_wait_s, prefill_fraction))
     sim.outstanding += 1
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
@@ -85,6 +86,7 @@ def batch_loop(sim, inst: Instance):
             running = inst.running
             decoding = len(running)
             prompt_tokens = 0
+            prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
             # New requests join the running list before the step, so that nothing in flight
             # is ever invisible to keep-alive or eviction.
             while inst.queue and len(running) < inst.capacity:
@@ -95,11 +97,12 @@ def batch_loop(sim, inst: Instance):
                 inst.queue.popleft()
                 inst.tokens_in_flight += need
                 prompt_tokens += live.req.prompt_tokens
+                prefill_work += live.req.prompt_tokens * live.prefill_fraction
                 running.append(live)
             scale = inst.latency_scale
             step = 0.0
             if prompt_tokens:
-                step += shape.prefill(prompt_tokens) * scale
+                step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
                 step += shape.decode(decoding) * scale
             sim.mark_busy(inst, env.now, env.now + step)

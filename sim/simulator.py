@@ -239,7 +239,7 @@ class Simulator:
         self.usage.of(inst.model).cold += len(pending)
         for p in pending:
             if self.iteration:
-                enqueue_iteration(self, inst, p.req, True, now - p.arrival_s)
+                enqueue_iteration(self, inst, p.req, True, now - p.arrival_s, fraction)
             else:
                 serve_closed_form(self, inst, p.req, True, now - p.arrival_s, fraction)
 

@@ -395,7 +395,6 @@ def test_a_falling_last_table_segment_never_gives_negative_times(fidelity):
     assert rec.ttft_s >= START + 2.0 + INIT
 
 
-@pytest.mark.xfail(strict=True, reason="iteration fidelity does not apply the pipelined prefill share (bug reported)")
 def test_pipelined_first_token_is_the_same_at_both_fidelities():
     got = {}
     for fidelity in ("request", "iteration"):
