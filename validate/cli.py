@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from validate.config import RunConfig, default_cache_dir
+from validate.config import RunConfig, default_cache_dir, default_trace_dir
 from validate.errors import ValidateError
 
 SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 1}
@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-dir", type=Path, default=default_cache_dir(), help="where generated checkpoints are kept"
     )
-    p.add_argument(
-        "--trace-dir", type=Path, default=Path("/work/shared/traces"), help="folder of the trace samples"
-    )
+    p.add_argument("--trace-dir", type=Path, default=default_trace_dir(), help="folder of the trace samples")
     p.add_argument("--policies", default="full/none,full/fixed,progressive/none,progressive/fixed",
                    help="replayed STAGING/KEEPALIVE pairs, comma-separated")  # fmt: skip
     p.add_argument("--replay-window", help="trace minutes START:END (default 240:300; --small 255:285)")

@@ -14,6 +14,11 @@ from pathlib import Path
 PROGRESSIVE_FRACTIONS = (0.75, 0.875, 1.0)  # the seed's 24/28/32 of 32 layers; policies' default
 
 
+def default_trace_dir() -> Path:
+    """$PROGRESSIVE_SERVE_TRACES (the traces package's own variable), else the shared samples."""
+    return Path(os.environ.get("PROGRESSIVE_SERVE_TRACES") or "/work/shared/traces")
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "progressive-serve"
@@ -77,7 +82,7 @@ class RunConfig:
     quality_tokens: int | None = None  # None: the device's default (Sizes.quality_tokens)
     out: Path = Path("runs/validate")
     cache_dir: Path = field(default_factory=default_cache_dir)
-    trace_dir: Path = Path("/work/shared/traces")
+    trace_dir: Path = field(default_factory=default_trace_dir)
     network_gbps: float = 1.25
     seed: int = 0
     command: str = "python -m validate"
