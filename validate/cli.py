@@ -135,9 +135,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
 
 def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
     """The whole run; returns the exit status. Heavy imports happen here, after argument parsing."""
-    import os as _os
-
-    _os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if profile_path is not None and not cfg.replay:
+        raise ValidateError("--profile is only used with --replay.")
     from validate.device import select_device
 
     select_device(cfg.gpu)  # fail fast, before anything is built or written
@@ -153,8 +153,6 @@ def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     if profile_path is not None:
-        if not cfg.replay:
-            raise ValidateError("--profile is only used with --replay.")
         try:
             profile = json.loads(profile_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -166,7 +164,13 @@ def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
         from validate.replay.pipeline import run_replay
 
         choice = choose_model(cfg, need_quality=False)
-        files = [Path(f) for f in checkpoint_summary(choice.ckpt_dir, 4)["files"]]
+        summary = checkpoint_summary(choice.ckpt_dir, 4)
+        if summary["num_layers"] != profile["models"][0]["num_layers"]:
+            raise ValidateError(
+                f"the profile is for a {profile['models'][0]['num_layers']}-layer model, the replayed checkpoint "
+                f"{choice.ckpt_dir} has {summary['num_layers']} layers (use the same --small/--model as when measuring)."
+            )
+        files = [Path(f) for f in summary["files"]]
         outcome = run_replay(cfg, profile, choice.ckpt_dir, files, cfg.out / "replay")
         print(outcome.table)
         if measured is not None:
