@@ -239,6 +239,14 @@ def test_profile_without_a_pcie_limit_says_so_and_an_invalid_one_is_refused(tmp_
     assert not (tmp_path / "p.json").exists()
 
 
+def test_a_loader_faster_than_the_disk_probe_raises_the_disk_figure():
+    m = sample_measurements()
+    m.engine["load_gbps_cold"] = 3.0  # the probe said 2.0 GB/s
+    d = build_profile_dict(m, "x")
+    assert d["hardware"]["ssd_read_gbps"] == 3.0
+    assert "2 GB/s" in d["provenance"]["notes"]["hardware.ssd_read_gbps"]
+
+
 def test_latency_scale_is_the_median_ratio_over_shared_points():
     full = LatencyTable([1, 2, 4], [1.0, 2.0, 4.0])
     assert latency_scale(LatencyTable([1, 2, 4], [0.5, 1.5, 2.0]), full) == 0.5
