@@ -11,8 +11,11 @@ placement, eviction and the memory queue are exercised.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 
 import simpy
 from hypothesis import HealthCheck, given, settings
@@ -175,8 +178,35 @@ def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storag
     metrics = Recorder(policies.label)
     config = SimConfig(nodes=nodes, gpus_per_node=gpus, fidelity=fidelity, storage=storage, seed=seed)
     sim = CheckedSimulator(profile, policies, config, metrics)
-    row = sim.run(list(requests))
+    with time_limit(RUN_LIMIT_S):
+        row = sim.run(list(requests))
     return row, metrics.records, sim
+
+
+RUN_LIMIT_S = 20.0  # a few small runs take milliseconds; a livelock must fail, not hang the suite
+
+
+class SimulationHang(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise SimulationHang if the block runs longer than `seconds` (main thread, POSIX only)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise SimulationHang(f"simulation still running after {seconds} s (a livelock?)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def same_row(a: dict, b: dict) -> bool:
