@@ -18,7 +18,7 @@ from validate.results import Measurements  # noqa: E402
 
 
 def plot_cold_start(m: Measurements, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.2))
     names = list(dict.fromkeys(p for c in m.cold_starts for p in c.parts))
     for i, c in enumerate(m.cold_starts):
         left = 0.0
@@ -29,7 +29,7 @@ def plot_cold_start(m: Measurements, path: Path) -> Path:
         ax.barh(i, max(0.0, c.ttft_s - left), left=left, color="lightgrey", label="other" if i == 0 else None)
     ax.set_yticks(range(len(m.cold_starts)), [c.plan for c in m.cold_starts])
     ax.set_xlabel("seconds from cold to first token")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"TTFT from cold: {m.model_name}")
     return _save(fig, path)
 
