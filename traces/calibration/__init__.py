@@ -1,0 +1,1 @@
+"""Calibration statistics shipped as package data (JSON)."""
