@@ -474,3 +474,21 @@ def test_staging_plan_of_the_wrong_size_is_a_policy_error():
 
     with pytest.raises(PolicyError, match=r"policy short failed in plan\(\).*2 layers, model 4"):
         run_sim([req(0.0, 0)], staging=Short())
+
+
+def test_prewarmed_sleeper_that_cannot_wake_does_not_livelock():
+    # Found by the property tests (it hung the suite): one GPU that fits one instance, process
+    # prewarms, ttl 5. A prewarmed process's keep-alive marks it idle, which retries the memory
+    # queue; the queued request was routed to the sleeper, bumped its use count, failed to wake
+    # it (GPU full) and failed to start another instance; the keeper saw the use count change
+    # and marked it idle again, at the same simulated time, forever.
+    from test_sim_properties import SHIPPED, check_records
+
+    ts = [(0.0, "a"), (700.0, "a"), (700.0, "c"), (707.0, "a"), (709.0, "b"), (739.0, "a"), (739.0, "b"),
+          (739.001, "a"), (769.001, "b"), (769.002, "b"), (889.002, "b"), (889.252, "a"), (896.252, "c"),
+          (903.252, "b"), (905.252, "a"), (912.252, "c")]
+    reqs = [Request(t, m, 100, 20, i) for i, (t, m) in enumerate(ts)]
+    row, recs, _ = run_sim(reqs, SHIPPED, keepalive="fixed[ttl=5]",
+                           prewarm="popular[window=300,min_requests=2,interval=20,tier=process]")
+    check_records(reqs, recs, "full")
+    assert row["served"] == len(reqs)
