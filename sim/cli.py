@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "iteration: continuous batching, one event per batch step (default request)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
-                                            "requests, cold starts, loads, GPU memory-hours) and plots here")
+                                            "requests, cold starts, loads, wakes, evictions, GB loaded, GPU memory-hours) and plots here")
     o.add_argument("--no-records", action="store_true", help="with --out, skip the per-request Parquet file")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -50,6 +50,7 @@ def load_weights(sim, inst: Instance, init_s: float):
         path, src = load_path(inst.node_ref, inst.gpu_ref, inst.model)
         source = source or src
         yield sim.net.transfer(path, nbytes, eng.loader_efficiency)
+        sim.usage.of(inst.model).bytes_loaded += nbytes
         if eng.bind_s_per_layer > 0:
             yield env.timeout(eng.bind_s_per_layer * len(layers))
         inst.bind_stage(j, len(layers), env.now)
@@ -85,6 +86,7 @@ def wake(sim, inst: Instance):
     if level == 1:
         inst.node_ref.dram.pinned -= inst.shape.weight_bytes
         yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
+        sim.usage.of(inst.model).bytes_loaded += inst.shape.weight_bytes
         inst.history.append((env.now, inst.quality))
         sim.became_ready(inst, pipelined=False)
     else:

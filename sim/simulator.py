@@ -349,7 +349,7 @@ class Simulator:
         inst.state = "sleeping"
         dram = inst.node_ref.dram
         if level == 1 and dram.pin(inst.shape.weight_bytes):
-            self.metrics.on_bytes("pcie", inst.shape.weight_bytes)
+            self.metrics.on_bytes("pcie_d2h", inst.shape.weight_bytes)  # weights copied out to host DRAM
             inst.sleep_level = 1
         else:
             inst.sleep_level = 2

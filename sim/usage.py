@@ -19,6 +19,7 @@ class ModelUsage:
     loads: int = 0
     wakes: int = 0
     evictions: int = 0
+    bytes_loaded: float = 0.0  # weights moved onto GPUs (loads and wakes), over whatever links
     mem_byte_s: float = 0.0
     idle_byte_s: float = 0.0
 
@@ -65,6 +66,7 @@ class UsageLedger:
         for name in sorted(self.models):
             d = asdict(self.models[name])
             mem, idle = d.pop("mem_byte_s"), d.pop("idle_byte_s")
+            d["gb_loaded"] = d.pop("bytes_loaded") / 1e9
             out.append({"policy": label, **d, "gpu_mem_gb_hours": mem / _GB_HOUR,
                         "gpu_idle_gb_hours": idle / _GB_HOUR})
         return out

@@ -33,5 +33,7 @@ def test_ledger_sums_to_summary(keepalive, fidelity):
     assert sum(r["gpu_mem_gb_hours"] for r in rows) == pytest.approx(row["gpu_mem_gb_hours"], rel=1e-9)
     assert sum(r["gpu_idle_gb_hours"] for r in rows) == pytest.approx(row["gpu_idle_gb_hours"], rel=1e-9, abs=1e-12)
     assert all(r["loads"] >= 1 for r in rows)
+    # every load or wake moved bytes onto a GPU over PCIe, and nothing else did
+    assert sum(r["gb_loaded"] for r in rows) == pytest.approx(row["gb_pcie"], rel=1e-9)
     if keepalive == "none":
         assert all(r["wakes"] == 0 for r in rows)
