@@ -310,6 +310,11 @@ def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepaliv
                                 prewarm=prewarm)
     check_records(reqs, records, staging)
     assert row["requests"] == len(reqs) == row["served"] + row["rejected"]
+    for rec in records:
+        if not rec.rejected and staging != "progressive":
+            # full serves after its one stage; pipelined after its last (one layer per stage)
+            last = SMALL.model(rec.model).num_layers - 1
+            assert rec.stage_at_first_token == (0 if staging == "full" else last), rec
     assert sim.memory_checks > 0 or row["served"] == 0
     for rec in records:
         if rec.model == "huge":
@@ -486,3 +491,8 @@ def test_progressive_quality_bounds(reqs, fidelity, keepalive):
         # stage 1 of `small` has quality 0.5, of `big` 0.25: no token can be below that
         floor = 0.5 if rec.model == "small" else 0.25
         assert floor - 1e-12 <= rec.quality <= 1.0
+        # `small` loads in 2 stages (3 + 1 layers), `big` in 3 (6 + 1 + 1): after the last, all is 1.0
+        last = 1 if rec.model == "small" else 2
+        assert 0 <= rec.stage_at_first_token <= last
+        if rec.stage_at_first_token == last:
+            assert rec.quality == 1.0, rec
