@@ -20,8 +20,8 @@ class MaxQueue(AdmissionPolicy):
     name = "max_queue"
 
     def __init__(self, depth: int = 64):
-        if int(depth) < 0:
-            raise ValueError(f"depth must be >= 0, got {depth}")
+        if int(depth) < 1:
+            raise ValueError(f"depth must be >= 1 (0 would reject every request), got {depth}")
         self.depth = int(depth)
 
     def admit(self, request: Request, cluster: ClusterView) -> Admit:

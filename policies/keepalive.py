@@ -36,6 +36,8 @@ class TwoTier(KeepAlivePolicy):
     name = "two_tier"
 
     def __init__(self, gpu: float = 120.0, dram: float = 1800.0):
+        if not (float(gpu) >= 0 and float(dram) >= 0):
+            raise ValueError(f"gpu and dram seconds must be >= 0, got gpu={gpu}, dram={dram}")
         self.gpu = float(gpu)
         self.dram = float(dram)
 

@@ -117,8 +117,9 @@ def progressive_plan(
     `fractions` are the cumulative share of layers bound after each stage; stage 1 holds
     the most important layers (see `importance_order`).
     """
-    if not fractions or abs(fractions[-1] - 1.0) > 1e-9 or list(fractions) != sorted(fractions):
-        raise ValueError(f"fractions must be increasing and end at 1.0, got {fractions}")
+    strictly_increasing = all(a < b for a, b in zip(fractions, fractions[1:], strict=False))
+    if not fractions or abs(fractions[-1] - 1.0) > 1e-9 or not strictly_increasing or fractions[0] <= 0:
+        raise ValueError(f"fractions must be strictly increasing in (0, 1] and end at 1.0, got {fractions}")
     order = importance_order(num_layers, importance)
     stages: list[tuple[int, ...]] = []
     start = 0

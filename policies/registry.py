@@ -95,7 +95,10 @@ def _convert(cls: type, args: dict[str, str], spec: str) -> dict[str, object]:
             if isinstance(default, bool):
                 out[key] = raw.lower() in ("1", "true", "yes")
             elif isinstance(default, int):
-                out[key] = int(float(raw))
+                number = float(raw)
+                if not number.is_integer():
+                    raise ValueError(raw)
+                out[key] = int(number)
             elif isinstance(default, float):
                 out[key] = float(raw)
             else:

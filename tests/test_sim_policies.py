@@ -147,13 +147,11 @@ def test_bad_parameters_are_spec_errors(kind, spec, words):
         assert w in str(e.value), (w, str(e.value))
 
 
-@pytest.mark.xfail(strict=True, reason="registry._convert truncates: int(float('2.7')) == 2 (bug reported)")
 def test_fractional_value_for_an_int_parameter_is_an_error():
     with pytest.raises(PolicySpecError):
         load_policy("admission", "max_queue[depth=2.7]")
 
 
-@pytest.mark.xfail(strict=True, reason="TwoTier does not validate its seconds; Keep fails later, mid-run (bug reported)")
 def test_two_tier_negative_seconds_is_an_error_at_load_time():
     with pytest.raises(PolicySpecError):
         load_policy("keepalive", "two_tier[gpu=-1]")
@@ -269,7 +267,7 @@ def test_progressive_plan_puts_the_most_important_layers_in_stage_one():
 @given(n=st.integers(1, 80), data=st.data())
 def test_progressive_plan_properties(n, data):
     k = data.draw(st.integers(1, 4))
-    cuts = sorted(data.draw(st.lists(st.floats(0.05, 0.99), min_size=k - 1, max_size=k - 1)))
+    cuts = sorted(data.draw(st.lists(st.floats(0.05, 0.99), min_size=k - 1, max_size=k - 1, unique=True)))
     fractions = (*cuts, 1.0)
     importance = data.draw(st.one_of(st.none(), st.lists(st.floats(0, 10), min_size=n, max_size=n)))
     plan = progressive_plan(n, fractions, importance)
@@ -408,3 +406,14 @@ def test_popular_prewarm():
     p2 = Popular(window=99.0, min_requests=3)
     assert p2.on_tick(c) == [Prewarm("hot"), Prewarm("old")]
     assert load_policy("prewarm", "none").on_tick(c) == []
+
+
+def test_max_queue_needs_room_for_one():
+    with pytest.raises(PolicySpecError, match="depth must be >= 1"):
+        load_policy("admission", "max_queue[depth=0]")
+
+
+@pytest.mark.parametrize("fractions", ["0.5/0.5/1.0", "-0.1/1.0", "0.0/1.0", "0.9/0.5/1.0"])
+def test_progressive_fractions_must_increase_strictly(fractions):
+    with pytest.raises(PolicySpecError):
+        load_policy("staging", f"progressive[fractions={fractions}]")

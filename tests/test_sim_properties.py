@@ -253,7 +253,7 @@ KEEPALIVE = st.sampled_from(["none", "fixed[ttl=5]", "fixed[ttl=60]", "fixed", "
 PREWARM = st.sampled_from(["none", "none", "popular[window=300,min_requests=1,interval=5]",
                            "popular[window=300,min_requests=2,interval=20,tier=process]"])
 STAGING = st.sampled_from(["full", "pipelined", "progressive"])
-ADMISSION = st.sampled_from(["always", "always", "max_queue[depth=2]", "max_queue[depth=0]"])
+ADMISSION = st.sampled_from(["always", "always", "max_queue[depth=2]", "max_queue[depth=1]"])
 PLACEMENT = st.sampled_from(["first_fit", "best_fit", "spread"])
 ROUTER = st.sampled_from(["least_loaded", "prefer_full"])
 FIDELITY = st.sampled_from(["request", "iteration"])
