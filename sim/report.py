@@ -11,12 +11,12 @@ import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from sim.metrics import RunMetrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _CSV_FLOAT = "{:.9g}"  # enough digits to round-trip the summary's precision, and stable
 _PNG_METADATA: dict[str, str | None] = {"Software": None}
@@ -126,14 +126,23 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
             w.writerow([_csv_value(_cell(row, c)) for c in cols])
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _figure() -> Figure:
+    """A figure on the Agg canvas. matplotlib loads here, not at import: `--help` stays fast."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, format="png", dpi=100, metadata=_PNG_METADATA)
 
 
 def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
     """One TTFT CDF per policy on a log time axis (values <= 0 cannot be drawn there)."""
-    fig = Figure(figsize=(8, 5))
+    fig = _figure()
     ax = fig.add_subplot()
     drawn = False
     for m in metrics_list:
@@ -155,7 +164,7 @@ def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
 
 def plot_gpu_memory(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
     """GPU memory held by instances over time, one step curve per policy."""
-    fig = Figure(figsize=(8, 5))
+    fig = _figure()
     ax = fig.add_subplot()
     drawn = False
     for m in metrics_list:
