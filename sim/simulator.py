@@ -13,13 +13,13 @@ from collections.abc import Iterable
 import numpy as np
 import simpy
 
-from policies.decisions import Place, Prewarm
 from sim.cluster import build_cluster
 from sim.config import SimConfig
 from sim.flows import FlowNetwork
 from sim.instance import Deployment, Instance, Pending
-from sim.lifecycle import cold_start, prewarm_process, wake
+from sim.lifecycle import wake
 from sim.metrics import RunMetrics
+from sim.placing import prewarm_loop, start_instance
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
 from sim.records import RequestRecord
@@ -189,7 +189,7 @@ class Simulator:
                 if inst is None or inst.model != req.model:
                     raise self.policy_failure(router, "route", f"returned {iid!r}, not one of the candidates")
                 return self.assign(inst, req, arrival)
-        inst = self.start_instance(self.deployment(req.model))
+        inst = start_instance(self, self.deployment(req.model))
         if inst is not None:
             return self.assign(inst, req, arrival)
         if fallback and cands:
@@ -202,7 +202,7 @@ class Simulator:
         if inst.state == "sleeping" and not self._wake(inst):
             # Its GPU has filled up while it slept: a cold start elsewhere beats waiting. The
             # sleeper is left alone, so that its keep-alive still ends its sleep in time.
-            inst = self.start_instance(self.deployment(req.model))
+            inst = start_instance(self, self.deployment(req.model))
             if inst is None:
                 return False
         inst.uses += 1
@@ -242,63 +242,6 @@ class Simulator:
                 enqueue_iteration(self, inst, p.req, True, now - p.arrival_s, fraction)
             else:
                 serve_closed_form(self, inst, p.req, True, now - p.arrival_s, fraction)
-
-    def start_instance(self, dep: Deployment) -> Instance | None:
-        placement = self.policies.placement
-        if self._no_room == (self.memory_epoch, dep.footprint_bytes):
-            return None
-        try:
-            place = placement.place(dep, self)
-        except Exception as e:
-            raise self.policy_failure(placement, "place", e) from e
-        if place is None:
-            self._no_room = (self.memory_epoch, dep.footprint_bytes)
-            return None
-        gpu = self._check_place(place, dep)
-        # Memory freed by these evictions is this instance's: no waiting request may take it first.
-        retrying, self._retrying = self._retrying, True
-        try:
-            for iid in place.evict:
-                self.evict(self.instances[iid])
-            inst = self._new_instance(dep, gpu)
-            self._reserve(inst)
-        finally:
-            self._retrying = retrying
-        self.env.process(cold_start(self, inst))
-        if place.evict:
-            self.retry_memory_queue()
-        return inst
-
-    def _new_instance(self, dep: Deployment, gpu) -> Instance:
-        staging = self.policies.staging
-        try:
-            plan = staging.plan(dep)
-        except Exception as e:
-            raise self.policy_failure(staging, "plan", e) from e
-        if plan.num_layers != dep.num_layers:
-            raise self.policy_failure(staging, "plan", f"plan has {plan.num_layers} layers, model {dep.num_layers}")
-        inst = Instance(self._next_id, dep, self.nodes[gpu.node], gpu, plan, self)
-        self._next_id += 1
-        self.instances[inst.id] = inst
-        self.by_model.setdefault(dep.name, []).append(inst)
-        return inst
-
-    def _check_place(self, place: Place, dep: Deployment):
-        p = self.policies.placement
-        if not (0 <= place.node < len(self.nodes) and 0 <= place.gpu < len(self.nodes[place.node].gpus)):
-            raise self.policy_failure(p, "place", f"GPU ({place.node}, {place.gpu}) does not exist")
-        gpu = self.nodes[place.node].gpus[place.gpu]
-        freed = 0
-        for iid in place.evict:
-            inst = self.instances.get(iid)
-            if inst is None or inst.gpu_ref is not gpu or inst.idle_since is None or not inst.can_serve:
-                raise self.policy_failure(p, "place", f"instance {iid} is not an idle instance on that GPU")
-            freed += inst.memory_bytes
-        if gpu.free_bytes + freed < dep.footprint_bytes:
-            raise self.policy_failure(
-                p, "place", f"GPU ({place.node}, {place.gpu}) has {(gpu.free_bytes + freed) / 1e9:.1f} GB free "
-                f"after evictions; the model needs {dep.footprint_bytes / 1e9:.1f} GB")
-        return gpu
 
     def _reserve(self, inst: Instance) -> None:
         gpu = inst.gpu_ref
@@ -397,48 +340,10 @@ class Simulator:
         if t > env.now:
             env._now = t  # performance: moving the clock needs no event (SimPy keeps it in _now)
 
-    def _prewarm_loop(self):
-        pw = self.policies.prewarm
-        interval = float(getattr(pw, "interval_s", 0.0) or 0.0)
-        if interval <= 0:
-            return
-        while not self.arrivals_done:
-            yield self.env.timeout(interval)
-            try:
-                decisions = pw.on_tick(self)
-            except Exception as e:
-                raise self.policy_failure(pw, "on_tick", e) from e
-            for d in decisions:
-                if not isinstance(d, Prewarm):
-                    raise self.policy_failure(pw, "on_tick", f"returned {d!r}, not a Prewarm")
-                if self.by_model.get(d.model):
-                    continue
-                if d.tier == "gpu":
-                    self.start_instance(self.deployment(d.model))
-                else:
-                    self.start_process(self.deployment(d.model))
-
-    def start_process(self, dep: Deployment) -> Instance | None:
-        """Prewarm a process without weights (vLLM sleep level 2): no GPU memory is held.
-
-        It goes on the GPU placement would choose now, without evicting anything for it.
-        """
-        placement = self.policies.placement
-        try:
-            place = placement.place(dep, self)
-        except Exception as e:
-            raise self.policy_failure(placement, "place", e) from e
-        if place is None:
-            return None
-        gpu = self._check_place(place, dep)
-        inst = self._new_instance(dep, gpu)
-        self.env.process(prewarm_process(self, inst))
-        return inst
-
     def run(self, requests: Iterable[Request], on_progress=None) -> dict:
         """Replay `requests` (ordered by arrival) and return the summary row."""
         env = self.env
-        env.process(self._prewarm_loop())
+        env.process(prewarm_loop(self))
         n = 0
         last = 0.0
         for req in requests:

@@ -1,0 +1,119 @@
+"""Starting instances: placement's decision checked and applied, staging's plan, prewarm.
+
+Placement and staging policies answer; these functions check the answer (a GPU that exists,
+evictions of idle instances only, enough memory after them) and apply it.
+"""
+
+from __future__ import annotations
+
+from policies.decisions import Place, Prewarm
+from sim.instance import Deployment, Instance
+from sim.lifecycle import cold_start, prewarm_process
+
+
+def start_instance(sim, dep: Deployment) -> Instance | None:
+    """A cold start of `dep` where placement says, or None when there is no room now.
+
+    A "no room" answer is remembered until GPU memory or idleness changes (see
+    `PlacementPolicy.place`): under overload this spares a placement call per arrival.
+    """
+    placement = sim.policies.placement
+    if sim._no_room == (sim.memory_epoch, dep.footprint_bytes):
+        return None
+    try:
+        place = placement.place(dep, sim)
+    except Exception as e:
+        raise sim.policy_failure(placement, "place", e) from e
+    if place is None:
+        sim._no_room = (sim.memory_epoch, dep.footprint_bytes)
+        return None
+    gpu = check_place(sim, place, dep)
+    # Memory freed by these evictions is this instance's: no waiting request may take it first.
+    retrying, sim._retrying = sim._retrying, True
+    try:
+        for iid in place.evict:
+            sim.evict(sim.instances[iid])
+        inst = new_instance(sim, dep, gpu)
+        sim._reserve(inst)
+    finally:
+        sim._retrying = retrying
+    sim.env.process(cold_start(sim, inst))
+    if place.evict:
+        sim.retry_memory_queue()
+    return inst
+
+
+def new_instance(sim, dep: Deployment, gpu) -> Instance:
+    """Register an instance with the staging policy's plan; the caller starts its process."""
+    staging = sim.policies.staging
+    try:
+        plan = staging.plan(dep)
+    except Exception as e:
+        raise sim.policy_failure(staging, "plan", e) from e
+    if plan.num_layers != dep.num_layers:
+        raise sim.policy_failure(staging, "plan", f"plan has {plan.num_layers} layers, model {dep.num_layers}")
+    inst = Instance(sim._next_id, dep, sim.nodes[gpu.node], gpu, plan, sim)
+    sim._next_id += 1
+    sim.instances[inst.id] = inst
+    sim.by_model.setdefault(dep.name, []).append(inst)
+    return inst
+
+
+def check_place(sim, place: Place, dep: Deployment):
+    """The GPU a placement names, after checking that the decision can be applied as given."""
+    p = sim.policies.placement
+    if not (0 <= place.node < len(sim.nodes) and 0 <= place.gpu < len(sim.nodes[place.node].gpus)):
+        raise sim.policy_failure(p, "place", f"GPU ({place.node}, {place.gpu}) does not exist")
+    gpu = sim.nodes[place.node].gpus[place.gpu]
+    freed = 0
+    for iid in place.evict:
+        inst = sim.instances.get(iid)
+        if inst is None or inst.gpu_ref is not gpu or inst.idle_since is None or not inst.can_serve:
+            raise sim.policy_failure(p, "place", f"instance {iid} is not an idle instance on that GPU")
+        freed += inst.memory_bytes
+    if gpu.free_bytes + freed < dep.footprint_bytes:
+        raise sim.policy_failure(
+            p, "place", f"GPU ({place.node}, {place.gpu}) has {(gpu.free_bytes + freed) / 1e9:.1f} GB free "
+            f"after evictions; the model needs {dep.footprint_bytes / 1e9:.1f} GB")
+    return gpu
+
+
+def prewarm_loop(sim):
+    """Ask the prewarm policy every `interval_s` while arrivals last, and start what it asks for."""
+    pw = sim.policies.prewarm
+    interval = float(getattr(pw, "interval_s", 0.0) or 0.0)
+    if interval <= 0:
+        return
+    while not sim.arrivals_done:
+        yield sim.env.timeout(interval)
+        try:
+            decisions = pw.on_tick(sim)
+        except Exception as e:
+            raise sim.policy_failure(pw, "on_tick", e) from e
+        for d in decisions:
+            if not isinstance(d, Prewarm):
+                raise sim.policy_failure(pw, "on_tick", f"returned {d!r}, not a Prewarm")
+            if sim.by_model.get(d.model):
+                continue
+            if d.tier == "gpu":
+                start_instance(sim, sim.deployment(d.model))
+            else:
+                start_process(sim, sim.deployment(d.model))
+
+
+def start_process(sim, dep: Deployment) -> Instance | None:
+    """Prewarm a process without weights (vLLM sleep level 2): no GPU memory is held.
+
+    It goes on the GPU placement would choose now, without evicting anything for it.
+    """
+    placement = sim.policies.placement
+    try:
+        place = placement.place(dep, sim)
+    except Exception as e:
+        raise sim.policy_failure(placement, "place", e) from e
+    if place is None:
+        return None
+    gpu = check_place(sim, place, dep)
+    inst = new_instance(sim, dep, gpu)
+    sim.env.process(prewarm_process(sim, inst))
+    return inst
