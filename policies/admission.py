@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from policies.base import AdmissionPolicy
 from policies.decisions import SERVE, Admit
 from policies.views import ClusterView
-from traces.request import Request
+
+if TYPE_CHECKING:  # a type only: importing traces here would load its readers
+    from traces.request import Request
 
 
 class Always(AdmissionPolicy):

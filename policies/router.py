@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from policies.base import RouterPolicy
 from policies.views import ClusterView, InstanceView
-from traces.request import Request
+
+if TYPE_CHECKING:  # a type only: importing traces here would load its readers
+    from traces.request import Request
 
 
 class LeastLoaded(RouterPolicy):
