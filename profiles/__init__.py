@@ -1,0 +1,1 @@
+"""Shipped profiles (JSON): read by sim.profile.load_profile by name."""
