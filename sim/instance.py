@@ -121,8 +121,6 @@ class Instance:
         self.idle_since: float | None = None
         self.last_used = sim.env.now
         self.uses = 0  # bumped on every request: a keep-alive timer compares it
-        self.ready_at = -1.0
-        self.ready_event = sim.env.event()
         # iteration fidelity
         self.queue: deque[Live] = deque()
         self.running: list[Live] = []

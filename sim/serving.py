@@ -35,7 +35,7 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
     out = req.output_tokens
     finish = first + (out - 1) * tpot
     heapq.heappush(slots, finish)
-    sim.mark_busy(inst, start, finish)
+    sim.mark_busy(inst, finish)
     if inst.state == "full":
         sim.emit(RequestRecord(
             sim.label, req.request_id, req.model, req.function, req.arrival_s, first, finish,
@@ -105,7 +105,7 @@ def batch_loop(sim, inst: Instance):
                 step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
                 step += shape.decode(decoding) * scale
-            sim.mark_busy(inst, env.now, env.now + step)
+            sim.mark_busy(inst, env.now + step)
             yield env.timeout(step)
             q = inst.quality
             still = []
@@ -122,7 +122,7 @@ def batch_loop(sim, inst: Instance):
             inst.running = still
     finally:
         inst.loop_running = False
-    sim.maybe_idle(inst)
+    inst.idle_signal.fire()  # keep-alive waits for this
 
 
 def _finish_live(sim, inst: Instance, live: Live) -> None:

@@ -68,8 +68,6 @@ class Simulator:
         self.memory_epoch = 0
         self._no_room: tuple[int, int] | None = None
         self.iteration = config.fidelity == "iteration"
-        if config.storage == "ssd":
-            pass  # checkpoints are on every node's SSD from the start; see deployment()
 
     # --- ClusterView ------------------------------------------------------------------------
     @property
@@ -119,7 +117,7 @@ class Simulator:
         self._waiting[model] = self._waiting.get(model, 0) + n
         self.waiting_total += n
 
-    def mark_busy(self, inst: Instance, start: float, finish: float) -> None:
+    def mark_busy(self, inst: Instance, finish: float) -> None:
         if finish > inst.busy_until:
             inst.busy_until = finish
         if finish > self.max_finish:
@@ -143,9 +141,6 @@ class Simulator:
                 self.usage.busy(inst.id, inst.model, inst.memory_bytes, self.env.now)
                 self.idle_bytes -= inst.memory_bytes
                 self._memory_changed()
-
-    def maybe_idle(self, inst: Instance) -> None:
-        inst.idle_signal.fire()
 
     # --- the arrival path -----------------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
@@ -228,9 +223,6 @@ class Simulator:
     def became_ready(self, inst: Instance, pipelined: bool) -> None:
         now = self.env.now
         inst.state = "full" if inst.bound_layers >= inst.num_layers else "ready"
-        inst.ready_at = now
-        if not inst.ready_event.triggered:
-            inst.ready_event.succeed()
         pending, inst.pending = inst.pending, deque()
         self._add_waiting(inst.model, -len(pending))
         # Execute-while-load: a pending prompt's prefill ran layer by layer as layers arrived;
