@@ -17,17 +17,13 @@ def start_instance(sim, dep: Deployment) -> Instance | None:
     A "no room" answer is remembered until GPU memory or idleness changes (see
     `PlacementPolicy.place`): under overload this spares a placement call per arrival.
     """
-    placement = sim.policies.placement
     if sim._no_room == (sim.memory_epoch, dep.footprint_bytes):
         return None
-    try:
-        place = placement.place(dep, sim)
-    except Exception as e:
-        raise sim.policy_failure(placement, "place", e) from e
-    if place is None:
+    decided = ask_placement(sim, dep)
+    if decided is None:
         sim._no_room = (sim.memory_epoch, dep.footprint_bytes)
         return None
-    gpu = check_place(sim, place, dep)
+    place, gpu = decided
     # Memory freed by these evictions is this instance's: no waiting request may take it first.
     retrying, sim._retrying = sim._retrying, True
     try:
@@ -41,6 +37,18 @@ def start_instance(sim, dep: Deployment) -> Instance | None:
     if place.evict:
         sim.retry_memory_queue()
     return inst
+
+
+def ask_placement(sim, dep: Deployment):
+    """Placement's answer for `dep` as (decision, GPU), checked; None when it finds no room."""
+    placement = sim.policies.placement
+    try:
+        place = placement.place(dep, sim)
+    except Exception as e:
+        raise sim.policy_failure(placement, "place", e) from e
+    if place is None:
+        return None
+    return place, check_place(sim, place, dep)
 
 
 def new_instance(sim, dep: Deployment, gpu) -> Instance:
@@ -106,14 +114,9 @@ def start_process(sim, dep: Deployment) -> Instance | None:
 
     It goes on the GPU placement would choose now, without evicting anything for it.
     """
-    placement = sim.policies.placement
-    try:
-        place = placement.place(dep, sim)
-    except Exception as e:
-        raise sim.policy_failure(placement, "place", e) from e
-    if place is None:
+    decided = ask_placement(sim, dep)
+    if decided is None:
         return None
-    gpu = check_place(sim, place, dep)
-    inst = new_instance(sim, dep, gpu)
+    inst = new_instance(sim, dep, decided[1])
     sim.env.process(prewarm_process(sim, inst))
     return inst
