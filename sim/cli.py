@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from policies.registry import KINDS, PolicySpecError, names, split_specs
-from sim.config import FIDELITIES, STORAGE, SimConfig
+from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, SimConfig
 from sim.metrics import RunMetrics
 from sim.policyset import PolicyError, PolicySet
 from sim.profile import DEFAULT_PROFILE, ProfileError, load_profile
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fidelity", choices=FIDELITIES, default="request",
                    help="request: closed-form per request (fast, day-long traces); "
                         "iteration: continuous batching, one event per batch step (default request)")
+    c.add_argument("--compute-sharing", choices=COMPUTE_SHARING, default="time_slice",
+                   help="time_slice: instances packed on one GPU share its compute, as CUDA time-slices "
+                        "processes (exact at iteration fidelity, approximate at request fidelity); "
+                        "none: each instance at full speed, as with MIG partitions (default time_slice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
                                             "requests, cold starts, loads, wakes, evictions, GB loaded, GPU memory-hours) and plots here")
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, fidelity=args.fidelity,
-                           slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed)
+                           slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
+                           compute_sharing=args.compute_sharing)
         profile = load_profile(args.profile)
         combos = _policy_sets(args)
         trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,

@@ -70,6 +70,7 @@ class Gpu:
     pcie: Link
     used_bytes: int = 0
     instances: list = field(default_factory=list)  # the simulator's Instance objects
+    compute: object = None  # sim.compute.GpuCompute when co-located instances share compute
 
     @property
     def free_bytes(self) -> int:

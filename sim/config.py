@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 FIDELITIES = ("request", "iteration")
 STORAGE = ("ssd", "remote")
+COMPUTE_SHARING = ("time_slice", "none")
 
 
 @dataclass(frozen=True)
@@ -16,12 +17,16 @@ class SimConfig:
     slo_ttft_s: float = 5.0
     storage: str = "ssd"  # where checkpoints start: pre-staged on every node's SSD, or remote only
     seed: int = 0
+    # Instances packed on one GPU share its compute (sim/compute.py); "none": each at full speed.
+    compute_sharing: str = "time_slice"
 
     def __post_init__(self) -> None:
         if self.fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         if self.storage not in STORAGE:
             raise ValueError(f"storage must be one of {STORAGE}, got {self.storage!r}")
+        if self.compute_sharing not in COMPUTE_SHARING:
+            raise ValueError(f"compute_sharing must be one of {COMPUTE_SHARING}, got {self.compute_sharing!r}")
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise ValueError(f"need at least 1 node and 1 GPU per node, got {self.nodes} x {self.gpus_per_node}")
         if not self.slo_ttft_s > 0:

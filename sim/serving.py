@@ -8,7 +8,11 @@ found. No event is scheduled: a warm request costs a few heap operations.
 `iteration`: continuous batching. One event per batch step: waiting requests join the
 batch (up to the batch size and the KV tokens in flight), the step takes the prefill of
 the new prompts plus one decode step of the running batch, then every running request
-gains a token at the quality of the stage the instance is at.
+gains a token at the quality of the stage the instance was at when the step began.
+
+Instances packed on one GPU share its compute (`sim/compute.py`): at iteration fidelity
+each step is a job on the GPU's processor-sharing server; at request fidelity a request
+is slowed by the number of co-located instances busy when it starts.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         heapq.heappop(slots)
     start = heapq.heappop(slots) if len(slots) >= inst.capacity else now
     shape = inst.shape
-    scale = inst.latency_scale
+    scale = inst.latency_scale * _co_located_busy(inst, start)
     tpot = shape.decode(len(slots) + 1) * scale
     first = start + shape.prefill(req.prompt_tokens) * scale * prefill_fraction
     out = req.output_tokens
@@ -44,6 +48,19 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         ))
     else:
         inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
+
+
+def _co_located_busy(inst: Instance, start: float) -> float:
+    """How many instances share the GPU's compute at `start`, this one included (request fidelity).
+
+    The closed form cannot slow down requests already scheduled, so a request alone pays
+    for the instances busy on its GPU when it starts, for its whole life: an approximation
+    of the processor sharing that iteration fidelity models exactly (sim/compute.py).
+    """
+    gpu = inst.gpu_ref
+    if gpu.compute is None or len(gpu.instances) < 2:
+        return 1.0
+    return 1.0 + sum(1 for other in gpu.instances if other is not inst and other.busy_until > start)
 
 
 def finalize_partials(sim, inst: Instance, everything: bool) -> None:
@@ -105,14 +122,19 @@ def batch_loop(sim, inst: Instance):
                 step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
                 step += shape.decode(decoding) * scale
-            sim.mark_busy(inst, env.now + step)
-            yield env.timeout(step)
+            # The step computes with the layers bound when it starts: its tokens have that
+            # stage's quality even if a later stage binds while it runs.
             q = inst.quality
+            stage = inst.stage
+            sim.mark_busy(inst, env.now + step)
+            compute = inst.gpu_ref.compute
+            yield compute.run(step) if compute is not None else env.timeout(step)
+            sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
             still = []
             for live in running:
                 if live.generated == 0:
                     live.first_token_s = env.now
-                    live.stage = inst.stage
+                    live.stage = stage
                 live.generated += 1
                 live.quality_sum += q
                 if live.generated >= live.req.output_tokens:

@@ -14,6 +14,7 @@ import numpy as np
 import simpy
 
 from sim.cluster import build_cluster
+from sim.compute import GpuCompute
 from sim.config import SimConfig
 from sim.flows import FlowNetwork
 from sim.instance import Deployment, Instance, Pending
@@ -48,6 +49,9 @@ class Simulator:
         self.net = FlowNetwork(self.env, on_bytes=metrics.on_bytes)
         self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
         self._gpus = [g for n in self.nodes for g in n.gpus]
+        if config.compute_sharing == "time_slice":
+            for gpu in self._gpus:
+                gpu.compute = GpuCompute(self.env)
         self.usage = UsageLedger()
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}

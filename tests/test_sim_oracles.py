@@ -266,15 +266,23 @@ def test_two_tier_expires_from_dram_then_cold():
 # placement, memory queue, rejection
 
 
-def test_three_instances_fit_a_fourth_waits_for_an_eviction():
+@pytest.mark.parametrize(("fidelity", "sharing", "prefills"), [
+    ("request", "none", (1, 1, 1)),
+    ("iteration", "none", (1, 1, 1)),
+    # three prefills at once on one GPU: processor sharing ends all three after 3 prefills
+    ("iteration", "time_slice", (3, 3, 3)),
+    # the closed form charges each request for the instances already busy when it starts
+    ("request", "time_slice", (1, 2, 3)),
+])
+def test_three_instances_fit_a_fourth_waits_for_an_eviction(fidelity, sharing, prefills):
     # 10 GB GPU, 3 GB per instance: m0..m2 load at once (sharing the SSD link), m3 waits until
     # one of them is idle and evictable. With keepalive none, m0..m2 are evicted when idle.
     reqs = [req(0.0, i, model=f"m{i}") for i in range(4)]
-    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]")
+    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]", fidelity=fidelity, compute_sharing=sharing)
     r = by_id(recs)
     # three 2 GB loads share the 2 GB/s SSD: each runs at 2/3 GB/s (below its 1 GB/s cap) -> 3 s
     for i in range(3):
-        assert r[i].ttft_s == pytest.approx(START + 3.0 + INIT + PREFILL, rel=1e-12)
+        assert r[i].ttft_s == pytest.approx(START + 3.0 + INIT + prefills[i] * PREFILL, rel=1e-12)
         assert r[i].gpu == 0
     assert r[3].cold and r[3].ttft_s > r[0].ttft_s
     assert total(sim, "evictions") >= 1

@@ -169,14 +169,16 @@ class SleepTiers(KeepAlivePolicy):
                 if k.seconds > 0]
 
 
-def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0, **specs):
+def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0,
+            compute_sharing="time_slice", **specs):
     """One instrumented run; a policy is a spec string or an instance."""
     chosen = dict(staging="full", keepalive="fixed", prewarm="none", placement="first_fit",
                   router="least_loaded", admission="always")
     chosen.update(specs)
     policies = PolicySet(**{k: load_policy(k, v) if isinstance(v, str) else v for k, v in chosen.items()})
     metrics = Recorder(policies.label)
-    config = SimConfig(nodes=nodes, gpus_per_node=gpus, fidelity=fidelity, storage=storage, seed=seed)
+    config = SimConfig(nodes=nodes, gpus_per_node=gpus, fidelity=fidelity, storage=storage, seed=seed,
+                       compute_sharing=compute_sharing)
     sim = CheckedSimulator(profile, policies, config, metrics)
     with time_limit(RUN_LIMIT_S):
         row = sim.run(list(requests))
@@ -302,12 +304,12 @@ def check_records(requests, records, staging: str) -> None:
 @FAST
 @given(reqs=workloads(), nodes=st.integers(1, 2), gpus=st.integers(1, 2), fidelity=FIDELITY,
        staging=STAGING, keepalive=KEEPALIVE, admission=ADMISSION, placement=PLACEMENT, router=ROUTER,
-       prewarm=PREWARM, storage=st.sampled_from(["ssd", "remote"]))
+       prewarm=PREWARM, storage=st.sampled_from(["ssd", "remote"]), sharing=st.sampled_from(["time_slice", "none"]))
 def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepalive, admission, placement, router,
-                                  prewarm, storage):
-    row, records, sim = run_sim(reqs, SMALL, nodes, gpus, fidelity, storage, staging=staging,
-                                keepalive=keepalive, admission=admission, placement=placement, router=router,
-                                prewarm=prewarm)
+                                  prewarm, storage, sharing):
+    row, records, sim = run_sim(reqs, SMALL, nodes, gpus, fidelity, storage, compute_sharing=sharing,
+                                staging=staging, keepalive=keepalive, admission=admission, placement=placement,
+                                router=router, prewarm=prewarm)
     check_records(reqs, records, staging)
     assert row["requests"] == len(reqs) == row["served"] + row["rejected"]
     for rec in records:
@@ -321,7 +323,18 @@ def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepaliv
             assert rec.rejected  # by admission, or because its KV cache does not fit any GPU
     # after the run nothing is left waiting
     assert sim.waiting_total == 0 and not sim.memory_queue
+    check_compute(sim)
     check_ledger(row, records, sim)
+
+
+def check_compute(sim) -> None:
+    """A GPU's compute is never over-used: no step is left running, and no GPU did more
+    full-speed work than the time that passed."""
+    for g in sim._gpus:
+        if g.compute is None:
+            continue
+        assert not g.compute.steps, f"GPU {g.node}.{g.index}: steps left running"
+        assert g.compute.work_done_s <= sim.env.now * (1 + 1e-9) + 1e-12
 
 
 def check_ledger(row, records, sim) -> None:
