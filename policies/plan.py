@@ -19,6 +19,11 @@ class StagePlan:
     not yet bound run with alpha = 0. `pipelined` means layer i may compute while
     layer i+1 loads (execute-while-load): the first token waits for the last layer, but
     compute overlaps the transfer.
+
+    `refill`: when a stage binds new layers in the middle of a request, those layers have
+    no K/V for the tokens so far; the engine then computes the next token with a prefill
+    over the whole context instead of a decode step (the simulator charges the same at
+    iteration fidelity). False: the new layers see only the tokens after they bound.
     """
 
     name: str
@@ -26,6 +31,7 @@ class StagePlan:
     stages: tuple[tuple[int, ...], ...]
     serve_from: int
     pipelined: bool = False
+    refill: bool = True
 
     def __post_init__(self) -> None:
         seen = sorted(i for stage in self.stages for i in stage)
@@ -61,6 +67,7 @@ class StagePlan:
             "stages": [list(s) for s in self.stages],
             "serve_from": self.serve_from,
             "pipelined": self.pipelined,
+            "refill": self.refill,
         }
 
     @classmethod
@@ -71,6 +78,7 @@ class StagePlan:
             stages=tuple(tuple(int(i) for i in s) for s in d["stages"]),
             serve_from=int(d["serve_from"]),
             pipelined=bool(d.get("pipelined", False)),
+            refill=bool(d.get("refill", True)),
         )
 
 

@@ -7,8 +7,8 @@ the plan's `serve_from` stage, then serves at whatever stage is bound at each st
 
 A step holds `_step_lock`; the loader opens a stage's gates under the same lock, so one
 step never mixes stages. When a stage opens new layers mid-request the engine re-runs the
-prefill over the tokens so far (those layers have no K/V for them yet), unless
-`refill_on_stage=False`.
+prefill over the tokens so far (those layers have no K/V for them yet), unless the plan
+says `refill=False` (or the engine is built with `refill_on_stage=False`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class ProgressiveEngine:
         *,
         max_tokens: int = 1024,
         skip_inactive: bool = True,
-        refill_on_stage: bool = True,
+        refill_on_stage: bool | None = None,
         graph_mode: str = "per_layer",
         use_vmm: bool = False,
     ) -> None:
@@ -85,7 +85,7 @@ class ProgressiveEngine:
         self.device = torch.device(device)
         self.dtype = as_dtype(dtype)
         self.shape = LlamaShape.from_dir(self.ckpt_dir)
-        self.refill_on_stage = refill_on_stage
+        self.refill_on_stage = plan.refill if refill_on_stage is None else refill_on_stage
         if self.device.type == "cuda":
             with Stopwatch() as sw:
                 torch.cuda.init()

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "none: each instance at full speed, as with MIG partitions (default time_slice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
-                                            "requests, cold starts, loads, wakes, evictions, GB loaded, GPU memory-hours) and plots here")
+                                            "requests, cold starts, loads, wakes, evictions, refills, GB loaded, GPU memory-hours) and plots here")
     o.add_argument("--no-records", action="store_true", help="with --out, skip the per-request Parquet file")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

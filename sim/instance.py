@@ -126,6 +126,7 @@ class Instance:
         self.running: list[Live] = []
         self.tokens_in_flight = 0
         self.loop_running = False
+        self.stepped_stage = -1  # the stage the last batch step computed with
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
         self.idle_counted = False

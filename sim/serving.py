@@ -98,12 +98,22 @@ def batch_loop(sim, inst: Instance):
     env = sim.env
     shape = inst.shape
     cap_tokens = shape.max_tokens_in_flight
+    refill = inst.plan.refill
     try:
         while (inst.queue or inst.running) and inst.can_serve:
             running = inst.running
             decoding = len(running)
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
+            stage = inst.stage
+            if refill and decoding and stage != inst.stepped_stage:
+                # A stage bound since the last step: its layers have no K/V for the tokens
+                # so far, so every running request re-runs the prefill over its context
+                # (as the engine does) instead of a decode step.
+                prompt_tokens = prefill_work = sum(lv.req.prompt_tokens + lv.generated for lv in running)
+                decoding = 0
+                sim.usage.of(inst.model).refills += len(running)
+            inst.stepped_stage = stage
             # New requests join the running list before the step, so that nothing in flight
             # is ever invisible to keep-alive or eviction.
             while inst.queue and len(running) < inst.capacity:
@@ -125,7 +135,6 @@ def batch_loop(sim, inst: Instance):
             # The step computes with the layers bound when it starts: its tokens have that
             # stage's quality even if a later stage binds while it runs.
             q = inst.quality
-            stage = inst.stage
             sim.mark_busy(inst, env.now + step)
             compute = inst.gpu_ref.compute
             yield compute.run(step) if compute is not None else env.timeout(step)

@@ -19,6 +19,7 @@ class ModelUsage:
     loads: int = 0
     wakes: int = 0
     evictions: int = 0
+    refills: int = 0  # tokens computed by a prefill over the context because a stage bound mid-request
     bytes_loaded: float = 0.0  # weights moved onto GPUs (loads and wakes), over whatever links
     mem_byte_s: float = 0.0
     idle_byte_s: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -58,6 +59,19 @@ def test_stage_bound_mid_request_refills_and_continues_as_full_model(tiny, refer
     assert res.refills == 1 and res.layers_at_first_token == 4
     # from the refill on, the engine is the full model continuing the same context
     assert res.tokens[3:] == hf_greedy(reference, prompt + res.tokens[:3], 5)
+
+
+def test_plan_without_refill_keeps_decoding_when_a_stage_binds(tiny):
+    eng = ProgressiveEngine(tiny, dataclasses.replace(PLAN, refill=False), device="cpu", max_tokens=64)
+    eng.bind_stage(0)
+
+    def bind_at(i: int) -> None:
+        if i == 2:
+            eng.bind_stage(1)
+
+    res = eng.generate(random_prompt(eng.shape, 6, seed=1), 8, on_token=bind_at)
+    assert res.token_stages == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert res.refills == 0
 
 
 def test_background_loading_reports_stages_and_timings(tiny):

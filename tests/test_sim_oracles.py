@@ -8,13 +8,14 @@ of weights in 4 layers of 0.4 GB plus 0.4 GB of embedding and head.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import simpy
 from test_sim_properties import SMALL, SleepTiers, run_sim, small_profile_dict
 
-from policies import KeepAlivePolicy, Place, StagePlan
+from policies import KeepAlivePolicy, Place, StagePlan, StagingPolicy, load_policy
 from sim.flows import FlowNetwork, Link
 from sim.policyset import PolicyError
 from sim.profile import profile_from_dict
@@ -162,6 +163,34 @@ def test_progressive_serves_earlier_at_partial_quality(fidelity):
     assert 0.5 <= p.quality < 1.0
     if fidelity == "request":
         assert p.quality == pytest.approx((5 * 0.5 + 15 * 1.0) / out, rel=1e-12)
+
+
+class ProgressiveNoRefill(StagingPolicy):
+    """The built-in progressive plan, with new layers left without K/V for earlier tokens."""
+
+    name = "test_progressive_no_refill"
+
+    def plan(self, model):
+        return dataclasses.replace(load_policy("staging", "progressive").plan(model), refill=False)
+
+
+@pytest.mark.parametrize("refill", [True, False])
+def test_stage_bound_mid_request_refills_the_context_at_iteration_fidelity(refill):
+    # As above: first token at 6.725, one decode step every 0.0625 s, stage 1 lands at 7.0.
+    # The step that starts at 6.975 still computes with 3 layers: 6 tokens at quality 0.5.
+    # The next step (from 7.0375) finds a new stage: with refill it is a prefill over the
+    # 100 + 6 tokens so far (0.125 s) instead of a decode (0.0625 s); then 13 decodes.
+    out = 20
+    staging = "progressive" if refill else ProgressiveNoRefill()
+    _, recs, sim = run_sim([req(0.0, 0, out=out)], fidelity="iteration", staging=staging, keepalive="none")
+    r = recs[0]
+    assert r.first_token_s == pytest.approx(6.725, rel=1e-12)
+    if refill:
+        assert r.finish_s == pytest.approx(6.725 + 5 * DECODE + PREFILL + 13 * DECODE, rel=1e-12)
+    else:
+        assert r.finish_s == pytest.approx(6.725 + 19 * DECODE, rel=1e-12)
+    assert r.quality == pytest.approx((6 * 0.5 + 14 * 1.0) / out, rel=1e-12)
+    assert total(sim, "refills") == (1 if refill else 0)
 
 
 def test_progressive_request_after_last_stage_has_full_quality():
