@@ -5,7 +5,9 @@ the GPU time-slices between their contexts. Two instances packed on one GPU that
 have a batch step to run therefore each progress at about half speed. This module
 models that as processor sharing: every step in flight on a GPU gets an equal share of
 it, so a step of `w` seconds (its time alone on the GPU) takes `n * w` while `n` steps
-run for the whole of it. Shares are recomputed whenever a step starts or ends; between
+run for the whole of it. A device that runs `k` steps side by side at full speed (the
+profile's `hardware.compute_slots`: a CPU with k cores for k single-threaded engines, or a
+GPU under MPS) gives each of `n` steps `min(1, k / n)`. Shares are recomputed whenever a step starts or ends; between
 those moments every step progresses at a constant rate, so finish times are exact.
 
 This is what makes packing models onto fewer GPUs cost latency in the simulator, as it
@@ -32,8 +34,11 @@ class _Step:
 class GpuCompute:
     """Processor sharing of one GPU between the batch steps in flight on it."""
 
-    def __init__(self, env: simpy.Environment):
+    def __init__(self, env: simpy.Environment, slots: float = 1.0):
+        if not slots >= 1:
+            raise ValueError(f"compute slots must be >= 1, got {slots}")
         self.env = env
+        self.slots = float(slots)  # steps that run side by side at full speed
         self.steps: list[_Step] = []
         self.work_done_s = 0.0  # full-speed seconds of work completed: busy time of the GPU
         self._last = env.now
@@ -51,23 +56,23 @@ class GpuCompute:
 
     @property
     def share(self) -> float:
-        """The fraction of the GPU each step in flight gets now."""
-        return 1.0 / len(self.steps) if self.steps else 1.0
+        """The speed of each step in flight now, as a fraction of its speed alone."""
+        return min(1.0, self.slots / len(self.steps)) if self.steps else 1.0
 
     def _advance(self) -> None:
         dt = self.env.now - self._last
         if dt > 0 and self.steps:
-            each = dt / len(self.steps)
+            each = dt * self.share
             for s in self.steps:
                 s.remaining -= each
-            self.work_done_s += dt
+            self.work_done_s += each * len(self.steps)
         self._last = self.env.now
 
     def _reschedule(self) -> None:
-        n = len(self.steps)
+        share = self.share
         for s in self.steps:
             s.generation += 1
-            ev = self.env.timeout(max(s.remaining, 0.0) * n)
+            ev = self.env.timeout(max(s.remaining, 0.0) / share)
             ev.callbacks.append(self._finisher(s, s.generation))
 
     def _finisher(self, step: _Step, generation: int):

@@ -124,6 +124,9 @@ class HardwareProfile:
     host_dram_gb: float
     ssd_gb: float
     gpu_reserved_gb: float = 0.0  # CUDA context, activations: never available for weights or KV
+    # Batch steps of co-located instances the device runs side by side at full speed: 1 for a
+    # GPU that time-slices processes (no MPS); on a CPU, its cores over each engine's threads.
+    compute_slots: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
         host_dram_gb=r.number(h, "host_dram_gb", hp),
         ssd_gb=r.number(h, "ssd_gb", hp),
         gpu_reserved_gb=r.number(h, "gpu_reserved_gb", hp, default=0.0),
+        compute_slots=r.number(h, "compute_slots", hp, minimum=1.0, default=1.0),
     )
     e = r.section(d, "engine", "")
     ep = "engine."

@@ -33,7 +33,7 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         heapq.heappop(slots)
     start = heapq.heappop(slots) if len(slots) >= inst.capacity else now
     shape = inst.shape
-    scale = inst.latency_scale * _co_located_busy(inst, start)
+    scale = inst.latency_scale * _co_located_slowdown(inst, start)
     tpot = shape.decode(len(slots) + 1) * scale
     first = start + shape.prefill(req.prompt_tokens) * scale * prefill_fraction
     out = req.output_tokens
@@ -50,17 +50,18 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
 
 
-def _co_located_busy(inst: Instance, start: float) -> float:
-    """How many instances share the GPU's compute at `start`, this one included (request fidelity).
+def _co_located_slowdown(inst: Instance, start: float) -> float:
+    """How much slower than alone `inst` computes at `start` (request fidelity).
 
     The closed form cannot slow down requests already scheduled, so a request alone pays
     for the instances busy on its GPU when it starts, for its whole life: an approximation
     of the processor sharing that iteration fidelity models exactly (sim/compute.py).
     """
-    gpu = inst.gpu_ref
-    if gpu.compute is None or len(gpu.instances) < 2:
+    compute = inst.gpu_ref.compute
+    if compute is None or len(inst.gpu_ref.instances) <= compute.slots:
         return 1.0
-    return 1.0 + sum(1 for other in gpu.instances if other is not inst and other.busy_until > start)
+    busy = 1 + sum(1 for other in inst.gpu_ref.instances if other is not inst and other.busy_until > start)
+    return max(1.0, busy / compute.slots)
 
 
 def finalize_partials(sim, inst: Instance, everything: bool) -> None:

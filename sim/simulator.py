@@ -51,7 +51,7 @@ class Simulator:
         self._gpus = [g for n in self.nodes for g in n.gpus]
         if config.compute_sharing == "time_slice":
             for gpu in self._gpus:
-                gpu.compute = GpuCompute(self.env)
+                gpu.compute = GpuCompute(self.env, profile.hardware.compute_slots)
         self.usage = UsageLedger()
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}

@@ -72,6 +72,30 @@ def test_a_late_step_slows_the_first_only_while_they_overlap():
     assert done == pytest.approx([2.5, 2.0], abs=1e-12)
 
 
+def test_two_slots_run_two_steps_at_full_speed_and_share_among_three():
+    env = simpy.Environment()
+    gpu = GpuCompute(env, slots=2)
+    done = {}
+
+    def job(i, work):
+        yield gpu.run(work)
+        done[i] = env.now
+
+    for i, w in enumerate([1.0, 1.0, 1.0]):
+        env.process(job(i, w))
+    env.run()
+    # three steps on two slots: each at 2/3 speed, all end at 1.5
+    assert [done[i] for i in range(3)] == pytest.approx([1.5, 1.5, 1.5], abs=1e-12)
+    assert gpu.work_done_s == pytest.approx(3.0)
+    done.clear()
+    for i, w in enumerate([1.0, 0.5]):
+        env.process(job(i, w))
+    env.run()
+    assert done == {0: pytest.approx(2.5), 1: pytest.approx(2.0)}  # two fit: no slowdown
+    with pytest.raises(ValueError, match="slots"):
+        GpuCompute(env, slots=0.5)
+
+
 def test_zero_work_ends_at_once():
     done, gpu, _ = run_compute([(1.5, 0.0)])
     assert done == [1.5] and gpu.work_done_s == 0.0

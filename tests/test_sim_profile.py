@@ -44,6 +44,7 @@ def test_unknown_model_name_gets_the_default_shape():
         (lambda d: d.pop("hardware"), "hardware"),
         (lambda d: d["hardware"].update(h2d_gbps=-1), "hardware.h2d_gbps"),
         (lambda d: d["hardware"].update(gpu_memory_gb="big"), "hardware.gpu_memory_gb"),
+        (lambda d: d["hardware"].update(compute_slots=0.5), "hardware.compute_slots"),
         (lambda d: d["engine"].update(loader_efficiency=1.5), "engine.loader_efficiency"),
         (lambda d: d["engine"].update(init_overlaps_load="yes"), "engine.init_overlaps_load"),
         (lambda d: d.update(schema_version=99), "schema_version"),

@@ -7,6 +7,7 @@ here synchronises the device first and last. torch is imported lazily so that
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ class DeviceInfo:
     memory_gb: float
     pci_bus_id: str | None = None
     versions: dict = field(default_factory=dict)
+    # engines that compute side by side at full speed (the profile's hardware.compute_slots):
+    # 1 on a GPU, which time-slices processes; on the CPU its cores over each engine's threads
+    compute_slots: float = 1.0
 
     @property
     def torch_device(self) -> str:
@@ -85,7 +89,16 @@ def select_device(gpu: bool) -> DeviceInfo:
             bus = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
         return DeviceInfo("cuda", props.name, props.total_memory / 1e9, bus, versions)
     threads = torch.get_num_threads()
-    return DeviceInfo("cpu", f"{cpu_name()} ({threads} threads)", host_memory_gb(), None, versions)
+    slots = max(1, usable_cores() // max(1, threads))
+    return DeviceInfo("cpu", f"{cpu_name()} ({threads} threads)", host_memory_gb(), None, versions, slots)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def synchronize(device: str) -> None:

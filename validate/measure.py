@@ -229,6 +229,7 @@ def _device_dict(dev: DeviceInfo, ckpt_dir: Path) -> dict:
         "host_dram_gb": host_memory_gb(),
         "disk_gb": shutil.disk_usage(ckpt_dir).total / 1e9,
         "versions": dev.versions,
+        "compute_slots": dev.compute_slots,
     }
 
 

@@ -129,6 +129,7 @@ def build_profile_dict(m: Measurements, name: str, network_gbps: float = DEFAULT
             "gpu_name": m.device.get("name", "unknown"),
             "gpu_memory_gb": float(m.device.get("memory_gb", 0.0)),
             "gpu_reserved_gb": float(eng.get("reserved_gb", 0.0)),
+            "compute_slots": float(m.device.get("compute_slots", 1.0)),
             "h2d_gbps": h2d,
             "h2d_pageable_gbps": m.bandwidth_gbps("h2d_pageable"),
             "d2h_gbps": d2h,

@@ -48,8 +48,9 @@ def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | N
     """The measured profile adjusted to what the in-process replay server does (see module doc).
 
     `max_instances` caps the device's memory at that many instances: on the CPU, where
-    every instance computes on the same few cores, unbounded scale-out measures core
-    contention (which the simulator does not model) rather than loading and keep-alive.
+    every instance computes on the same few cores, unbounded scale-out would measure core
+    contention (which the simulator models only as `hardware.compute_slots` engines at full
+    speed, not the memory bandwidth they share) rather than loading and keep-alive.
     """
     d = copy.deepcopy(profile)
     d["name"] = f"{profile['name']}-replay"
