@@ -16,12 +16,18 @@ and the token id and position are copied into static device tensors before repla
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from progressive_serve.kv_cache import KVCache
 from progressive_serve.model import AlphaGatedLlama
 
 MODES = ("whole", "per_layer")
+
+# torch allows one capture at a time per process, and entering a capture synchronises the
+# whole device: engines built in parallel threads (the replay server) take turns here.
+_CAPTURE_LOCK = threading.Lock()
 
 
 class DecodeGraph:
@@ -47,6 +53,7 @@ class DecodeGraph:
         self.logits = torch.zeros((1, 1, model.shape.vocab_size), dtype=torch.float32, device=dev)
         self.graphs: dict[str, torch.cuda.CUDAGraph | _Eager] = {}
         self.pool = None if emulate else torch.cuda.graph_pool_handle()
+        self.capture_stream = None if emulate else torch.cuda.Stream(device=dev)
         self.captured = False
 
     # -- pieces, written to static buffers --------------------------------------------------------
@@ -81,9 +88,18 @@ class DecodeGraph:
         if self.emulate:
             self.graphs[key] = _Eager(fn)
             return
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
+        # keep_graph: the captured cudaGraph_t stays readable (validate counts its nodes);
+        # it must then be instantiated before the first replay, here rather than mid-serving.
+        try:
+            g = torch.cuda.CUDAGraph(keep_graph=True)
+        except TypeError:  # torch before keep_graph: no node counts, same replay
+            g = torch.cuda.CUDAGraph()
+        # thread_local: another thread's allocations (a loader's pinned buffers, another
+        # engine's prefill) do not invalidate this capture
+        with torch.cuda.graph(g, pool=self.pool, stream=self.capture_stream, capture_error_mode="thread_local"):
             fn()
+        if hasattr(g, "instantiate"):
+            g.instantiate()
         self.graphs[key] = g
 
     @torch.inference_mode()
@@ -92,13 +108,21 @@ class DecodeGraph:
         allocator), then capture. Absent layers hold zeros (or `cuda_vmm`'s zero placeholder),
         so running them in the warm-up is harmless; their K/V slots are refilled later.
         """
-        if not self.emulate:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(warmup):
-                    self._whole()
-            torch.cuda.current_stream().wait_stream(stream)
+        if self.emulate:
+            self._capture_all()
+        else:
+            with _CAPTURE_LOCK:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(warmup):
+                        self._whole()
+                torch.cuda.current_stream().wait_stream(stream)
+                self._capture_all()
+                torch.cuda.synchronize()
+        self.captured = True
+
+    def _capture_all(self) -> None:
         if self.mode == "whole":
             self._capture("whole", self._whole)
         else:
@@ -106,9 +130,6 @@ class DecodeGraph:
             for i in range(self.model.shape.num_layers):
                 self._capture(f"layer{i}", lambda i=i: self._layer(i))
             self._capture("head", self._head)
-        if not self.emulate:
-            torch.cuda.synchronize()
-        self.captured = True
 
     @torch.inference_mode()
     def step(self, token: int, position: int) -> torch.Tensor:

@@ -99,6 +99,7 @@ class Driver:
             self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(self.ctx), device), "cuDevicePrimaryCtxRetain"
         )
         self.prop = _AllocProp(type=_PINNED, requestedHandleTypes=0, location=_Location(_DEVICE, device))
+        self.make_current()  # the calls that follow on this thread need a current context
 
     def _check(self, rc: int, what: str) -> None:
         if rc != 0:

@@ -284,6 +284,8 @@ class ProgressiveEngine:
         self.model = None  # type: ignore[assignment]
         self.cache = None  # type: ignore[assignment]
         self.loader.release_buffers()
+        self.loader.model = None  # its views into the arena must go before the arena does
+        self.loader._groups = {}
         if self.arena is not None:
             self.arena.release()
             self.arena = None

@@ -79,6 +79,7 @@ class StagedLoader:
         self._stream = torch.cuda.Stream(device=self.device) if self._cuda else None
         self._buffers: list[torch.Tensor] = []
         self._buffer_events: list[torch.cuda.Event | None] = [None, None]
+        self._copy_timers: list = []  # (record, [(start, end) events]) of the stage being loaded
         self._t0 = time.perf_counter()
 
     def _match_entries(self, entries: dict[str, TensorEntry]) -> dict[int | None, list[TensorEntry]]:
@@ -137,33 +138,49 @@ class StagedLoader:
         else:
             runs = plan_reads(entries)
             buf = self._host_buffer(slot, max(r.end - r.start for r in runs))
-            for run in runs:
+            timers = []
+            for i, run in enumerate(runs):
                 t = time.perf_counter()
                 views = read_into(run, buf)
                 t2 = time.perf_counter()
                 read_s += t2 - t
-                self._copy(views, params, slot)
+                timers.append(self._copy(views, params, slot))
                 copy_s += time.perf_counter() - t2
-                if self._cuda and len(runs) > 1:
+                if self._cuda and i < len(runs) - 1:
                     self._buffer_events[slot].synchronize()  # buffer reused by the next run
         end = time.perf_counter()
         rec = LayerLoadRecord(
             stage, unit, self.unit_bytes(unit), read_s, copy_s, 0.0, start - self._t0, end - self._t0
         )
+        if self._cuda:
+            # an asynchronous copy returns at once: its time is read from the stream's events
+            # once the stage has synchronised (load_stage)
+            self._copy_timers.append((rec, timers))
         self.records.append(rec)
         return rec
 
-    def _copy(self, views: dict[str, torch.Tensor], params: dict, slot: int) -> None:
+    def _copy(self, views: dict[str, torch.Tensor], params: dict, slot: int):
+        """Copy one read's tensors into their parameters; on CUDA, asynchronously on the side
+        stream, returning the (start, end) timing events of the copies."""
         if not self._cuda:
             for name, v in views.items():
                 params[name].data.copy_(v)
-            return
+            return None
         with torch.cuda.stream(self._stream):
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record(self._stream)
             for name, v in views.items():
                 params[name].data.copy_(v, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(enable_timing=True)
             event.record(self._stream)
         self._buffer_events[slot] = event
+        return begin, event
+
+    def _settle_copy_times(self) -> None:
+        """Device time of each unit's copies (after the stage's copies have completed)."""
+        for rec, timers in self._copy_timers:
+            rec.copy_s = sum(b.elapsed_time(e) for b, e in timers) / 1e3
+        self._copy_timers.clear()
 
     # -- stages -----------------------------------------------------------------------------------
     def load_stage(self, stage: int) -> list[LayerLoadRecord]:
@@ -186,6 +203,7 @@ class StagedLoader:
             self.bound_stage = stage
         if self._cuda:
             torch.cuda.current_stream(self.device).synchronize()
+            self._settle_copy_times()
         self.stage_done_s.append(time.perf_counter() - self._t0)
         return recs
 
@@ -207,3 +225,4 @@ class StagedLoader:
     def release_buffers(self) -> None:
         self._buffers.clear()
         self._buffer_events = [None, None]
+        self._copy_timers.clear()

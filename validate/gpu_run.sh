@@ -6,9 +6,14 @@
 #   bash validate/gpu_run.sh replay    # replay on the 7B profile measured by `measure`: ~6-8 min
 #
 # The machine lacks simpy (for `python -m sim`): carry its wheel in .whl (docs/validate.md shows
-# how to fetch it). Results are tarred into $OUT (the device tool brings back 8 files at most).
+# how to fetch it). It lacks the shared trace samples too: carry a copy of the two the replay
+# reads in .traces (git-ignored; docs/validate.md). Results are tarred into $OUT even when
+# the run fails (the device tool brings back 8 files at most), and the run's status is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -d .traces ]; then
+  export PROGRESSIVE_SERVE_TRACES="$PWD/.traces"
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
@@ -17,22 +22,25 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 OUT="${OUT:-runs/out}"
 mkdir -p "$OUT" runs
 nvidia-smi --query-gpu=name,memory.total,pcie.link.gen.max,pcie.link.width.max --format=csv > "$OUT/nvidia-smi.csv" || true
+rc=0
 case "${1:-}" in
   small)
-    python3 -m validate --gpu --small --replay --cache-dir runs/cache --out runs/gpu-small 2>&1 | tee "$OUT/small.log"
-    tar czf "$OUT/gpu-small.tgz" --exclude='*.parquet' runs/gpu-small ;;
+    python3 -m validate --gpu --small --replay --cache-dir runs/cache --out runs/gpu-small 2>&1 \
+      | tee "$OUT/small.log" || rc=$?
+    tar czf "$OUT/gpu-small.tgz" --exclude='*.parquet' runs/gpu-small || true ;;
   measure)
-    python3 -m validate --gpu --cache-dir runs/cache --out runs/gpu-7b 2>&1 | tee "$OUT/measure.log"
-    tar czf "$OUT/gpu-7b.tgz" runs/gpu-7b ;;
+    python3 -m validate --gpu --cache-dir runs/cache --out runs/gpu-7b 2>&1 | tee "$OUT/measure.log" || rc=$?
+    tar czf "$OUT/gpu-7b.tgz" runs/gpu-7b || true ;;
   replay)
     if [ ! -f runs/gpu-7b/profile.json ]; then
       echo "no runs/gpu-7b/profile.json: run 'measure' first, or extract gpu-7b.tgz here and carry runs/gpu-7b" >&2
       exit 2
     fi
     python3 -m validate --gpu --replay --profile runs/gpu-7b/profile.json --cache-dir runs/cache \
-      --out runs/gpu-7b-replay 2>&1 | tee "$OUT/replay.log"
-    tar czf "$OUT/gpu-7b-replay.tgz" --exclude='*.parquet' runs/gpu-7b-replay ;;
+      --out runs/gpu-7b-replay 2>&1 | tee "$OUT/replay.log" || rc=$?
+    tar czf "$OUT/gpu-7b-replay.tgz" --exclude='*.parquet' runs/gpu-7b-replay || true ;;
   *)
     echo "usage: bash validate/gpu_run.sh small|measure|replay" >&2
     exit 2 ;;
 esac
+exit $rc

@@ -1,11 +1,12 @@
 """CUDA-graph invariance: one decode graph, captured once, replayed correctly at every stage.
 
 The alpha gate's promise is that loading a stage changes data (weights, gate values),
-never the graph. This check builds the engine with the seed's one-graph mode, loads
-everything, then for each stage of the plan sets that stage's gates and compares one
-graph replay with the eager forward pass on the same input. The graph objects must be
-the same ones before and after (no re-capture), and the node count, where the CUDA
-runtime lets us read it, must not change.
+never the graph. This check builds the engine as it serves (graph mode `per_layer`: one
+graph per decoder layer plus embedding and head), loads everything, then for each stage
+of the plan sets that stage's gates and compares one graph replay with the eager forward
+pass on the same input. The graph objects must be the same ones before and after (no
+re-capture), and their total node count (the graphs are captured with `keep_graph=True`,
+so the CUDA runtime can count them) must not change.
 """
 
 from __future__ import annotations
