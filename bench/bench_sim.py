@@ -36,11 +36,11 @@ def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
             for i, (t, m, p, o) in enumerate(zip(times, which, prompts, outputs, strict=True))]
 
 
-def run(reqs: list[Request], fidelity: str, staging: str) -> tuple[float, dict, int]:
+def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_slice") -> tuple[float, dict, int]:
     profile = load_profile()
     policies = PolicySet.from_specs(staging=staging, keepalive="fixed")
     metrics = RunMetrics(policies.label, 5.0)
-    sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity), metrics)
+    sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity, compute_sharing=sharing), metrics)
     steps = [0]
     step = sim.env.step
 
@@ -68,10 +68,14 @@ def main() -> None:
               f"  {rate / TARGET_REQUEST_FIDELITY:.2f} x the 50k/s target")
     reqs = workload(args.iteration_requests, models=8, rate=20.0, seed=2)
     for staging in ("full", "progressive"):
-        dt, row, events = run(reqs, "iteration", staging)
-        rate = row["requests"] / dt
-        print(f"{'iteration':10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
-              f"  {rate / VIDUR_REQ_PER_S:.1f} x Vidur's 420/s ({events / dt:,.0f} events/s)")
+        # "none" shows what sharing a GPU's compute costs the simulator (one more event per step)
+        for sharing in ("time_slice", "none"):
+            dt, row, events = run(reqs, "iteration", staging, sharing)
+            rate = row["requests"] / dt
+            name = f"iteration{'' if sharing == 'time_slice' else '*'}"
+            print(f"{name:10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
+                  f"  {rate / VIDUR_REQ_PER_S:.1f} x Vidur's 420/s ({events / dt:,.0f} events/s)")
+    print("iteration*: --compute-sharing none (each instance at full speed)")
 
 
 if __name__ == "__main__":

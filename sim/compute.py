@@ -26,13 +26,25 @@ _EPS_S = 1e-12  # a step within a picosecond of its end has ended (float drift)
 
 @dataclass(eq=False)
 class _Step:
-    remaining: float  # seconds of work left, at full speed
-    done: simpy.Event
+    remaining: float  # seconds of work left at full speed (a plain step: its whole work)
+    event: simpy.Event  # what the step's process waits on now
+    end: float = 0.0  # a plain step's end: it runs at full speed until then
+    managed: bool = False  # ended by this server's rescheduled timeouts (it has shared the GPU)
+    finished: bool = False
     generation: int = 0
 
 
 class GpuCompute:
-    """Processor sharing of one GPU between the batch steps in flight on it."""
+    """Processor sharing of one GPU between the batch steps in flight on it.
+
+    While no more steps are in flight than the GPU has slots, nobody is slowed down and a
+    step is one plain timeout (the common case: one instance per GPU costs little extra).
+    When one step too many arrives, every step in flight becomes *managed*: it gets a
+    fresh event that this server fires at its recomputed end; its process, woken early by
+    the stale timeout, sees the step unfinished and waits again. So a step is waited for as
+
+        yield from compute.work(seconds)
+    """
 
     def __init__(self, env: simpy.Environment, slots: float = 1.0):
         if not slots >= 1:
@@ -43,16 +55,38 @@ class GpuCompute:
         self.work_done_s = 0.0  # full-speed seconds of work completed: busy time of the GPU
         self._last = env.now
 
-    def run(self, work_s: float) -> simpy.Event:
-        """Start a step needing `work_s` seconds of the whole GPU; the event fires when it ends."""
-        done = self.env.event()
+    def work(self, work_s: float):
+        """Generator: run a step needing `work_s` seconds of the whole GPU, until it ends."""
+        step = self.start(work_s)
+        while not step.finished:
+            yield step.event
+
+    def start(self, work_s: float) -> _Step:
+        """Start a step; wait on `.event` until `.finished` (or use `work`)."""
+        env = self.env
         if not work_s > 0:
-            done.succeed()
-            return done
+            return _Step(0.0, env.event(), finished=True)
+        steps = self.steps
+        if len(steps) + 1 <= self.slots:
+            # every step keeps the whole speed it has: nothing to advance or reschedule
+            ev = env.timeout(work_s)
+            step = _Step(float(work_s), ev, end=env.now + work_s)
+            ev.callbacks.append(self._finisher(step, 0))
+            steps.append(step)
+            return step
         self._advance()
-        self.steps.append(_Step(float(work_s), done))
+        now = env.now
+        for s in steps:
+            if not s.managed:  # its timeout assumed the whole GPU: replace it
+                left = s.end - now
+                self.work_done_s += s.remaining - left  # worked at full speed so far
+                s.remaining = left
+                s.managed = True
+                s.generation += 1
+                s.event = env.event()
+        steps.append(_Step(float(work_s), env.event(), managed=True))
         self._reschedule()
-        return done
+        return steps[-1]
 
     @property
     def share(self) -> float:
@@ -60,32 +94,44 @@ class GpuCompute:
         return min(1.0, self.slots / len(self.steps)) if self.steps else 1.0
 
     def _advance(self) -> None:
-        dt = self.env.now - self._last
-        if dt > 0 and self.steps:
+        """Move managed steps on to now at the share in effect since the last change."""
+        now = self.env.now
+        dt = now - self._last
+        self._last = now
+        if dt > 0:
             each = dt * self.share
             for s in self.steps:
-                s.remaining -= each
-            self.work_done_s += each * len(self.steps)
-        self._last = self.env.now
+                if s.managed:
+                    s.remaining -= each
+                    self.work_done_s += each
 
     def _reschedule(self) -> None:
         share = self.share
         for s in self.steps:
+            if not s.managed:
+                continue  # a plain timeout: at full speed, which it still has
             s.generation += 1
             ev = self.env.timeout(max(s.remaining, 0.0) / share)
             ev.callbacks.append(self._finisher(s, s.generation))
 
     def _finisher(self, step: _Step, generation: int):
         def finish(_event) -> None:
-            if step.generation != generation:
+            if step.generation != generation or step.finished:
                 return  # shares changed since this end was scheduled
+            if not step.managed:
+                # a plain step: no share changed while it ran (else it would be managed)
+                self.steps.remove(step)
+                self.work_done_s += step.remaining
+                step.finished = True
+                return  # its event is this very timeout: its process wakes next
             self._advance()
             if step.remaining > _EPS_S:
                 self._reschedule()
                 return
             self.steps.remove(step)
             self.work_done_s += min(step.remaining, 0.0)  # drift below zero was never worked
+            step.finished = True
             self._reschedule()
-            step.done.succeed()
+            step.event.succeed()
 
         return finish

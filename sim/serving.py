@@ -138,7 +138,12 @@ def batch_loop(sim, inst: Instance):
             q = inst.quality
             sim.mark_busy(inst, env.now + step)
             compute = inst.gpu_ref.compute
-            yield compute.run(step) if compute is not None else env.timeout(step)
+            if compute is None:
+                yield env.timeout(step)
+            else:  # compute.work(step), inlined: this loop is the hot path
+                job = compute.start(step)
+                while not job.finished:
+                    yield job.event
             sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
             still = []
             for live in running:

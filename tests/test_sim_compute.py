@@ -14,8 +14,9 @@ from sim.config import SimConfig
 from traces.request import Request
 
 
-def processor_sharing(jobs: list[tuple[float, float]]) -> list[float]:
-    """Exact finish times of (arrival, work) jobs on one server shared equally (no simpy)."""
+def processor_sharing(jobs: list[tuple[float, float]], slots: int = 1) -> list[float]:
+    """Exact finish times of (arrival, work) jobs on a server that runs `slots` jobs at full
+    speed and shares itself equally among more (no simpy)."""
     order = sorted(range(len(jobs)), key=lambda i: jobs[i][0])
     finish = [0.0] * len(jobs)
     active: dict[int, float] = {}  # job -> work left
@@ -24,8 +25,9 @@ def processor_sharing(jobs: list[tuple[float, float]]) -> list[float]:
     while k < len(order) or active:
         next_arrival = jobs[order[k]][0] if k < len(order) else float("inf")
         if active:
+            rate = min(1.0, slots / len(active))
             least = min(active.values())
-            t_end = t + least * len(active)
+            t_end = t + least / rate
             if t_end <= next_arrival:
                 for i in list(active):
                     active[i] -= least
@@ -35,7 +37,7 @@ def processor_sharing(jobs: list[tuple[float, float]]) -> list[float]:
                 t = t_end
                 continue
             for i in active:
-                active[i] -= (next_arrival - t) / len(active)
+                active[i] -= (next_arrival - t) * rate
         t = next_arrival
         while k < len(order) and jobs[order[k]][0] == t:
             active[order[k]] = jobs[order[k]][1]
@@ -43,14 +45,14 @@ def processor_sharing(jobs: list[tuple[float, float]]) -> list[float]:
     return finish
 
 
-def run_compute(jobs: list[tuple[float, float]]) -> tuple[list[float], GpuCompute, simpy.Environment]:
+def run_compute(jobs: list[tuple[float, float]], slots: int = 1) -> tuple[list[float], GpuCompute, simpy.Environment]:
     env = simpy.Environment()
-    gpu = GpuCompute(env)
+    gpu = GpuCompute(env, slots)
     done = [0.0] * len(jobs)
 
     def job(i, start, work):
         yield env.timeout(start)
-        yield gpu.run(work)
+        yield from gpu.work(work)
         done[i] = env.now
 
     for i, (start, work) in enumerate(jobs):
@@ -78,7 +80,7 @@ def test_two_slots_run_two_steps_at_full_speed_and_share_among_three():
     done = {}
 
     def job(i, work):
-        yield gpu.run(work)
+        yield from gpu.work(work)
         done[i] = env.now
 
     for i, w in enumerate([1.0, 1.0, 1.0]):
@@ -109,10 +111,10 @@ JOBS = st.lists(
 
 
 @settings(max_examples=examples(200), deadline=None)
-@given(jobs=JOBS)
-def test_matches_exact_processor_sharing(jobs):
-    done, gpu, env = run_compute(jobs)
-    expect = processor_sharing(jobs)
+@given(jobs=JOBS, slots=st.sampled_from([1, 1, 2, 3]))
+def test_matches_exact_processor_sharing(jobs, slots):
+    done, gpu, env = run_compute(jobs, slots)
+    expect = processor_sharing(jobs, slots)
     assert done == pytest.approx(expect, rel=1e-9, abs=1e-9)
     # work is conserved, and the GPU never did more than one second of work per second
     assert gpu.work_done_s == pytest.approx(sum(w for _, w in jobs), rel=1e-9)
