@@ -163,6 +163,7 @@ def run(
                 lambda m, layer=layer: m.set_gates([0.0 if i == layer else 1.0 for i in range(layers)])
             )
             out["dropped"][str(layer)] = _generate(llm, prompts, n)
+            out.setdefault("computed_when_dropped", {})[str(layer)] = llm.apply_model(lambda m: m.computed_layers())[0]
         return out
     if mode != "staged":
         raise ValueError(f"mode {mode!r}; known: vanilla, gated, staged")
@@ -182,6 +183,7 @@ def run(
                 "bind_s": bind_s,
                 "loaded": len(loaded),
                 "gates": gates,
+                "computed_layers": llm.apply_model(lambda m: m.computed_layers())[0],
                 "tokens": _generate(llm, prompts, n),
             }
         )

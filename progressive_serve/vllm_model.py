@@ -5,7 +5,10 @@ model code). vLLM's decoder layer uses a fused residual: it takes and returns
 `(hidden, residual)` whose sum is the residual stream. The gated layer returns
 `(alpha * hidden', lerp(stream, residual', alpha))`: at alpha = 1 exactly vLLM's outputs,
 at alpha = 0 exactly the stream it was given (an identity), with no branch, so compiled
-and graph-captured code stays one shape. All gates live in one buffer, `gates`.
+and graph-captured code stays one shape. All gates live in one buffer, `gates`. Where vLLM
+runs the model uncompiled (`enforce_eager=True`: no torch.compile, no CUDA graphs), a
+closed layer is not computed at all: it returns `(0, stream)` at once, which is the same
+pair (vLLM's next layer adds the two).
 
 Binding (`bind_layers`) feeds a layer's tensors from the checkpoint through vLLM's own
 `load_weights`, which copies into the existing (fused qkv / gate_up) parameters in place.
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from vllm.config import CompilationMode
 from vllm.model_executor.layers.linear import LinearBase
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 from vllm.model_executor.models.utils import PPMissingLayer
@@ -36,10 +40,14 @@ class GatedLlamaDecoderLayer(LlamaDecoderLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.register_buffer("alpha", torch.ones(1), persistent=False)
+        self.closed = False  # alpha == 0, mirrored on the host by the model's set_gate(s)
+        self.skip_closed = False  # only where nothing is compiled or captured (eager)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None):
         # vLLM's norms add in place into `residual`, so the stream must be its own tensor.
         stream = hidden_states.clone() if residual is None else hidden_states + residual
+        if self.closed and self.skip_closed:
+            return torch.zeros_like(hidden_states), stream
         hidden, new_residual = super().forward(positions, hidden_states, residual)
         alpha = self.alpha.to(hidden.dtype)
         return hidden * alpha, torch.lerp(stream, new_residual, alpha)
@@ -58,10 +66,13 @@ class ProgressiveLlamaForCausalLM(LlamaForCausalLM):
             raise ValueError(f"progressive_gates has {len(initial)} entries for {n} layers")
         self.register_buffer("gates", torch.tensor(initial, dtype=torch.float32), persistent=False)
         self.inplace = given is not None
+        eager = vllm_config.compilation_config.mode == CompilationMode.NONE
         for i, layer in enumerate(self.model.layers):
             if isinstance(layer, PPMissingLayer):
                 continue
             layer.alpha = self.gates[i : i + 1]
+            layer.skip_closed = eager
+            layer.closed = float(initial[i]) == 0.0
             if self.inplace:
                 for module in layer.modules():
                     if isinstance(module, LinearBase):
@@ -69,9 +80,24 @@ class ProgressiveLlamaForCausalLM(LlamaForCausalLM):
 
     def set_gate(self, layer: int, value: float) -> None:
         self.gates[layer].fill_(float(value))
+        self._mirror(layer, value)
 
     def set_gates(self, values: list[float]) -> None:
         self.gates.copy_(torch.tensor(values, dtype=self.gates.dtype))
+        for i, v in enumerate(values):
+            self._mirror(i, v)
+
+    def _mirror(self, layer: int, value: float) -> None:
+        module = self.model.layers[layer]
+        if not isinstance(module, PPMissingLayer):
+            module.closed = float(value) == 0.0
+
+    def computed_layers(self) -> int:
+        """Decoder layers a forward pass computes now (closed ones are skipped when eager)."""
+        return sum(
+            1 for m in self.model.layers
+            if not isinstance(m, PPMissingLayer) and not (m.closed and m.skip_closed)
+        )
 
     def gate_values(self) -> list[float]:
         return self.gates.tolist()

@@ -99,6 +99,7 @@ def test_gate_off_in_vllm_equals_gate_off_in_the_pytorch_engine(vllm_result):
     ckpt, r = vllm_result
     assert r["gated"]["dropped"]["1"] != r["vanilla"]["tokens"]
     assert r["gated"]["dropped"]["1"] == _ours(ckpt, [1.0, 0.0, 1.0, 1.0])
+    assert r["gated"]["computed_when_dropped"]["1"] == 3  # eager: the closed layer is not run
 
 
 @pytest.mark.slow
@@ -107,6 +108,8 @@ def test_staged_binding_in_vllm_is_in_place_and_ends_at_the_full_model(vllm_resu
     staged = r["staged"]
     assert staged["pointers_unchanged"] is True
     assert staged["stages"][0]["gates"] == [1.0, 0.0, 0.0, 1.0]
+    assert staged["stages"][0]["computed_layers"] == 2
+    assert staged["stages"][-1]["computed_layers"] == 4
     assert staged["stages"][0]["tokens"] == _ours(ckpt, [1.0, 0.0, 0.0, 1.0])
     assert staged["stages"][-1]["gates"] == [1.0] * 4
     assert staged["stages"][-1]["tokens"] == r["vanilla"]["tokens"]
