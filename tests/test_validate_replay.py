@@ -87,21 +87,23 @@ def test_segment_of_the_real_trace_has_real_token_counts():
 
 
 def test_errors_against_hand_computed_percentiles():
-    real = pd.DataFrame({"ttft_s": [1.0, 1.0, 1.0, 1.0, 5.0], "cold": [True, False, False, False, True]})
+    real = pd.DataFrame({"ttft_s": [1.0, 1.0, 1.0, 1.0, 5.0], "cold": [True, False, False, False, True],
+                         "refills": [1, 0, 0, 2, 0]})
     sim = pd.DataFrame({
         "ttft_s": [2.0, 2.0, 2.0, 2.0, 10.0, 99.0],
         "cold": [True, True, False, False, True, True],
         "rejected": [False, False, False, False, False, True],
     })  # fmt: skip
-    e = compare_policy("full/none", real, sim)
+    e = compare_policy("full/none", real, sim, sim_refills=2)
     assert e.real_ttft[50] == 1.0 and e.sim_ttft[50] == 2.0
     assert e.ttft_error(50) == pytest.approx(1.0)  # +100 %
     assert e.real_ttft[90] == pytest.approx(3.4) and e.sim_ttft[90] == pytest.approx(6.8)
     assert e.ttft_error(90) == pytest.approx(1.0)
     assert (e.real_cold, e.sim_cold, e.cold_error, e.sim_rejected) == (2, 3, 1, 1)
+    assert (e.real_refills, e.sim_refills) == (3, 2)
     table = format_table([e])
     header = table.splitlines()[0]
-    for col in ("TTFT p50 err %", "TTFT p90 err %", "TTFT p99 err %", "cold-start count err"):
+    for col in ("TTFT p50 err %", "TTFT p90 err %", "TTFT p99 err %", "cold-start count err", "real refills"):
         assert col in header
     assert "+100.0" in table and "+1" in table.splitlines()[2]
     assert markdown_table([e]).startswith("| " + " | ".join(ERROR_HEADER) + " |")
@@ -144,6 +146,7 @@ def test_policies_option_parses_and_rejects():
 class _Result:
     ttft_s: float
     stage_at_first_token: int = 0
+    refills: int = 0
 
 
 class FakeEngine:

@@ -25,6 +25,8 @@ ERROR_HEADER = (
     "real cold",
     "sim cold",
     "cold-start count err",
+    "real refills",
+    "sim refills",
 )
 
 
@@ -39,6 +41,9 @@ class PolicyError:
     real_cold: int
     sim_cold: int
     sim_rejected: int = 0
+    # tokens computed by a prefill over the context because a stage bound mid-request
+    real_refills: int = 0
+    sim_refills: int = 0
 
     def ttft_error(self, p: int) -> float:
         """Relative error of the simulated p-th percentile TTFT (0.1 = 10 % too high)."""
@@ -59,6 +64,8 @@ class PolicyError:
             str(self.real_cold),
             str(self.sim_cold),
             f"{self.cold_error:+d}",
+            str(self.real_refills),
+            str(self.sim_refills),
         ]
 
     def to_dict(self) -> dict:
@@ -69,6 +76,8 @@ class PolicyError:
             "sim_cold": self.sim_cold,
             "cold_error": self.cold_error,
             "sim_rejected": self.sim_rejected,
+            "real_refills": self.real_refills,
+            "sim_refills": self.sim_refills,
         }
         for p in PERCENTILES:
             d[f"real_p{p}_s"] = self.real_ttft[p]
@@ -84,8 +93,9 @@ def percentiles(values: pd.Series) -> dict[int, float]:
     return {p: float(np.percentile(v, p)) for p in PERCENTILES}
 
 
-def compare_policy(policy: str, real: pd.DataFrame, sim: pd.DataFrame) -> PolicyError:
-    """Compare one policy: `real` and `sim` each have ttft_s and cold per request."""
+def compare_policy(policy: str, real: pd.DataFrame, sim: pd.DataFrame, sim_refills: int = 0) -> PolicyError:
+    """Compare one policy: `real` and `sim` each have ttft_s and cold per request; `real`
+    may have the engine's `refills` per request, `sim_refills` is the simulator's total."""
     rejected = sim["rejected"].astype(bool) if "rejected" in sim else pd.Series(False, index=sim.index)
     served = sim[~rejected]
     return PolicyError(
@@ -96,6 +106,8 @@ def compare_policy(policy: str, real: pd.DataFrame, sim: pd.DataFrame) -> Policy
         real_cold=int(real["cold"].astype(bool).sum()),
         sim_cold=int(served["cold"].astype(bool).sum()),
         sim_rejected=int(rejected.sum()),
+        real_refills=int(real["refills"].sum()) if "refills" in real else 0,
+        sim_refills=int(sim_refills),
     )
 
 

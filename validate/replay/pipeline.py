@@ -26,7 +26,7 @@ from validate.profile_writer import write_profile
 from validate.replay.compare import PolicyError, compare_policy, format_table, markdown_table
 from validate.replay.runner import ReplayServer, ServerSpec
 from validate.replay.segment import SegmentSpec, build_segment, write_requests_csv
-from validate.replay.simulate import run_sim, sim_cli_available, sim_command
+from validate.replay.simulate import run_sim, sim_cli_available, sim_command, sim_refills
 
 
 @dataclass
@@ -149,7 +149,7 @@ def run_replay(
         sim_dir = out_dir / f"sim-{slug}"
         commands.append(" ".join(sim_command(csv, rprof_path, staging, ka, sim_dir, cfg.seed)))
         sim = run_sim(csv, rprof_path, staging, ka, sim_dir, cfg.seed)
-        errors.append(compare_policy(label, real, sim))
+        errors.append(compare_policy(label, real, sim, sim_refills(sim_dir)))
     bar.close()
     if not have_sim:
         raise ValidateError(

@@ -181,6 +181,7 @@ class ReplayServer:
                     "ttft_s": first - arrival,
                     "cold": cold,
                     "stage_at_first_token": int(result.stage_at_first_token),
+                    "refills": int(result.refills),
                     "instance_id": inst.iid,
                 }
             )

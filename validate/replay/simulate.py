@@ -77,3 +77,12 @@ def run_sim(
     if not path.exists():
         raise ValidateError(f"the simulator wrote no {path} for {staging}/{keepalive}.")
     return pd.read_parquet(path)
+
+
+def sim_refills(out_dir: Path) -> int:
+    """The simulator's refills over every model (its `models.csv`); 0 when it wrote none."""
+    path = out_dir / "models.csv"
+    if not path.exists():
+        return 0
+    models = pd.read_csv(path)
+    return int(models["refills"].sum()) if "refills" in models else 0
