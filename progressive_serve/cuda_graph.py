@@ -80,8 +80,22 @@ class DecodeGraph:
     def _whole(self) -> None:
         self._embed()
         for i in range(self.model.shape.num_layers):
-            self._layer(i)
+            self._guarded_layer(i)
         self._head()
+
+    def _guarded_layer(self, i: int) -> None:
+        """A layer in the one-graph mode, where closed layers run too: their weights may be
+        half-copied by the loader's side stream, and `lerp(h, inf, 0)` is NaN, so a closed
+        layer's output is discarded by a select on its gate, not multiplied away."""
+        out = self.model.run_layer(
+            i,
+            self.hidden,
+            positions=self.pos,
+            rope=(self.cos, self.sin),
+            cache=self.cache,
+            kv_len=self.kv_len,
+        )
+        self.hidden.copy_(torch.where(self.model.gates[i] != 0, out, self.hidden))
 
     # -- capture / replay -----------------------------------------------------------------------------
     def _capture(self, key: str, fn) -> None:

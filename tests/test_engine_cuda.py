@@ -76,6 +76,22 @@ def test_graph_runner_logic_emulated_on_cpu(tiny, cpu_tokens, mode):
     assert eng.graph.graphs == graphs
 
 
+def test_whole_graph_discards_a_closed_layer_even_when_its_weights_are_not_finite(tiny, cpu_tokens):
+    """In one-graph mode closed layers run, possibly on half-copied weights: an inf there must
+    not leak into the stream (lerp(h, inf, 0) would be NaN)."""
+    from progressive_serve.cuda_graph import DecodeGraph
+
+    eng = ProgressiveEngine(tiny, PLAN, device="cpu", max_tokens=64)
+    eng.graph = DecodeGraph(model=eng.model, cache=eng.cache, mode="whole", emulate=True)
+    eng.graph.capture()
+    eng.bind_stage(0)
+    closed = PLAN.stages[1][0]
+    with torch.no_grad():
+        eng.model.model.layers[closed].mlp.down_proj.weight.fill_(float("inf"))
+    res = eng.generate(random_prompt(eng.shape, 6), 8)
+    assert res.tokens == cpu_tokens[0]
+
+
 @cuda
 @pytest.mark.parametrize("mode,vmm", [("whole", False), ("per_layer", False), ("per_layer", True)])
 def test_graph_captured_before_stage_1_serves_every_stage(tiny, cpu_tokens, mode, vmm):
