@@ -125,11 +125,15 @@ class GpuCompute:
                 step.finished = True
                 return  # its event is this very timeout: its process wakes next
             self._advance()
-            if step.remaining > _EPS_S:
+            now = self.env.now
+            # Not done yet only if what is left is real work and the clock can still show
+            # it: late in a long run, float drift leaves slivers that `now + sliver` rounds
+            # away, and rescheduling those would loop at one instant forever.
+            if step.remaining > _EPS_S and now + step.remaining / self.share > now:
                 self._reschedule()
                 return
             self.steps.remove(step)
-            self.work_done_s += min(step.remaining, 0.0)  # drift below zero was never worked
+            self.work_done_s += step.remaining  # the sliver (or the drift below zero)
             step.finished = True
             self._reschedule()
             step.event.succeed()

@@ -128,8 +128,10 @@ class FlowNetwork:
             if t.generation != generation or t not in self.active:
                 return  # rates changed since this completion was scheduled
             self._advance()
-            if t.remaining > _EPS_BYTES and t.remaining / t.rate > 1e-9:
-                # float drift left more than a byte-sliver: schedule the rest
+            now = self.env.now
+            if t.remaining > _EPS_BYTES and now + t.remaining / t.rate > now + 1e-9:
+                # float drift left more than a byte-sliver that the clock can still show
+                # (late in a long run a nanosecond rounds away): schedule the rest
                 self._reallocate()
                 return
             self.active.remove(t)

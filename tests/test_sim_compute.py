@@ -7,7 +7,7 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_sim_properties import SMALL, examples, run_sim
+from test_sim_properties import SMALL, examples, run_sim, time_limit
 
 from sim.compute import GpuCompute
 from sim.config import SimConfig
@@ -121,6 +121,39 @@ def test_matches_exact_processor_sharing(jobs, slots):
     assert not gpu.steps
     for (start, work), end in zip(jobs, done, strict=True):
         assert end >= start + work - 1e-12
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(jobs=JOBS, slots=st.sampled_from([1, 2, 3]), t0=st.sampled_from([2.0**14, 1e5, 172_800.0, 3e6]))
+def test_late_in_a_long_run_float_drift_cannot_stall_the_clock(jobs, slots, t0):
+    # Regression: at ~1e5 s, rounding left slivers of work that `now + sliver` rounded
+    # away; the step was rescheduled at the same instant forever.
+    env = simpy.Environment(initial_time=t0)
+    gpu = GpuCompute(env, slots)
+    done = {}
+
+    def job(i, start, work):
+        yield env.timeout(start)
+        yield from gpu.work(work)
+        done[i] = env.now
+
+    for i, (start, work) in enumerate(jobs):
+        env.process(job(i, start, work))
+    with time_limit(10.0):
+        env.run()
+    shifted = [(start, work) for start, work in jobs]
+    expect = processor_sharing(shifted, slots)
+    assert [done[i] - t0 for i in range(len(jobs))] == pytest.approx(expect, rel=1e-6, abs=1e-6)
+    assert not gpu.steps
+
+
+def test_a_day_into_the_trace_co_located_instances_still_finish():
+    reqs = [Request(arrival_s=a, model=m, prompt_tokens=p, output_tokens=o, request_id=i)
+            for i, (a, m, p, o) in enumerate([(100000.75382687227, "m1", 228, 51),
+                                              (100002.07598652216, "m0", 32, 40),
+                                              (100002.92537053702, "m2", 128, 59)])]
+    _, recs, _ = run_sim(reqs, SMALL, fidelity="iteration", keepalive="fixed[ttl=100]")
+    assert sorted(r.request_id for r in recs) == [0, 1, 2]
 
 
 def _two_models_at_once(fidelity: str, sharing: str):
