@@ -13,7 +13,7 @@ import math
 
 import pytest
 import simpy
-from test_sim_properties import SMALL, SleepTiers, run_sim, small_profile_dict
+from test_sim_properties import SMALL, SleepTiers, run_sim, small_profile_dict, time_limit
 
 from policies import KeepAlivePolicy, Place, StagePlan, StagingPolicy, load_policy
 from sim.flows import FlowNetwork, Link
@@ -49,9 +49,9 @@ def by_id(records):
 # links
 
 
-def run_transfers(specs):
+def run_transfers(specs, t0: float = 0.0):
     """specs: (start, path, nbytes, efficiency); returns completion times."""
-    env = simpy.Environment()
+    env = simpy.Environment(initial_time=t0)
     net = FlowNetwork(env)
     done = {}
 
@@ -86,6 +86,18 @@ def test_max_min_late_arrival_and_loader_caps():
     lk = Link("L", "ssd", 10 * GB)
     got = run_transfers([(0, (lk,), 10 * GB, 0.2), (0, (lk,), 20 * GB, 1.0), (1, (lk,), 16 * GB, 1.0)])
     assert got == pytest.approx([5.0, 4.0, 4.5], rel=1e-12)
+
+
+@pytest.mark.parametrize("t0", [1e5, 3e7])
+def test_transfers_months_into_a_run_still_end(t0):
+    # Late in a run a nanosecond is below the clock's resolution: float slivers of a
+    # transfer must end it, not be rescheduled at the same instant forever.
+    a, b = Link("a", "ssd", 3 * GB), Link("b", "pcie", 7 * GB)
+    specs = [(0.1 * k, (a, b) if k % 2 else (a,), (1 + k) * 0.37 * GB, 0.9) for k in range(7)]
+    with time_limit(10.0):
+        done = run_transfers(specs, t0)
+    ref = run_transfers(specs)
+    assert [d - t0 for d in done] == pytest.approx(ref, rel=1e-6)
 
 
 def test_transfer_argument_errors():
