@@ -63,8 +63,8 @@ class DecodeGraph:
         self.cos.copy_(cos)
         self.sin.copy_(sin)
 
-    def _layer(self, i: int) -> None:
-        out = self.model.run_layer(
+    def _run_layer(self, i: int) -> torch.Tensor:
+        return self.model.run_layer(
             i,
             self.hidden,
             positions=self.pos,
@@ -72,7 +72,9 @@ class DecodeGraph:
             cache=self.cache,
             kv_len=self.kv_len,
         )
-        self.hidden.copy_(out)
+
+    def _layer(self, i: int) -> None:
+        self.hidden.copy_(self._run_layer(i))
 
     def _head(self) -> None:
         self.logits.copy_(self.model.head(self.hidden))
@@ -87,15 +89,7 @@ class DecodeGraph:
         """A layer in the one-graph mode, where closed layers run too: their weights may be
         half-copied by the loader's side stream, and `lerp(h, inf, 0)` is NaN, so a closed
         layer's output is discarded by a select on its gate, not multiplied away."""
-        out = self.model.run_layer(
-            i,
-            self.hidden,
-            positions=self.pos,
-            rope=(self.cos, self.sin),
-            cache=self.cache,
-            kv_len=self.kv_len,
-        )
-        self.hidden.copy_(torch.where(self.model.gates[i] != 0, out, self.hidden))
+        self.hidden.copy_(torch.where(self.model.gates[i] != 0, self._run_layer(i), self.hidden))
 
     # -- capture / replay -----------------------------------------------------------------------------
     def _capture(self, key: str, fn) -> None:

@@ -45,19 +45,22 @@ def processor_sharing(jobs: list[tuple[float, float]], slots: int = 1) -> list[f
     return finish
 
 
-def run_compute(jobs: list[tuple[float, float]], slots: int = 1) -> tuple[list[float], GpuCompute, simpy.Environment]:
-    env = simpy.Environment()
+def run_compute(jobs: list[tuple[float, float]], slots: int = 1,
+                t0: float = 0.0) -> tuple[list[float], GpuCompute, simpy.Environment]:
+    """Finish times (from `t0`) of (start, work) jobs on one GpuCompute."""
+    env = simpy.Environment(initial_time=t0)
     gpu = GpuCompute(env, slots)
     done = [0.0] * len(jobs)
 
     def job(i, start, work):
         yield env.timeout(start)
         yield from gpu.work(work)
-        done[i] = env.now
+        done[i] = env.now - t0
 
     for i, (start, work) in enumerate(jobs):
         env.process(job(i, start, work))
-    env.run()
+    with time_limit(10.0):
+        env.run()
     return done, gpu, env
 
 
@@ -128,22 +131,8 @@ def test_matches_exact_processor_sharing(jobs, slots):
 def test_late_in_a_long_run_float_drift_cannot_stall_the_clock(jobs, slots, t0):
     # Regression: at ~1e5 s, rounding left slivers of work that `now + sliver` rounded
     # away; the step was rescheduled at the same instant forever.
-    env = simpy.Environment(initial_time=t0)
-    gpu = GpuCompute(env, slots)
-    done = {}
-
-    def job(i, start, work):
-        yield env.timeout(start)
-        yield from gpu.work(work)
-        done[i] = env.now
-
-    for i, (start, work) in enumerate(jobs):
-        env.process(job(i, start, work))
-    with time_limit(10.0):
-        env.run()
-    shifted = [(start, work) for start, work in jobs]
-    expect = processor_sharing(shifted, slots)
-    assert [done[i] - t0 for i in range(len(jobs))] == pytest.approx(expect, rel=1e-6, abs=1e-6)
+    done, gpu, _ = run_compute(jobs, slots, t0)
+    assert done == pytest.approx(processor_sharing(jobs, slots), rel=1e-6, abs=1e-6)
     assert not gpu.steps
 
 
