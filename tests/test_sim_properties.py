@@ -101,6 +101,9 @@ def small_profile_dict(**engine) -> dict:
 
 SHIPPED = load_profile()
 SMALL = profile_from_dict(small_profile_dict(), "small-test")
+_two_slots = small_profile_dict()
+_two_slots["hardware"]["compute_slots"] = 2
+SMALL_TWO_SLOTS = profile_from_dict(_two_slots, "small-test-2-slots")  # e.g. a 2-core CPU "device"
 
 # ---------------------------------------------------------------------------------------------
 # an instrumented run
@@ -304,10 +307,11 @@ def check_records(requests, records, staging: str) -> None:
 @FAST
 @given(reqs=workloads(), nodes=st.integers(1, 2), gpus=st.integers(1, 2), fidelity=FIDELITY,
        staging=STAGING, keepalive=KEEPALIVE, admission=ADMISSION, placement=PLACEMENT, router=ROUTER,
-       prewarm=PREWARM, storage=st.sampled_from(["ssd", "remote"]), sharing=st.sampled_from(["time_slice", "none"]))
+       prewarm=PREWARM, storage=st.sampled_from(["ssd", "remote"]), sharing=st.sampled_from(["time_slice", "none"]),
+       profile=st.sampled_from([SMALL, SMALL, SMALL_TWO_SLOTS]))
 def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepalive, admission, placement, router,
-                                  prewarm, storage, sharing):
-    row, records, sim = run_sim(reqs, SMALL, nodes, gpus, fidelity, storage, compute_sharing=sharing,
+                                  prewarm, storage, sharing, profile):
+    row, records, sim = run_sim(reqs, profile, nodes, gpus, fidelity, storage, compute_sharing=sharing,
                                 staging=staging, keepalive=keepalive, admission=admission, placement=placement,
                                 router=router, prewarm=prewarm)
     check_records(reqs, records, staging)
