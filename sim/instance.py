@@ -20,8 +20,7 @@ class Deployment:
     def __init__(self, name: str, shape: ModelProfile):
         self.name = name
         self.shape = shape
-        # vLLM-style engines preallocate the KV cache with the weights: both hold GPU memory.
-        self.footprint_bytes = shape.weight_bytes + shape.kv_bytes_per_token * shape.max_tokens_in_flight
+        self.footprint_bytes = shape.footprint_bytes  # kept: read on every placement
 
     @property
     def num_layers(self) -> int:

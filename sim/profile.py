@@ -87,6 +87,12 @@ class ModelProfile:
     def weight_bytes(self) -> int:
         return self.num_layers * self.layer_bytes + self.embedding_bytes + self.head_bytes
 
+    @property
+    def footprint_bytes(self) -> int:
+        """GPU bytes one instance holds: vLLM-style engines preallocate the whole KV cache
+        with the weights, so both count from the start."""
+        return self.weight_bytes + self.kv_bytes_per_token * self.max_tokens_in_flight
+
     def stage_for_layers(self, bound_layers: int) -> StageProfile | None:
         """The measured stage whose layer count matches, or None (then quality is interpolated)."""
         for s in self.stages:

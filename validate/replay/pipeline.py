@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from policies.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
+from sim.profile import profile_from_dict
 from validate.coldstart import EngineSpec
 from validate.config import PROGRESSIVE_FRACTIONS, RunConfig
 from validate.errors import ValidateError
@@ -38,10 +39,9 @@ class ReplayOutcome:
     details: dict
 
 
-def footprint_bytes(model: dict) -> int:
-    """GPU bytes one instance holds, as the simulator counts them: weights plus its whole KV cache."""
-    weights = model["num_layers"] * model["layer_bytes"] + model["embedding_bytes"] + model["head_bytes"]
-    return weights + model["kv_bytes_per_token"] * model["max_tokens_in_flight"]
+def footprint_bytes(profile: dict) -> int:
+    """GPU bytes one instance of the profile's model holds, as the simulator counts them."""
+    return profile_from_dict(profile, "replay profile").models[0].footprint_bytes
 
 
 def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | None = None) -> dict:
@@ -66,7 +66,7 @@ def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | N
     if max_instances:
         hw = d["hardware"]
         hw["gpu_memory_gb"] = (
-            hw.get("gpu_reserved_gb", 0.0) + max_instances * footprint_bytes(d["models"][0]) * 1.0001 / 1e9
+            hw.get("gpu_reserved_gb", 0.0) + max_instances * footprint_bytes(d) * 1.0001 / 1e9
         )
         note += f"; device memory for {max_instances} instances"
     d["provenance"].setdefault("notes", {})["replay"] = note
@@ -119,7 +119,7 @@ def run_replay(
     rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
     model = rprof["models"][0]
     hw = rprof["hardware"]
-    footprint = footprint_bytes(model)
+    footprint = footprint_bytes(rprof)
     device = "cuda:0" if cfg.gpu else "cpu"
     vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
     engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens)
