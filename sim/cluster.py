@@ -47,6 +47,10 @@ class Tier:
             self.used -= size
         return True
 
+    def unpin(self, nbytes: int) -> None:
+        """Release bytes held by `pin` (the sleeper woke, dropped its weights or was evicted)."""
+        self.pinned -= nbytes
+
     def add(self, model: str, nbytes: int) -> bool:
         """Cache `model`, evicting LRU entries; False if it can never fit."""
         if model in self.entries:

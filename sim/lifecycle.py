@@ -84,7 +84,7 @@ def wake(sim, inst: Instance):
     inst.state = "loading"
     yield env.timeout(eng.wake_from_sleep_s)
     if level == 1:
-        inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+        inst.node_ref.dram.unpin(inst.shape.weight_bytes)
         yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
         sim.usage.of(inst.model).bytes_loaded += inst.shape.weight_bytes
         inst.history.append((env.now, inst.quality))
@@ -145,7 +145,7 @@ def keep_alive(sim, inst: Instance):
                 sim.demote(inst, 1 if keep.tier == "dram" else 2)
             elif keep.tier == "process" and inst.state == "sleeping" and inst.sleep_level == 1:
                 # from DRAM to level 2: the weights kept in host DRAM are dropped
-                inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+                inst.node_ref.dram.unpin(inst.shape.weight_bytes)
                 inst.sleep_level = 2
             # A request ends the wait at once: the next idle period, and its timer, start when
             # that request finishes, not when this timer would have run out.

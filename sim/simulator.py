@@ -301,7 +301,7 @@ class Simulator:
         self.usage.of(inst.model).evictions += 1
         if inst.state == "sleeping":
             if inst.sleep_level == 1:
-                inst.node_ref.dram.pinned -= inst.shape.weight_bytes
+                inst.node_ref.dram.unpin(inst.shape.weight_bytes)
         else:
             self._release(inst)
         inst.state = "evicted"
