@@ -56,8 +56,13 @@ class GpuCompute:
         self._last = env.now
 
     def work(self, work_s: float):
-        """Generator: run a step needing `work_s` seconds of the whole GPU, until it ends."""
+        """Generator: run a step needing `work_s` seconds of the whole GPU, until it ends.
+
+        A step without work still yields once (a zero timeout), as an unshared step does,
+        so that events at the same instant interleave alike with and without sharing."""
         step = self.start(work_s)
+        if step.finished:
+            yield self.env.timeout(0)
         while not step.finished:
             yield step.event
 

@@ -140,12 +140,8 @@ def batch_loop(sim, inst: Instance):
             compute = inst.gpu_ref.compute
             if compute is None:
                 yield env.timeout(step)
-            else:  # compute.work(step), inlined: this loop is the hot path
-                job = compute.start(step)
-                if job.finished:  # no work: still yield, as the unshared path does
-                    yield env.timeout(0)
-                while not job.finished:
-                    yield job.event
+            else:
+                yield from compute.work(step)
             sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
             still = []
             for live in running:
