@@ -283,9 +283,7 @@ class ProgressiveEngine:
         self.graph = None
         self.model = None  # type: ignore[assignment]
         self.cache = None  # type: ignore[assignment]
-        self.loader.release_buffers()
-        self.loader.model = None  # its views into the arena must go before the arena does
-        self.loader._groups = {}
+        self.loader.release()  # its views into the arena must go before the arena does
         if self.arena is not None:
             self.arena.release()
             self.arena = None

@@ -222,7 +222,11 @@ class StagedLoader:
         """Stop at the next unit; the stage being loaded keeps its gates closed (never half bound)."""
         self._cancel.set()
 
-    def release_buffers(self) -> None:
+    def release(self) -> None:
+        """Drop the host buffers and every reference to the model's parameters (views into a
+        VMM arena must be gone before the arena is freed)."""
         self._buffers.clear()
         self._buffer_events = [None, None]
         self._copy_timers.clear()
+        self.model = None
+        self._groups = {}
