@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from policies.plan import progressive_plan  # noqa: E402
+from contracts.plan import progressive_plan  # noqa: E402
 from progressive_serve.config import LlamaShape  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from policies.plan import full_plan, progressive_plan  # noqa: E402
+from contracts.plan import full_plan, progressive_plan  # noqa: E402
 from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
 from progressive_serve.config import SHAPES  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from policies.plan import StagePlan, progressive_plan  # noqa: E402
+from contracts.plan import StagePlan, progressive_plan  # noqa: E402
 from progressive_serve.quality import (  # noqa: E402
     greedy_drop_scores,
     layer_importance,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from policies.plan import progressive_plan  # noqa: E402
+from contracts.plan import progressive_plan  # noqa: E402
 from progressive_serve.config import shape_named  # noqa: E402
 from progressive_serve.kv_cache import KVCache  # noqa: E402
 from progressive_serve.model import AlphaGatedLlama  # noqa: E402

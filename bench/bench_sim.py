@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 
+from contracts.request import Request
 from sim.config import SimConfig
 from sim.metrics import RunMetrics
 from sim.policyset import PolicySet
 from sim.profile import load_profile
 from sim.simulator import Simulator
-from traces.request import Request
 
 VIDUR_REQ_PER_S = 420.0  # FINDINGS/DESIGN: Vidur on these machines
 TARGET_REQUEST_FIDELITY = 50_000.0

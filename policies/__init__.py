@@ -1,5 +1,7 @@
 """Policy interfaces, decisions, read-only views and the built-in policies."""
 
+from contracts.decisions import Admit, Keep, Place, Prewarm
+from contracts.plan import StagePlan
 from policies.base import (
     AdmissionPolicy,
     KeepAlivePolicy,
@@ -9,8 +11,6 @@ from policies.base import (
     RouterPolicy,
     StagingPolicy,
 )
-from policies.decisions import Admit, Keep, Place, Prewarm
-from policies.plan import StagePlan
 from policies.registry import PolicySpecError, load_policy, names, register, split_specs
 
 __all__ = [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from contracts.decisions import SERVE, Admit
 from policies.base import AdmissionPolicy
-from policies.decisions import SERVE, Admit
 from policies.views import ClusterView
 
 if TYPE_CHECKING:  # a type only: importing traces here would load its readers
-    from traces.request import Request
+    from contracts.request import Request
 
 
 class Always(AdmissionPolicy):

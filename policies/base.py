@@ -11,12 +11,12 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
-from policies.decisions import SERVE, Admit, Keep, Place, Prewarm
-from policies.plan import StagePlan
+from contracts.decisions import SERVE, Admit, Keep, Place, Prewarm
+from contracts.plan import StagePlan
 from policies.views import ClusterView, InstanceView, ModelView
 
 if TYPE_CHECKING:  # a type only: importing traces here would load its readers
-    from traces.request import Request
+    from contracts.request import Request
 
 
 class Policy(ABC):  # noqa: B024 - a shared base; each kind declares its abstract hook

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contracts.decisions import Keep
 from policies.base import KeepAlivePolicy
-from policies.decisions import Keep
 from policies.views import InstanceView
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contracts.decisions import Place
 from policies.base import PlacementPolicy
-from policies.decisions import Place
 from policies.views import ClusterView, GpuView, ModelView
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contracts.decisions import Prewarm
 from policies.base import PrewarmPolicy
-from policies.decisions import Prewarm
 from policies.views import ClusterView
 
 

@@ -8,7 +8,7 @@ from policies.base import RouterPolicy
 from policies.views import ClusterView, InstanceView
 
 if TYPE_CHECKING:  # a type only: importing traces here would load its readers
-    from traces.request import Request
+    from contracts.request import Request
 
 
 class LeastLoaded(RouterPolicy):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contracts.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
 from policies.base import StagingPolicy
-from policies.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
 from policies.views import ModelView
 
 

@@ -31,7 +31,7 @@ from progressive_serve.timings import EngineTimings, Stopwatch, process_age_s
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 if TYPE_CHECKING:  # plans are plain data; importing `policies` would pull in its siblings
-    from policies.plan import StagePlan
+    from contracts.plan import StagePlan
 
 
 def as_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -24,7 +24,7 @@ from progressive_serve.model import AlphaGatedLlama, layer_of
 from progressive_serve.safetensors_index import TensorEntry, index_checkpoint, plan_reads, read_into
 
 if TYPE_CHECKING:  # plans are plain data; importing `policies` would pull in its siblings
-    from policies.plan import StagePlan
+    from contracts.plan import StagePlan
 
 
 @dataclass

@@ -22,12 +22,12 @@ from progressive_serve.loader import StagedLoader
 from progressive_serve.model import AlphaGatedLlama
 
 if TYPE_CHECKING:
-    from policies.plan import StagePlan
+    from contracts.plan import StagePlan
 
 
 def load_full_model(model_dir: str | Path, dtype: torch.dtype = torch.float32) -> AlphaGatedLlama:
     """Every layer bound, every gate 1 (CPU)."""
-    from policies.plan import full_plan
+    from contracts.plan import full_plan
 
     shape = LlamaShape.from_dir(model_dir)
     model = AlphaGatedLlama(shape=shape, dtype=dtype, initial_gate=0.0)

@@ -72,7 +72,7 @@ class Gpu:
     index: int
     capacity_bytes: int
     pcie: Link
-    used_bytes: int = 0
+    used_bytes: int = 0  # written by sim.memory.MemoryLedger only
     instances: list = field(default_factory=list)  # the simulator's Instance objects
     compute: object = None  # sim.compute.GpuCompute when co-located instances share compute
 

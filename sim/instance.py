@@ -5,11 +5,43 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 
-from policies.plan import StagePlan
+from contracts.plan import StagePlan
+from contracts.request import Request
 from sim.cluster import Gpu, Node
 from sim.profile import ModelProfile
-from traces.request import Request
+
+
+class InstanceState(StrEnum):
+    """Where an instance is in its life. A `str`, so policies may compare it with plain names.
+
+    The allowed moves are `TRANSITIONS`; `Instance.move_to` is the only writer and refuses
+    any other, so a lifecycle bug shows as an error at the move, not as a wrong figure later.
+    """
+
+    STARTING = "starting"  # process start and CUDA context
+    LOADING = "loading"  # weights on their way (a cold start or a wake)
+    READY = "ready"  # serving at a partial stage
+    FULL = "full"  # serving with every layer bound
+    SLEEPING = "sleeping"  # process kept, no GPU memory held (vLLM sleep level 1 or 2)
+    EVICTED = "evicted"  # gone
+
+
+_S = InstanceState
+TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    _S.STARTING: frozenset({_S.LOADING, _S.SLEEPING, _S.EVICTED}),
+    _S.LOADING: frozenset({_S.READY, _S.FULL, _S.EVICTED}),
+    _S.READY: frozenset({_S.FULL, _S.SLEEPING, _S.EVICTED}),
+    _S.FULL: frozenset({_S.SLEEPING, _S.EVICTED}),
+    _S.SLEEPING: frozenset({_S.LOADING, _S.EVICTED}),
+    _S.EVICTED: frozenset(),
+}
+SERVING = frozenset({_S.READY, _S.FULL})
+
+
+class IllegalTransition(RuntimeError):
+    """An instance was moved along an edge its life does not have (a simulator bug)."""
 
 
 class Deployment:
@@ -105,14 +137,20 @@ class Instance:
         self.gpu_ref = gpu
         self.plan = plan
         self._sim = sim
-        self.state = "starting"
+        self._state = InstanceState.STARTING
         self.bound_layers = 0
         self.stage = -1  # last finished stage (0-based)
         self.quality = 0.0
         self.latency_scale = 1.0
         self.capacity = dep.shape.max_batch
         self.memory_bytes = dep.footprint_bytes
-        self.slots: list[float] = []  # finish times of requests in flight (request fidelity)
+        # request fidelity: `slots` holds, per batch slot, the finish time of the last request
+        # given to it (an FCFS multi-server queue); `owed` the finish times of every request
+        # not yet finished, `queued` the start times of those not yet started. Expired entries
+        # are dropped lazily (`_expire`).
+        self.slots: list[float] = []
+        self.owed: list[float] = []
+        self.queued: list[float] = []
         self.busy_until = 0.0
         self.pending: deque[Pending] = deque()
         self.partials: list[Partial] = []
@@ -134,6 +172,10 @@ class Instance:
 
     # --- InstanceView -------------------------------------------------------------------
     @property
+    def state(self) -> InstanceState:
+        return self._state
+
+    @property
     def node(self) -> int:
         return self.node_ref.index
 
@@ -147,17 +189,34 @@ class Instance:
 
     @property
     def can_serve(self) -> bool:
-        return self.state in ("ready", "full")
+        return self._state in SERVING
 
     @property
     def active(self) -> int:
-        slots = self.slots
-        now = self._sim.env.now
-        while slots and slots[0] <= now:
-            heapq.heappop(slots)
-        return len(slots) + len(self.pending) + len(self.queue) + len(self.running)
+        """Every request this instance owes: running, queued behind a busy slot, or pending."""
+        self._expire(self._sim.env.now)
+        return len(self.owed) + len(self.pending) + len(self.queue) + len(self.running)
+
+    @property
+    def waiting(self) -> int:
+        """Requests given to this instance that have not started: pending or queued."""
+        self._expire(self._sim.env.now)
+        return len(self.queued) + len(self.pending) + len(self.queue)
+
+    def _expire(self, now: float) -> None:
+        owed, queued = self.owed, self.queued
+        while owed and owed[0] <= now:
+            heapq.heappop(owed)
+        while queued and queued[0] <= now:
+            heapq.heappop(queued)
 
     # --- transitions ----------------------------------------------------------------------
+    def move_to(self, new: InstanceState) -> None:
+        """The one way to change `state`: refuses a move its life does not have."""
+        if new not in TRANSITIONS[self._state]:
+            raise IllegalTransition(f"instance {self.id} ({self.model}): {self._state.value} -> {new.value}")
+        self._state = new
+
     def bind_stage(self, stage: int, layers: int, now: float) -> None:
         """Record that `stage` finished: its layers are bound, quality and speed change."""
         self.stage = stage
@@ -165,8 +224,8 @@ class Instance:
         self.quality = self.shape.quality_at(self.bound_layers)
         self.latency_scale = self.shape.latency_scale_at(self.bound_layers)
         self.history.append((now, self.quality))
-        if self.bound_layers >= self.shape.num_layers and self.state in ("ready", "full"):
-            self.state = "full"
+        if self.bound_layers >= self.shape.num_layers and self._state is InstanceState.READY:
+            self.move_to(InstanceState.FULL)
 
     def quality_of(self, first_s: float, tpot_s: float, n_tokens: int) -> float:
         """Token-weighted quality of tokens produced at first_s + k * tpot_s, k < n_tokens."""

@@ -8,10 +8,12 @@ the weights, as vLLM does, unless the profile says the engine overlaps them).
 
 from __future__ import annotations
 
-from policies.decisions import Keep
+from contracts.decisions import Keep
 from sim.cluster import load_path
-from sim.instance import Instance
+from sim.instance import Instance, InstanceState
 from sim.serving import finalize_partials
+
+S = InstanceState
 
 
 def cold_start(sim, inst: Instance):
@@ -22,7 +24,7 @@ def cold_start(sim, inst: Instance):
     yield env.timeout(eng.process_start_s + eng.cuda_context_s)
     init_s = eng.kv_cache_alloc_s + eng.graph_capture_s
     yield from load_weights(sim, inst, init_s)
-    if inst.state != "evicted":
+    if inst.state is not S.EVICTED:
         yield from keep_alive(sim, inst)
 
 
@@ -39,12 +41,15 @@ def load_weights(sim, inst: Instance, init_s: float):
     shape = inst.shape
     plan = inst.plan
     init_done = env.timeout(init_s) if eng.init_overlaps_load or plan.pipelined else None
-    inst.state = "loading"
+    if inst.state is S.EVICTED:
+        return
+    if inst.state is not S.LOADING:  # a level-2 wake is loading already
+        inst.move_to(S.LOADING)
     inst.bound_layers = 0
     inst.stage = -1
     source = None
     for j, layers in enumerate(plan.stages):
-        if inst.state == "evicted":
+        if inst.state is S.EVICTED:
             return
         nbytes = len(layers) * shape.layer_bytes + (shape.embedding_bytes + shape.head_bytes if j == 0 else 0)
         path, src = load_path(inst.node_ref, inst.gpu_ref, inst.model)
@@ -61,7 +66,7 @@ def load_weights(sim, inst: Instance, init_s: float):
                 yield init_done
             sim.became_ready(inst, pipelined=plan.pipelined)
         elif j > plan.serve_from:
-            finalize_partials(sim, inst, everything=inst.state == "full")
+            finalize_partials(sim, inst, everything=inst.state is S.FULL)
     node = inst.node_ref
     # The checkpoint passed through host DRAM (page cache) and, from remote, landed on the SSD.
     node.dram.add(inst.model, shape.weight_bytes)
@@ -81,7 +86,6 @@ def wake(sim, inst: Instance):
     sim.usage.of(inst.model).wakes += 1
     level = inst.sleep_level
     inst.sleep_level = 0
-    inst.state = "loading"
     yield env.timeout(eng.wake_from_sleep_s)
     if level == 1:
         inst.node_ref.dram.unpin(inst.shape.weight_bytes)
@@ -91,7 +95,7 @@ def wake(sim, inst: Instance):
         sim.became_ready(inst, pipelined=False)
     else:
         yield from load_weights(sim, inst, eng.kv_cache_alloc_s)
-    if inst.state != "evicted":
+    if inst.state is not S.EVICTED:
         yield from keep_alive(sim, inst)
 
 
@@ -105,9 +109,9 @@ def prewarm_process(sim, inst: Instance):
     env = sim.env
     eng = sim.profile.engine
     yield env.timeout(eng.process_start_s + eng.cuda_context_s + eng.graph_capture_s)
-    if inst.state == "evicted":
+    if inst.state is S.EVICTED:
         return
-    inst.state = "sleeping"
+    inst.move_to(S.SLEEPING)
     inst.sleep_level = 2
     if inst.pending and sim.wake_with_pending(inst):
         return  # the wake process owns the instance now
@@ -120,9 +124,9 @@ def keep_alive(sim, inst: Instance):
     inst.keeper += 1
     mine = inst.keeper  # a wake starts a new keeper; this one must then stop
     while True:
-        if inst.state == "evicted" or inst.keeper != mine:
+        if inst.state is S.EVICTED or inst.keeper != mine:
             return
-        if inst.state == "loading":  # a wake is under way; its process takes over
+        if inst.state is S.LOADING:  # a wake is under way; its process takes over
             return
         if inst.busy_until > env.now:
             yield env.timeout(inst.busy_until - env.now)
@@ -143,20 +147,20 @@ def keep_alive(sim, inst: Instance):
         for keep in decisions:
             if keep.tier in ("dram", "process") and inst.can_serve:
                 sim.demote(inst, 1 if keep.tier == "dram" else 2)
-            elif keep.tier == "process" and inst.state == "sleeping" and inst.sleep_level == 1:
+            elif keep.tier == "process" and inst.state is S.SLEEPING and inst.sleep_level == 1:
                 # from DRAM to level 2: the weights kept in host DRAM are dropped
                 inst.node_ref.dram.unpin(inst.shape.weight_bytes)
                 inst.sleep_level = 2
             # A request ends the wait at once: the next idle period, and its timer, start when
             # that request finishes, not when this timer would have run out.
             yield env.timeout(keep.seconds) | inst.used_signal.wait()
-            if inst.uses != uses or inst.state == "evicted":
+            if inst.uses != uses or inst.state is S.EVICTED:
                 used_again = True
                 break
-        if inst.state == "evicted" or inst.keeper != mine:
+        if inst.state is S.EVICTED or inst.keeper != mine:
             return
         if used_again:
-            if inst.state in ("sleeping", "loading"):
+            if inst.state in (S.SLEEPING, S.LOADING):
                 return  # the wake process owns the instance now
             continue
         sim.evict(inst)

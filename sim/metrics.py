@@ -29,7 +29,11 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "policy", "requests", "served", "rejected", "cold_start_pct",
     "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "slo_attainment_pct",
     "quality_mean", "load_wait_mean_s", "gpu_mem_gb_hours", "gpu_idle_gb_hours",
-)  # followed by one gb_<link> column per link kind, sorted by name
+    "horizon_s", "fidelity",
+)  # followed by one gb_<link> column per link kind in LINK_KINDS, then any other kind seen
+
+# Every run reports these, zero where nothing crossed them, so summaries of runs line up.
+LINK_KINDS: tuple[str, ...] = ("network", "pcie", "pcie_d2h", "ssd")
 
 
 class MemoryTimeline:
@@ -145,6 +149,7 @@ class RunMetrics:
         self._timeline = MemoryTimeline(timeline_points)
         self._bytes: dict[str, float] = {}
         self._finished_at: float | None = None
+        self.fidelity = "request"  # the fidelity the run served at (the Simulator sets it)
 
     # -- hot path -------------------------------------------------------------------------
     def on_request(self, rec: RequestRecord) -> None:
@@ -221,7 +226,8 @@ class RunMetrics:
     def finish(self, end_time: float) -> dict[str, Any]:
         """Close the memory integral at `end_time` and return the summary row.
 
-        Keys are SUMMARY_KEYS then `gb_<link>` per link kind, sorted. Statistics over no
+        Keys are SUMMARY_KEYS then `gb_<link>` per link kind (LINK_KINDS always, others
+        as seen, sorted). `horizon_s` is `end_time`: memory is charged up to it. Statistics over no
         values are NaN. Calling it again with the same end time returns the same row.
         """
         if self._finished_at is None:
@@ -249,7 +255,12 @@ class RunMetrics:
             "load_wait_mean_s": self._load_wait / self.served if self.served else nan,
             "gpu_mem_gb_hours": self._used_byte_s / _BYTE_SECONDS_PER_GB_HOUR,
             "gpu_idle_gb_hours": self._idle_byte_s / _BYTE_SECONDS_PER_GB_HOUR,
+            "horizon_s": self._finished_at,
+            "fidelity": self.fidelity,
         }
+        for link in LINK_KINDS:
+            row[f"gb_{link}"] = self._bytes.get(link, 0.0) / GB
         for link, nbytes in sorted(self._bytes.items()):
-            row[f"gb_{link}"] = nbytes / GB
+            if link not in LINK_KINDS:
+                row[f"gb_{link}"] = nbytes / GB
         return row

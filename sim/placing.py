@@ -6,7 +6,8 @@ evictions of idle instances only, enough memory after them) and apply it.
 
 from __future__ import annotations
 
-from policies.decisions import Place, Prewarm
+from contracts.decisions import Place, Prewarm
+from contracts.plan import StagePlan
 from sim.instance import Deployment, Instance
 from sim.lifecycle import cold_start, prewarm_process
 
@@ -17,22 +18,19 @@ def start_instance(sim, dep: Deployment) -> Instance | None:
     A "no room" answer is remembered until GPU memory or idleness changes (see
     `PlacementPolicy.place`): under overload this spares a placement call per arrival.
     """
-    if sim._no_room == (sim.memory_epoch, dep.footprint_bytes):
+    if sim.no_room_known(dep.footprint_bytes):
         return None
     decided = ask_placement(sim, dep)
     if decided is None:
-        sim._no_room = (sim.memory_epoch, dep.footprint_bytes)
+        sim.remember_no_room(dep.footprint_bytes)
         return None
     place, gpu = decided
     # Memory freed by these evictions is this instance's: no waiting request may take it first.
-    retrying, sim._retrying = sim._retrying, True
-    try:
+    with sim.retries_held():
         for iid in place.evict:
             sim.evict(sim.instances[iid])
         inst = new_instance(sim, dep, gpu)
-        sim._reserve(inst)
-    finally:
-        sim._retrying = retrying
+        sim.reserve(inst)
     sim.env.process(cold_start(sim, inst))
     if place.evict:
         sim.retry_memory_queue()
@@ -48,6 +46,8 @@ def ask_placement(sim, dep: Deployment):
         raise sim.policy_failure(placement, "place", e) from e
     if place is None:
         return None
+    if not isinstance(place, Place):
+        raise sim.policy_failure(placement, "place", f"returned {place!r}, not a Place or None")
     return place, check_place(sim, place, dep)
 
 
@@ -58,13 +58,11 @@ def new_instance(sim, dep: Deployment, gpu) -> Instance:
         plan = staging.plan(dep)
     except Exception as e:
         raise sim.policy_failure(staging, "plan", e) from e
+    if not isinstance(plan, StagePlan):
+        raise sim.policy_failure(staging, "plan", f"returned {type(plan).__name__} {plan!r:.80}, not a StagePlan")
     if plan.num_layers != dep.num_layers:
         raise sim.policy_failure(staging, "plan", f"plan has {plan.num_layers} layers, model {dep.num_layers}")
-    inst = Instance(sim._next_id, dep, sim.nodes[gpu.node], gpu, plan, sim)
-    sim._next_id += 1
-    sim.instances[inst.id] = inst
-    sim.by_model.setdefault(dep.name, []).append(inst)
-    return inst
+    return sim.register(dep, gpu, plan)
 
 
 def check_place(sim, place: Place, dep: Deployment):

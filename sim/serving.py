@@ -10,58 +10,63 @@ batch (up to the batch size and the KV tokens in flight), the step takes the pre
 the new prompts plus one decode step of the running batch, then every running request
 gains a token at the quality of the stage the instance was at when the step began.
 
-Instances packed on one GPU share its compute (`sim/compute.py`): at iteration fidelity
-each step is a job on the GPU's processor-sharing server; at request fidelity a request
-is slowed by the number of co-located instances busy when it starts.
+Instances packed on one GPU share its compute (`sim/compute.py`): each batch step is a
+job on the GPU's processor-sharing server. The closed form cannot slow down requests it has
+already scheduled, so a run whose GPUs can hold more instances than compute slots serves
+at iteration fidelity throughout (the Simulator decides, and the summary says so).
 """
 
 from __future__ import annotations
 
 import heapq
 
-from sim.instance import Instance, Live, Partial
+from contracts.request import Request
+from sim.instance import Instance, InstanceState, Live, Partial
 from sim.records import RequestRecord
-from traces.request import Request
+
+
+def served_record(sim, inst: Instance, req: Request, *, first_token_s: float, finish_s: float, tpot_s: float,
+                  cold: bool, load_wait_s: float, stage: int, quality: float) -> RequestRecord:
+    """The record of a request `inst` served: the one place a served record is built."""
+    return RequestRecord(
+        policy=sim.label, request_id=req.request_id, model=req.model, function=req.function,
+        arrival_s=req.arrival_s, first_token_s=first_token_s, finish_s=finish_s,
+        ttft_s=first_token_s - req.arrival_s, tpot_s=tpot_s if req.output_tokens > 1 else float("nan"),
+        prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens, cold=cold, load_wait_s=load_wait_s,
+        stage_at_first_token=stage, quality=quality, rejected=False, reason="", instance_id=inst.id,
+        node=inst.node_ref.index, gpu=inst.gpu_ref.index,
+    )
 
 
 def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float,
                       prefill_fraction: float = 1.0) -> None:
-    """Serve `req` on `inst` now (request fidelity) and record it, or park it as partial."""
+    """Serve `req` on `inst` now (request fidelity) and record it, or park it as partial.
+
+    Only used where the instance computes alone: a run whose GPUs can be shared by more
+    instances than they have compute slots serves at iteration fidelity (`Simulator`).
+    """
     now = sim.env.now
     slots = inst.slots
     while slots and slots[0] <= now:
         heapq.heappop(slots)
-    start = heapq.heappop(slots) if len(slots) >= inst.capacity else now
+    if len(slots) >= inst.capacity:
+        start = heapq.heappop(slots)
+        heapq.heappush(inst.queued, start)  # it waits for that slot: routing and admission see it
+    else:
+        start = now
     shape = inst.shape
-    scale = inst.latency_scale * _co_located_slowdown(inst, start)
+    scale = inst.latency_scale
     tpot = shape.decode(len(slots) + 1) * scale
     first = start + shape.prefill(req.prompt_tokens) * scale * prefill_fraction
-    out = req.output_tokens
-    finish = first + (out - 1) * tpot
+    finish = first + (req.output_tokens - 1) * tpot
     heapq.heappush(slots, finish)
+    heapq.heappush(inst.owed, finish)
     sim.mark_busy(inst, finish)
-    if inst.state == "full":
-        sim.emit(RequestRecord(
-            sim.label, req.request_id, req.model, req.function, req.arrival_s, first, finish,
-            first - req.arrival_s, tpot if out > 1 else float("nan"), req.prompt_tokens, out,
-            cold, load_wait_s, inst.stage, 1.0, False, "", inst.id, inst.node_ref.index, inst.gpu_ref.index,
-        ))
+    if inst.state is InstanceState.FULL:
+        sim.emit(served_record(sim, inst, req, first_token_s=first, finish_s=finish, tpot_s=tpot, cold=cold,
+                               load_wait_s=load_wait_s, stage=inst.stage, quality=1.0))
     else:
         inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
-
-
-def _co_located_slowdown(inst: Instance, start: float) -> float:
-    """How much slower than alone `inst` computes at `start` (request fidelity).
-
-    The closed form cannot slow down requests already scheduled, so a request alone pays
-    for the instances busy on its GPU when it starts, for its whole life: an approximation
-    of the processor sharing that iteration fidelity models exactly (sim/compute.py).
-    """
-    compute = inst.gpu_ref.compute
-    if compute is None or len(inst.gpu_ref.instances) <= compute.slots:
-        return 1.0
-    busy = 1 + sum(1 for other in inst.gpu_ref.instances if other is not inst and other.busy_until > start)
-    return max(1.0, busy / compute.slots)
 
 
 def finalize_partials(sim, inst: Instance, everything: bool) -> None:
@@ -72,15 +77,9 @@ def finalize_partials(sim, inst: Instance, everything: bool) -> None:
         if not everything and p.finish_s > now:
             keep.append(p)
             continue
-        req = p.req
-        out = req.output_tokens
-        q = inst.quality_of(p.first_token_s, p.tpot_s, out)
-        sim.emit(RequestRecord(
-            sim.label, req.request_id, req.model, req.function, req.arrival_s, p.first_token_s,
-            p.finish_s, p.first_token_s - req.arrival_s, p.tpot_s if out > 1 else float("nan"),
-            req.prompt_tokens, out, p.cold, p.load_wait_s, p.stage, q, False, "", inst.id,
-            inst.node_ref.index, inst.gpu_ref.index,
-        ))
+        q = inst.quality_of(p.first_token_s, p.tpot_s, p.req.output_tokens)
+        sim.emit(served_record(sim, inst, p.req, first_token_s=p.first_token_s, finish_s=p.finish_s,
+                               tpot_s=p.tpot_s, cold=p.cold, load_wait_s=p.load_wait_s, stage=p.stage, quality=q))
     inst.partials = keep
 
 
@@ -167,9 +166,6 @@ def _finish_live(sim, inst: Instance, live: Live) -> None:
     inst.tokens_in_flight -= req.prompt_tokens + out
     sim.outstanding -= 1
     tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
-    sim.emit(RequestRecord(
-        sim.label, req.request_id, req.model, req.function, req.arrival_s, live.first_token_s, now,
-        live.first_token_s - req.arrival_s, tpot, req.prompt_tokens, out, live.cold,
-        live.load_wait_s, live.stage, live.quality_sum / live.generated, False, "", inst.id,
-        inst.node_ref.index, inst.gpu_ref.index,
-    ))
+    sim.emit(served_record(sim, inst, req, first_token_s=live.first_token_s, finish_s=now, tpot_s=tpot,
+                           cold=live.cold, load_wait_s=live.load_wait_s, stage=live.stage,
+                           quality=live.quality_sum / live.generated))

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 import numpy as np
 import simpy
 
+from contracts.request import Request
 from sim.cluster import build_cluster
 from sim.compute import GpuCompute
 from sim.config import SimConfig
 from sim.flows import FlowNetwork
-from sim.instance import Deployment, Instance, Pending
+from sim.instance import Deployment, Instance, InstanceState, Pending
 from sim.lifecycle import wake
+from sim.memory import MemoryLedger
 from sim.metrics import RunMetrics
 from sim.placing import prewarm_loop, start_instance
 from sim.policyset import PolicyError, PolicySet, policy_error
@@ -26,15 +29,46 @@ from sim.profile import Profile
 from sim.records import RequestRecord
 from sim.serving import enqueue_iteration, finalize_partials, serve_closed_form
 from sim.usage import UsageLedger
-from traces.request import Request
+
+S = InstanceState
 
 
 class TraceOrderError(ValueError):
     """Requests must come in arrival order."""
 
 
+def move_clock(env: simpy.Environment, t: float) -> None:
+    """Move SimPy's clock forward to `t` with no event due before it.
+
+    Performance: an arrival needs no event of its own, and scheduling one just to move the
+    clock costs a heap push and pop per request. SimPy keeps its clock in `_now` (pinned in
+    pyproject; tests/test_sim_core.py fails if a SimPy release changes that).
+    """
+    if env.peek() < t:
+        raise RuntimeError(f"move_clock: an event is due at {env.peek()} before {t}")
+    env._now = t
+
+
+def gpus_can_be_shared(profile: Profile, config: SimConfig) -> bool:
+    """Whether one GPU can hold more instances than it has compute slots in this run.
+
+    Then co-located instances slow each other down while they run, which the closed form
+    cannot show for requests already scheduled: such runs serve at iteration fidelity.
+    """
+    if config.compute_sharing != "time_slice":
+        return False
+    hw = profile.hardware
+    usable = int((hw.gpu_memory_gb - hw.gpu_reserved_gb) * 1e9)
+    smallest = min(m.footprint_bytes for m in profile.models)
+    return smallest > 0 and usable // smallest > hw.compute_slots
+
+
 class Simulator:
-    """One run of one policy combination over one trace (implements `ClusterView`)."""
+    """One run of one policy combination over one trace (implements `ClusterView`).
+
+    The lifecycle, serving and placing modules drive it through the public methods below
+    (`SimCore` in sim/core.py lists them); policies see it as a `ClusterView`.
+    """
 
     def __init__(self, profile: Profile, policies: PolicySet, config: SimConfig, metrics: RunMetrics,
                  rng: np.random.Generator | None = None):
@@ -53,25 +87,24 @@ class Simulator:
             for gpu in self._gpus:
                 gpu.compute = GpuCompute(self.env, profile.hardware.compute_slots)
         self.usage = UsageLedger()
+        self.memory = MemoryLedger(self.usage, metrics)
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}
         self.deployments: dict[str, Deployment] = {}
         self._arrivals: dict[str, deque] = {}
-        self._waiting: dict[str, int] = {}
-        self.waiting_total = 0
+        self._unplaced: dict[str, int] = {}  # per model: requests in the memory queue
+        self.pending_total = 0  # requests waiting on instances that cannot serve yet
         self.outstanding = 0  # iteration fidelity: admitted requests not yet finished
         self.memory_queue: deque[Pending] = deque()
-        self.used_bytes = 0
-        self.idle_bytes = 0
         self.max_finish = 0.0
         self.arrivals_done = False
         self._next_id = 0
         self._retrying = False
-        # Placement is a pure function of cluster memory state: once it has said "no room"
-        # for a footprint, asking again before memory changes is wasted work (hot under overload).
-        self.memory_epoch = 0
         self._no_room: tuple[int, int] | None = None
-        self.iteration = config.fidelity == "iteration"
+        # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
+        self.iteration = config.fidelity == "iteration" or gpus_can_be_shared(profile, config)
+        self.fidelity = "iteration" if self.iteration else "request"
+        metrics.fidelity = self.fidelity
 
     # --- ClusterView ------------------------------------------------------------------------
     @property
@@ -93,7 +126,8 @@ class Simulator:
         return list(self.deployments)
 
     def waiting(self, model: str) -> int:
-        return self._waiting.get(model, 0)
+        """Admitted requests of `model` not yet started: unplaced, pending a load, or queued."""
+        return self._unplaced.get(model, 0) + sum(i.waiting for i in self.by_model.get(model, ()))
 
     def arrivals(self, model: str) -> list[float]:
         return list(self._arrivals.get(model, ()))
@@ -113,13 +147,8 @@ class Simulator:
     def policy_failure(self, policy, hook: str, err) -> PolicyError:
         return policy_error(policy, hook, self.env.now, err)
 
-    def _memory_changed(self) -> None:
-        self.memory_epoch += 1
-        self.metrics.on_memory(self.env.now, self.used_bytes, self.idle_bytes)
-
-    def _add_waiting(self, model: str, n: int) -> None:
-        self._waiting[model] = self._waiting.get(model, 0) + n
-        self.waiting_total += n
+    def _unplace(self, model: str, n: int) -> None:
+        self._unplaced[model] = self._unplaced.get(model, 0) + n
 
     def mark_busy(self, inst: Instance, finish: float) -> None:
         if finish > inst.busy_until:
@@ -129,22 +158,44 @@ class Simulator:
 
     def set_idle(self, inst: Instance, idle: bool) -> None:
         if idle and inst.idle_since is None:
-            self.memory_epoch += 1  # an idle instance is evictable: placement may now succeed
             inst.idle_since = self.env.now
             if inst.can_serve:
-                inst.idle_counted = True
-                self.usage.idle(inst.id, self.env.now)
-                self.idle_bytes += inst.memory_bytes
-                self._memory_changed()
+                self.memory.set_idle(inst, True, self.env.now)
+            else:
+                self.memory.touch()
             self.retry_memory_queue()
         elif not idle and inst.idle_since is not None:
-            self.memory_epoch += 1
             inst.idle_since = None
-            if inst.idle_counted:
-                inst.idle_counted = False
-                self.usage.busy(inst.id, inst.model, inst.memory_bytes, self.env.now)
-                self.idle_bytes -= inst.memory_bytes
-                self._memory_changed()
+            self.memory.set_idle(inst, False, self.env.now)
+
+    # --- placement's memory of "no room" ---------------------------------------------------------
+    def no_room_known(self, footprint_bytes: int) -> bool:
+        """Placement said "no room" for this footprint and memory has not changed since."""
+        return self._no_room == (self.memory.epoch, footprint_bytes)
+
+    def remember_no_room(self, footprint_bytes: int) -> None:
+        self._no_room = (self.memory.epoch, footprint_bytes)
+
+    @contextmanager
+    def retries_held(self):
+        """Memory freed inside the block is its caller's: no queued request may take it first."""
+        retrying, self._retrying = self._retrying, True
+        try:
+            yield
+        finally:
+            self._retrying = retrying
+
+    def register(self, dep: Deployment, gpu, plan) -> Instance:
+        """A new instance of `dep` on `gpu`, known to routing; the caller reserves and starts it."""
+        inst = Instance(self._next_id, dep, self.nodes[gpu.node], gpu, plan, self)
+        self._next_id += 1
+        self.instances[inst.id] = inst
+        self.by_model.setdefault(dep.name, []).append(inst)
+        self.memory.touch()
+        return inst
+
+    def reserve(self, inst: Instance) -> None:
+        self.memory.reserve(inst, self.env.now)
 
     # --- the arrival path -----------------------------------------------------------------------
     def on_arrival(self, req: Request) -> None:
@@ -165,7 +216,7 @@ class Simulator:
             return
         if not self._try_place(req, req.arrival_s, fallback=True):
             self.memory_queue.append(Pending(req, req.arrival_s))
-            self._add_waiting(req.model, 1)
+            self._unplace(req.model, 1)
 
     def reject(self, req: Request, reason: str) -> None:
         self.emit(RequestRecord.rejection(
@@ -175,7 +226,11 @@ class Simulator:
         ))
 
     def _try_place(self, req: Request, arrival: float, fallback: bool) -> bool:
-        """Route to an instance, or start one; False when neither is possible now."""
+        """Route to an instance, or start one; False when neither is possible now.
+
+        With no room for a new instance, the request joins the instance owing the fewest
+        requests (join-the-shortest-queue; `active` counts running, queued and pending).
+        """
         cands = self.by_model.get(req.model)
         if cands:
             router = self.policies.router
@@ -184,7 +239,7 @@ class Simulator:
             except Exception as e:
                 raise self.policy_failure(router, "route", e) from e
             if iid is not None:
-                inst = self.instances.get(iid)
+                inst = self.instances.get(iid) if isinstance(iid, int) else None
                 if inst is None or inst.model != req.model:
                     raise self.policy_failure(router, "route", f"returned {iid!r}, not one of the candidates")
                 return self.assign(inst, req, arrival)
@@ -198,7 +253,7 @@ class Simulator:
 
     def assign(self, inst: Instance, req: Request, arrival: float) -> bool:
         now = self.env.now
-        if inst.state == "sleeping" and not self._wake(inst):
+        if inst.state is S.SLEEPING and not self._wake(inst):
             # Its GPU has filled up while it slept: a cold start elsewhere beats waiting. The
             # sleeper is left alone, so that its keep-alive still ends its sleep in time.
             inst = start_instance(self, self.deployment(req.model))
@@ -220,15 +275,15 @@ class Simulator:
                 serve_closed_form(self, inst, req, cold, waited)
             return True
         inst.pending.append(Pending(req, arrival))
-        self._add_waiting(req.model, 1)
+        self.pending_total += 1
         return True
 
     # --- lifecycle hooks ------------------------------------------------------------------------
     def became_ready(self, inst: Instance, pipelined: bool) -> None:
         now = self.env.now
-        inst.state = "full" if inst.bound_layers >= inst.num_layers else "ready"
+        inst.move_to(S.FULL if inst.bound_layers >= inst.num_layers else S.READY)
         pending, inst.pending = inst.pending, deque()
-        self._add_waiting(inst.model, -len(pending))
+        self.pending_total -= len(pending)
         # Execute-while-load: a pending prompt's prefill ran layer by layer as layers arrived;
         # only the last layer's share is left once the last layer lands.
         fraction = 1.0 / inst.num_layers if pipelined else 1.0
@@ -239,34 +294,13 @@ class Simulator:
             else:
                 serve_closed_form(self, inst, p.req, True, now - p.arrival_s, fraction)
 
-    def _reserve(self, inst: Instance) -> None:
-        gpu = inst.gpu_ref
-        assert gpu.used_bytes + inst.memory_bytes <= gpu.capacity_bytes, "GPU memory over-committed"
-        gpu.used_bytes += inst.memory_bytes
-        gpu.instances.append(inst)
-        self.usage.held(inst.id, self.env.now)
-        self.used_bytes += inst.memory_bytes
-        self._memory_changed()
-
-    def _release(self, inst: Instance) -> None:
-        gpu = inst.gpu_ref
-        gpu.used_bytes -= inst.memory_bytes
-        gpu.instances.remove(inst)
-        self.used_bytes -= inst.memory_bytes
-        if inst.idle_counted:
-            inst.idle_counted = False
-            self.usage.busy(inst.id, inst.model, inst.memory_bytes, self.env.now)
-            self.idle_bytes -= inst.memory_bytes
-        self.usage.freed(inst.id, inst.model, inst.memory_bytes, self.env.now)
-        self._memory_changed()
-
     def _wake(self, inst: Instance) -> bool:
         """Bring a sleeping instance back onto its GPU; False if its GPU has no room now."""
         gpu = inst.gpu_ref
         if gpu.free_bytes < inst.memory_bytes:
             return False
-        self._reserve(inst)
-        inst.state = "loading"
+        inst.move_to(S.LOADING)
+        self.reserve(inst)
         self.env.process(wake(self, inst))
         return True
 
@@ -275,6 +309,9 @@ class Simulator:
         if self._wake(inst):
             return True
         pending, inst.pending = inst.pending, deque()
+        self.pending_total -= len(pending)
+        for p in pending:
+            self._unplace(p.req.model, 1)
         self.memory_queue.extendleft(reversed(pending))  # they are older than anything queued
         return False
 
@@ -284,8 +321,8 @@ class Simulator:
         Level 1 keeps the weights in host DRAM (copied out over PCIe); if the node's DRAM
         cannot hold them beside the other sleepers, it falls back to level 2 (dropped).
         """
-        self._release(inst)
-        inst.state = "sleeping"
+        self.memory.release(inst, self.env.now)
+        inst.move_to(S.SLEEPING)
         dram = inst.node_ref.dram
         if level == 1 and dram.pin(inst.shape.weight_bytes):
             self.metrics.on_bytes("pcie_d2h", inst.shape.weight_bytes)  # weights copied out to host DRAM
@@ -295,18 +332,19 @@ class Simulator:
         self.retry_memory_queue()
 
     def evict(self, inst: Instance) -> None:
-        if inst.state == "evicted":
+        if inst.state is S.EVICTED:
             return
         finalize_partials(self, inst, everything=True)
         self.usage.of(inst.model).evictions += 1
-        if inst.state == "sleeping":
+        if inst.state is S.SLEEPING:
             if inst.sleep_level == 1:
                 inst.node_ref.dram.unpin(inst.shape.weight_bytes)
-        else:
-            self._release(inst)
-        inst.state = "evicted"
+        elif self.memory.holds(inst):
+            self.memory.release(inst, self.env.now)
+        inst.move_to(S.EVICTED)
         del self.instances[inst.id]
         self.by_model[inst.model].remove(inst)
+        self.memory.touch()
         self.retry_memory_queue()
 
     def retry_memory_queue(self) -> None:
@@ -320,13 +358,9 @@ class Simulator:
                 if not self._try_place(p.req, p.arrival_s, fallback=False):
                     break
                 self.memory_queue.popleft()
-                self._add_waiting(p.req.model, -1)
+                self._unplace(p.req.model, -1)
         finally:
             self._retrying = False
-        # Placement is a pure function of cluster memory state: once it has said "no room"
-        # for a footprint, asking again before memory changes is wasted work (hot under overload).
-        self.memory_epoch = 0
-        self._no_room: tuple[int, int] | None = None
 
     # --- the run ---------------------------------------------------------------------------------
     def _advance_to(self, t: float) -> None:
@@ -334,10 +368,18 @@ class Simulator:
         while env.peek() <= t:
             env.step()
         if t > env.now:
-            env._now = t  # performance: moving the clock needs no event (SimPy keeps it in _now)
+            move_clock(env, t)
 
-    def run(self, requests: Iterable[Request], on_progress=None) -> dict:
-        """Replay `requests` (ordered by arrival) and return the summary row."""
+    def _has_work(self) -> bool:
+        return bool(self.memory_queue) or self.pending_total > 0 or self.outstanding > 0
+
+    def run(self, requests: Iterable[Request], on_progress=None, horizon_s: float | None = None) -> dict:
+        """Replay `requests` (ordered by arrival) and return the summary row.
+
+        Memory is charged until each instance is evicted or the horizon ends, whichever
+        comes first: `horizon_s` (the replayed duration), or the last arrival when None.
+        The run lasts until the horizon or the last finish, whichever is later.
+        """
         env = self.env
         env.process(prewarm_loop(self))
         n = 0
@@ -353,9 +395,12 @@ class Simulator:
             if on_progress is not None and not n & 4095:
                 on_progress(n)
         self.arrivals_done = True
-        while (self.waiting_total > 0 or self.outstanding > 0) and env.peek() < float("inf"):
+        while self._has_work() and env.peek() < float("inf"):
             env.step()
-        end = max(env.now, self.max_finish, last)
+        horizon = last if horizon_s is None else max(float(horizon_s), last)
+        if horizon > env.now:
+            self._advance_to(horizon)  # keep-alive timers that end before the horizon still run
+        end = max(env.now, self.max_finish, horizon)
         self._advance_to(end)
         for inst in list(self.instances.values()):
             finalize_partials(self, inst, everything=True)
@@ -366,5 +411,5 @@ class Simulator:
                 self.reject(p.req, "instance never became ready")
         if on_progress is not None:
             on_progress(n)
-        self.usage.close(self.instances.values(), end)
+        self.memory.close(self.instances.values(), end)
         return self.metrics.finish(end)

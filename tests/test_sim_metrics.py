@@ -35,8 +35,12 @@ def test_keys_and_order():
     m.on_bytes("network", 1e9)
     m.on_bytes("pcie", 3e9)
     m.on_bytes("pcie", 1.5e9)
+    m.on_bytes("nvlink", 1e9)
     row = m.finish(10.0)
-    assert list(row) == [*SUMMARY_KEYS, "gb_network", "gb_pcie", "gb_ssd"]
+    # every run has the same link columns (zero where nothing moved), then any other kind seen
+    assert list(row) == [*SUMMARY_KEYS, "gb_network", "gb_pcie", "gb_pcie_d2h", "gb_ssd", "gb_nvlink"]
+    assert row["gb_pcie_d2h"] == 0.0 and row["gb_nvlink"] == 1.0
+    assert row["horizon_s"] == 10.0 and row["fidelity"] == "request"
     assert row["gb_pcie"] == 4.5 and row["gb_network"] == 1.0 and row["gb_ssd"] == 2.0
     assert row["policy"] == "full+none" and row["requests"] == 0
     assert math.isnan(row["ttft_p50_s"]) and math.isnan(row["quality_mean"])

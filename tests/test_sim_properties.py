@@ -137,17 +137,25 @@ class CheckedSimulator(Simulator):
 
         self.net._reallocate = checked_realloc
 
-    def _memory_changed(self) -> None:
+        changed = self.memory._changed
+
+        def checked_changed(now):
+            self.check_memory()
+            changed(now)
+
+        self.memory._changed = checked_changed
+
+    def check_memory(self) -> None:
+        """The memory ledger agrees with the GPUs and the instances on them."""
         self.memory_checks += 1
         total = 0
         for g in self._gpus:
             assert 0 <= g.used_bytes <= g.capacity_bytes, f"GPU {g.node}.{g.index}: {g.used_bytes} > {g.capacity_bytes}"
             assert g.used_bytes == sum(i.memory_bytes for i in g.instances)
-            assert all(i.state != "evicted" for i in g.instances)
+            assert all(i.state not in ("evicted", "sleeping") for i in g.instances)
             total += g.used_bytes
-        assert self.used_bytes == total
-        assert 0 <= self.idle_bytes <= self.used_bytes
-        super()._memory_changed()
+        assert self.memory.used_bytes == total
+        assert 0 <= self.memory.idle_bytes <= self.memory.used_bytes
 
 
 def check_link_rates(net: FlowNetwork) -> None:
@@ -173,7 +181,7 @@ class SleepTiers(KeepAlivePolicy):
 
 
 def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0,
-            compute_sharing="time_slice", **specs):
+            compute_sharing="none", **specs):
     """One instrumented run; a policy is a spec string or an instance."""
     chosen = dict(staging="full", keepalive="fixed", prewarm="none", placement="first_fit",
                   router="least_loaded", admission="always")
@@ -326,7 +334,8 @@ def test_small_profile_invariants(reqs, nodes, gpus, fidelity, staging, keepaliv
         if rec.model == "huge":
             assert rec.rejected  # by admission, or because its KV cache does not fit any GPU
     # after the run nothing is left waiting
-    assert sim.waiting_total == 0 and not sim.memory_queue
+    assert sim.pending_total == 0 and not sim.memory_queue and sim.outstanding == 0
+    assert all(sim.waiting(m) == 0 for m in sim.models_seen)
     check_compute(sim)
     check_ledger(row, records, sim)
 

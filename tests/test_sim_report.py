@@ -74,10 +74,10 @@ def test_table_is_aligned_and_missing_links_read_zero():
     lines = text.splitlines()
     assert len(lines) == 4
     header = lines[0].split()
-    assert header[0] == "policy" and header[-3:] == ["gb_network", "gb_pcie", "gb_ssd"]
+    assert header[0] == "policy" and header[-4:] == ["gb_network", "gb_pcie", "gb_pcie_d2h", "gb_ssd"]
     # numbers are right-aligned: every data line ends at the same column as the header
     assert len({len(line) for line in lines}) == 1
-    assert lines[2].split()[-3:] == ["0.00", "27.00", "27.00"]  # full+none moved nothing on network
+    assert lines[2].split()[-4:] == ["0.00", "27.00", "0.00", "27.00"]  # full+none moved nothing on network
     assert lines[3].split()[-1] == "0.00"
     assert format_table([]) == "(no results)\n"
 

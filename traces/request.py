@@ -1,26 +1,5 @@
-"""The one record that flows from `traces` into `sim`: a request for a model at a time."""
+"""`Request` lives in `contracts.request` (dependency-free); this name is kept for imports."""
 
-from __future__ import annotations
+from contracts.request import Request
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One inference request.
-
-    `arrival_s` is seconds from the start of the trace. `model` names a deployment (the
-    simulator looks its size up in the profile's model catalog, falling back to the
-    profile's default model). `function` keeps the serverless function this request was
-    mapped from, when it came from a function trace, so that reports can say so.
-    `adapter` names a per-function adapter when functions share a base model
-    (mapping mode `shared`); empty when each function is its own deployment.
-    """
-
-    arrival_s: float
-    model: str
-    prompt_tokens: int
-    output_tokens: int
-    request_id: int = 0
-    function: str = ""
-    adapter: str = ""
+__all__ = ["Request"]

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from policies.plan import StagePlan
+from contracts.plan import StagePlan
 from validate.probes import drop_file_cache
 from validate.results import ColdStart
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-from policies.plan import StagePlan
+from contracts.plan import StagePlan
 from validate.coldstart import EngineSpec, make_engine, release
 
 

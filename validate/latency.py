@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-from policies.plan import StagePlan
+from contracts.plan import StagePlan
 from validate.device import repeat_timed
 from validate.results import LatencyTable
 

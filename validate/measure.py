@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from policies.plan import full_plan, pipelined_plan, progressive_plan
+from contracts.plan import full_plan, pipelined_plan, progressive_plan
 from validate import engine_phases
 from validate.coldstart import EngineSpec, make_engine, measure_cold_start, release
 from validate.config import PROGRESSIVE_FRACTIONS, RunConfig

@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from policies.plan import StagePlan, progressive_plan
+from contracts.plan import StagePlan, progressive_plan
 from validate.config import PROGRESSIVE_FRACTIONS
 from validate.errors import ValidateError
 from validate.results import StageQuality

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from policies.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
+from contracts.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
 from sim.profile import profile_from_dict
 from validate.coldstart import EngineSpec
 from validate.config import PROGRESSIVE_FRACTIONS, RunConfig

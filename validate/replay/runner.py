@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from policies.plan import StagePlan
+from contracts.plan import StagePlan
 from validate.coldstart import EngineSpec, make_engine, release
 from validate.probes import drop_file_cache
 

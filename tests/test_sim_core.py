@@ -1,0 +1,207 @@
+"""The simulator's core, one fact at a time: the clock, the instance life, what routing and
+admission see of queued requests, the keep-alive horizon, and the checks that mutation
+testing showed were missing (batch-dependent decode, the keep-alive's re-check).
+
+Numbers come from `small_profile_dict()` (test_sim_properties): start 3 s, init 2 s, SSD
+loads at 1 GB/s, prefill 0.125 s, decode 0.0625 s at batch 1 unless a test changes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import simpy
+from test_sim_properties import run_sim, small_profile_dict
+
+from sim.instance import TRANSITIONS, IllegalTransition, InstanceState
+from sim.profile import profile_from_dict
+from sim.simulator import move_clock
+from traces.request import Request
+
+GB = 1e9
+
+
+def req(t, i, model="small", out=1, prompt=100):
+    return Request(arrival_s=t, model=model, prompt_tokens=prompt, output_tokens=out, request_id=i)
+
+
+def profile(max_batch=4, decode=(0.0625, 0.0625), **extra_models):
+    d = small_profile_dict()
+    for m in d["models"]:
+        m["max_batch"] = max_batch
+        m["decode"] = {"x": [1, 64], "seconds": list(decode)}
+    for name, base in extra_models.items():
+        copy = dict(next(m for m in d["models"] if m["name"] == base))
+        copy["name"] = name
+        d["models"].append(copy)
+    return profile_from_dict(d, "core-test")
+
+
+# ---------------------------------------------------------------------------------------------
+# the clock
+
+
+def test_move_clock_moves_simpy_time_and_later_events_still_fire_on_time():
+    env = simpy.Environment()
+    move_clock(env, 7.5)
+    assert env.now == 7.5  # fails if SimPy stops keeping its clock where move_clock writes it
+    fired = []
+
+    def proc():
+        yield env.timeout(2.0)
+        fired.append(env.now)
+
+    env.process(proc())
+    env.run()
+    assert fired == [9.5]
+
+
+def test_move_clock_refuses_to_jump_over_a_due_event():
+    env = simpy.Environment()
+    env.timeout(1.0)
+    with pytest.raises(RuntimeError, match="due"):
+        move_clock(env, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the instance's life
+
+
+@pytest.mark.parametrize(("old", "new"), list(itertools.product(InstanceState, InstanceState)))
+def test_only_the_listed_moves_are_allowed(old, new):
+    class Probe:
+        id, model = 0, "m"
+        _state = old
+        move_to = __import__("sim.instance", fromlist=["Instance"]).Instance.move_to
+
+    p = Probe()
+    if new in TRANSITIONS[old]:
+        p.move_to(new)
+        assert p._state is new
+    else:
+        with pytest.raises(IllegalTransition, match=f"{old.value} -> {new.value}"):
+            p.move_to(new)
+
+
+def test_the_life_has_no_dead_ends_but_eviction():
+    for state, nexts in TRANSITIONS.items():
+        assert nexts or state is InstanceState.EVICTED
+        assert state is InstanceState.EVICTED or InstanceState.EVICTED in nexts
+    assert InstanceState.FULL == "full"  # policies compare with plain names
+
+
+# ---------------------------------------------------------------------------------------------
+# routing and admission see every request an instance owes
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_a_burst_splits_evenly_when_every_instance_is_busy(fidelity):
+    # max_batch 1, two GPUs that each hold one `big`: two instances, then a burst of 10 that
+    # finds both busy. Routing must see the queue each has, so they get 5 each.
+    p = profile(max_batch=1)
+    reqs = [req(0.0, 0, "big"), req(0.0, 1, "big")] + [req(100.0, 2 + i, "big", out=4) for i in range(10)]
+    _, recs, sim = run_sim(reqs, p, gpus=2, fidelity=fidelity, keepalive="fixed[ttl=1000]")
+    burst = [r for r in recs if r.request_id >= 2]
+    per = {iid: sum(1 for r in burst if r.instance_id == iid) for iid in {r.instance_id for r in recs}}
+    assert sorted(per.values()) == [5, 5]
+    # each instance serves its 5 back to back: prefill + 3 decodes = 0.3125 s each
+    assert max(r.finish_s for r in burst) == pytest.approx(100.0 + 5 * 0.3125, rel=1e-12)
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_active_and_waiting_count_queued_requests(fidelity):
+    p = profile(max_batch=1)
+    reqs = [req(0.0, 0, "big")] + [req(50.0, 1 + i, "big", out=9) for i in range(3)]
+    seen = []
+
+    class Watch:
+        name = label = "watch"
+
+        def admit(self, request, cluster):
+            insts = cluster.instances_of("big")
+            seen.append((cluster.waiting("big"), [i.active for i in insts]))
+            from policies.decisions import SERVE
+            return SERVE
+
+    run_sim(reqs, p, fidelity=fidelity, keepalive="fixed[ttl=1000]", admission=Watch())
+    # at t=50 the instance is idle, then owes 1 (running), then 2 (1 running + 1 queued)
+    assert seen[1:] == [(0, [0]), (0, [1]), (1, [2])]
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_max_queue_sheds_behind_a_busy_warm_instance(fidelity):
+    # one warm instance (`big` fits the GPU once), max_batch 1, each request 1.125 s of work,
+    # one every 0.5 s: the queue grows; with depth 1 only a request that finds nobody waiting
+    # is admitted.
+    p = profile(max_batch=1)
+    reqs = [req(0.0, 0, "big")] + [req(20.0 + 0.5 * i, 1 + i, "big", out=17) for i in range(40)]
+    row, recs, _ = run_sim(reqs, p, fidelity=fidelity, keepalive="fixed[ttl=1000]", admission="max_queue[depth=1]")
+    shed = [r for r in recs if r.rejected]
+    assert len(shed) > 10
+    served = [r for r in recs if not r.rejected and r.request_id > 0]
+    # nobody admitted waits behind more than the one running: TTFT <= 1.125 + prefill
+    assert max(r.ttft_s for r in served) <= 1.125 + 0.125 + 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# batch size matters: the decode step is read at the batch the request found
+
+
+def test_closed_form_decode_is_read_at_the_concurrency_found():
+    # decode 0.0625 s at batch 1 rising to 0.6925 at 64 (0.01 s per extra request)
+    p = profile(max_batch=4, decode=(0.0625, 0.0625 + 63 * 0.01))
+    reqs = [req(0.0, 0)] + [req(20.0, 1 + i, out=5) for i in range(3)]
+    _, recs, _ = run_sim(reqs, p, keepalive="fixed[ttl=1000]")
+    by = {r.request_id: r for r in recs}
+    for k in range(3):  # the k-th request of the burst runs beside k others
+        assert by[1 + k].tpot_s == pytest.approx(0.0625 + k * 0.01, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# keep-alive: the re-check after a request taken from the memory queue
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_an_instance_handed_a_queued_request_as_it_idles_is_not_evicted(fidelity):
+    # `big` (6 GB weights + 0.4 GB KV) fits once on the 10 GB GPU; `big2` is the same shape.
+    # B (big2) loads 0 -> 11 s, serves until 11.125. A1 and A2 (big) wait for memory. At
+    # 11.125 B idles, A1 evicts it and starts X (ready at 22.125, A1 done at 22.25); A2 cannot
+    # join X (batch 1) nor start another, so it waits in the memory queue until X idles at
+    # 22.25 and takes X at once. X must not be evicted under it.
+    p = profile(max_batch=1, big2="big")
+    reqs = [req(0.0, 0, "big2"), req(1.0, 1, "big"), req(2.0, 2, "big")]
+    row, recs, sim = run_sim(reqs, p, fidelity=fidelity, keepalive="none")
+    by = {r.request_id: r for r in recs}
+    assert not any(r.rejected for r in recs)
+    assert by[1].first_token_s == pytest.approx(22.25, rel=1e-12)
+    assert by[2].first_token_s == pytest.approx(22.375, rel=1e-12)
+    assert by[2].instance_id == by[1].instance_id
+    held = sim.usage.of("big").mem_byte_s
+    assert held == pytest.approx(6.4 * GB * (22.375 - 11.125), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# keep-alive cost up to the horizon
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+@pytest.mark.parametrize(("horizon", "idle_s"), [(None, 0.0), (100.0, 100.0 - 7.125), (1000.0, 600.0)])
+def test_idle_memory_is_charged_until_eviction_or_the_horizon(fidelity, horizon, idle_s):
+    # one request at 0, done at 7.125; fixed TTL 600 evicts at 607.125. With no horizon the
+    # run ends at the last finish (nothing idle charged); a 100 s horizon charges idle memory
+    # to 100 s; a 1000 s horizon to the eviction.
+    from test_sim_properties import SMALL, Recorder
+
+    from sim.config import SimConfig
+    from sim.policyset import PolicySet
+    from sim.simulator import Simulator
+
+    policies = PolicySet.from_specs(staging="full", keepalive="fixed[ttl=600]")
+    metrics = Recorder(policies.label)
+    sim = Simulator(SMALL, policies, SimConfig(nodes=1, gpus_per_node=1, fidelity=fidelity,
+                                               compute_sharing="none"), metrics)
+    row = sim.run([req(0.0, 0)], horizon_s=horizon)
+    footprint = 3 * GB
+    assert row["gpu_idle_gb_hours"] == pytest.approx(footprint * idle_s / (GB * 3600), abs=1e-12)
+    assert row["horizon_s"] == (7.125 if horizon is None else horizon)
