@@ -8,15 +8,20 @@ the weights, as vLLM does, unless the profile says the engine overlaps them).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contracts.decisions import Keep
 from sim.cluster import load_path
 from sim.instance import Instance, InstanceState
 from sim.serving import finalize_partials
 
+if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
+    from sim.core import SimCore
+
 S = InstanceState
 
 
-def cold_start(sim, inst: Instance):
+def cold_start(sim: SimCore, inst: Instance):
     """A new process: start, CUDA context, then the weights stage by stage and engine init."""
     env = sim.env
     eng = sim.profile.engine
@@ -28,7 +33,7 @@ def cold_start(sim, inst: Instance):
         yield from keep_alive(sim, inst)
 
 
-def load_weights(sim, inst: Instance, init_s: float):
+def load_weights(sim: SimCore, inst: Instance, init_s: float):
     """Load every stage of the instance's plan; serve once stage `serve_from` is bound.
 
     `init_s` (KV-cache allocation and graph capture) runs after the serving stage's weights,
@@ -74,7 +79,7 @@ def load_weights(sim, inst: Instance, init_s: float):
         node.ssd.add(inst.model, shape.weight_bytes)
 
 
-def wake(sim, inst: Instance):
+def wake(sim: SimCore, inst: Instance):
     """A sleeping process serves again.
 
     Level 1 (weights kept in host DRAM): copy them back over PCIe. Level 2 (weights dropped,
@@ -99,7 +104,7 @@ def wake(sim, inst: Instance):
         yield from keep_alive(sim, inst)
 
 
-def prewarm_process(sim, inst: Instance):
+def prewarm_process(sim: SimCore, inst: Instance):
     """Start a process ahead of demand and let it sleep without weights (sleep level 2).
 
     A request that arrives while it starts waits for it; at the end of the start it loads
@@ -118,7 +123,7 @@ def prewarm_process(sim, inst: Instance):
     yield from keep_alive(sim, inst)
 
 
-def keep_alive(sim, inst: Instance):
+def keep_alive(sim: SimCore, inst: Instance):
     """Wait for idleness, ask the keep-alive policy, apply its tiers in order, then evict."""
     env = sim.env
     inst.keeper += 1

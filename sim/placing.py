@@ -6,13 +6,18 @@ evictions of idle instances only, enough memory after them) and apply it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contracts.decisions import Place, Prewarm
 from contracts.plan import StagePlan
 from sim.instance import Deployment, Instance
 from sim.lifecycle import cold_start, prewarm_process
 
+if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
+    from sim.core import SimCore
 
-def start_instance(sim, dep: Deployment) -> Instance | None:
+
+def start_instance(sim: SimCore, dep: Deployment) -> Instance | None:
     """A cold start of `dep` where placement says, or None when there is no room now.
 
     A "no room" answer is remembered until GPU memory or idleness changes (see
@@ -37,7 +42,7 @@ def start_instance(sim, dep: Deployment) -> Instance | None:
     return inst
 
 
-def ask_placement(sim, dep: Deployment):
+def ask_placement(sim: SimCore, dep: Deployment):
     """Placement's answer for `dep` as (decision, GPU), checked; None when it finds no room."""
     placement = sim.policies.placement
     try:
@@ -51,7 +56,7 @@ def ask_placement(sim, dep: Deployment):
     return place, check_place(sim, place, dep)
 
 
-def new_instance(sim, dep: Deployment, gpu) -> Instance:
+def new_instance(sim: SimCore, dep: Deployment, gpu) -> Instance:
     """Register an instance with the staging policy's plan; the caller starts its process."""
     staging = sim.policies.staging
     try:
@@ -65,7 +70,7 @@ def new_instance(sim, dep: Deployment, gpu) -> Instance:
     return sim.register(dep, gpu, plan)
 
 
-def check_place(sim, place: Place, dep: Deployment):
+def check_place(sim: SimCore, place: Place, dep: Deployment):
     """The GPU a placement names, after checking that the decision can be applied as given."""
     p = sim.policies.placement
     if not (0 <= place.node < len(sim.nodes) and 0 <= place.gpu < len(sim.nodes[place.node].gpus)):
@@ -84,7 +89,7 @@ def check_place(sim, place: Place, dep: Deployment):
     return gpu
 
 
-def prewarm_loop(sim):
+def prewarm_loop(sim: SimCore):
     """Ask the prewarm policy every `interval_s` while arrivals last, and start what it asks for."""
     pw = sim.policies.prewarm
     interval = float(getattr(pw, "interval_s", 0.0) or 0.0)
@@ -107,7 +112,7 @@ def prewarm_loop(sim):
                 start_process(sim, sim.deployment(d.model))
 
 
-def start_process(sim, dep: Deployment) -> Instance | None:
+def start_process(sim: SimCore, dep: Deployment) -> Instance | None:
     """Prewarm a process without weights (vLLM sleep level 2): no GPU memory is held.
 
     It goes on the GPU placement would choose now, without evicting anything for it.

@@ -19,13 +19,17 @@ at iteration fidelity throughout (the Simulator decides, and the summary says so
 from __future__ import annotations
 
 import heapq
+from typing import TYPE_CHECKING
 
 from contracts.request import Request
 from sim.instance import Instance, InstanceState, Live, Partial
 from sim.records import RequestRecord
 
+if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
+    from sim.core import SimCore
 
-def served_record(sim, inst: Instance, req: Request, *, first_token_s: float, finish_s: float, tpot_s: float,
+
+def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: float, finish_s: float, tpot_s: float,
                   cold: bool, load_wait_s: float, stage: int, quality: float) -> RequestRecord:
     """The record of a request `inst` served: the one place a served record is built."""
     return RequestRecord(
@@ -38,7 +42,7 @@ def served_record(sim, inst: Instance, req: Request, *, first_token_s: float, fi
     )
 
 
-def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float,
+def serve_closed_form(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
                       prefill_fraction: float = 1.0) -> None:
     """Serve `req` on `inst` now (request fidelity) and record it, or park it as partial.
 
@@ -69,7 +73,7 @@ def serve_closed_form(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
 
 
-def finalize_partials(sim, inst: Instance, everything: bool) -> None:
+def finalize_partials(sim: SimCore, inst: Instance, everything: bool) -> None:
     """Record partial-stage requests whose stage history is now known up to their finish."""
     now = sim.env.now
     keep = []
@@ -83,7 +87,7 @@ def finalize_partials(sim, inst: Instance, everything: bool) -> None:
     inst.partials = keep
 
 
-def enqueue_iteration(sim, inst: Instance, req: Request, cold: bool, load_wait_s: float,
+def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
                       prefill_fraction: float = 1.0) -> None:
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
     inst.queue.append(Live(req, cold, load_wait_s, prefill_fraction))
@@ -93,7 +97,7 @@ def enqueue_iteration(sim, inst: Instance, req: Request, cold: bool, load_wait_s
         sim.env.process(batch_loop(sim, inst))
 
 
-def batch_loop(sim, inst: Instance):
+def batch_loop(sim: SimCore, inst: Instance):
     """Continuous batching on one instance until it has nothing left to do."""
     env = sim.env
     shape = inst.shape
@@ -159,7 +163,7 @@ def batch_loop(sim, inst: Instance):
     inst.idle_signal.fire()  # keep-alive waits for this
 
 
-def _finish_live(sim, inst: Instance, live: Live) -> None:
+def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
     now = sim.env.now
     req = live.req
     out = req.output_tokens

@@ -205,3 +205,38 @@ def test_idle_memory_is_charged_until_eviction_or_the_horizon(fidelity, horizon,
     footprint = 3 * GB
     assert row["gpu_idle_gb_hours"] == pytest.approx(footprint * idle_s / (GB * 3600), abs=1e-12)
     assert row["horizon_s"] == (7.125 if horizon is None else horizon)
+
+
+# ---------------------------------------------------------------------------------------------
+# the collaborators' interface
+
+
+def test_the_simulator_offers_everything_simcore_names():
+    from test_sim_properties import SMALL, Recorder
+
+    from sim.config import SimConfig
+    from sim.core import SimCore
+    from sim.policyset import PolicySet
+    from sim.simulator import Simulator
+
+    sim = Simulator(SMALL, PolicySet.from_specs(), SimConfig(nodes=1, gpus_per_node=1), Recorder("x"))
+    names = set(SimCore.__annotations__) | {n for n in vars(SimCore) if not n.startswith("_")}
+    missing = sorted(n for n in names if not hasattr(sim, n))
+    assert not missing
+    assert "outstanding" in names and "register" in names
+
+
+def test_collaborators_use_only_the_interface():
+    # lifecycle, serving and placing may use `sim.<name>` only for names SimCore lists
+    import re
+    from pathlib import Path
+
+    from sim.core import SimCore
+
+    allowed = set(SimCore.__annotations__) | {n for n in vars(SimCore) if not n.startswith("_")}
+    root = Path(__file__).resolve().parent.parent / "sim"
+    for module in ("lifecycle.py", "serving.py", "placing.py"):
+        code = (root / module).read_text()
+        code = re.sub(r"^(from|import) .*$", "", code, flags=re.M)
+        used = set(re.findall(r"\bsim\.([A-Za-z_]\w*)", code))
+        assert used <= allowed, (module, sorted(used - allowed))

@@ -1,0 +1,62 @@
+"""What the simulator's collaborators may use of it: the `SimCore` interface.
+
+`lifecycle` (an instance's processes), `serving` (the two fidelities) and `placing`
+(starting instances) act on the run through this surface and nothing else. Keeping it
+small and typed is what lets each of them be read, and tested, without the whole
+`Simulator` in mind; a new need is a new method here, not a reach into private state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import simpy
+
+    from contracts.plan import StagePlan
+    from sim.cluster import Gpu, Node
+    from sim.flows import FlowNetwork
+    from sim.instance import Deployment, Instance
+    from sim.policyset import PolicyError, PolicySet
+    from sim.profile import Profile
+    from sim.records import RequestRecord
+    from sim.usage import UsageLedger
+
+
+class SimCore(Protocol):
+    """The run as lifecycle, serving and placing see it (implemented by `sim.simulator.Simulator`)."""
+
+    # what the run is made of (read-only for collaborators)
+    env: simpy.Environment
+    profile: Profile
+    policies: PolicySet
+    net: FlowNetwork
+    nodes: list[Node]
+    usage: UsageLedger  # per-model counters: loads, wakes, cold starts, refills, bytes
+    label: str
+    emit: Callable[[RequestRecord], None]
+    instances: dict[int, Instance]
+    by_model: dict[str, list[Instance]]
+    arrivals_done: bool
+    outstanding: int  # iteration fidelity: admitted requests not yet finished (serving counts them)
+
+    def deployment(self, name: str) -> Deployment: ...
+    def policy_failure(self, policy, hook: str, err) -> PolicyError: ...
+
+    # instance state the run keeps
+    def mark_busy(self, inst: Instance, finish: float) -> None: ...
+    def set_idle(self, inst: Instance, idle: bool) -> None: ...
+    def became_ready(self, inst: Instance, pipelined: bool) -> None: ...
+    def demote(self, inst: Instance, level: int) -> None: ...
+    def evict(self, inst: Instance) -> None: ...
+    def wake_with_pending(self, inst: Instance) -> bool: ...
+    def retry_memory_queue(self) -> None: ...
+
+    # starting instances
+    def no_room_known(self, footprint_bytes: int) -> bool: ...
+    def remember_no_room(self, footprint_bytes: int) -> None: ...
+    def retries_held(self) -> AbstractContextManager[None]: ...
+    def register(self, dep: Deployment, gpu: Gpu, plan: StagePlan) -> Instance: ...
+    def reserve(self, inst: Instance) -> None: ...
