@@ -237,6 +237,6 @@ def test_collaborators_use_only_the_interface():
     root = Path(__file__).resolve().parent.parent / "sim"
     for module in ("lifecycle.py", "serving.py", "placing.py"):
         code = (root / module).read_text()
-        code = re.sub(r"^(from|import) .*$", "", code, flags=re.M)
+        code = re.sub(r"^\s*(from|import) .*$", "", code, flags=re.M)
         used = set(re.findall(r"\bsim\.([A-Za-z_]\w*)", code))
         assert used <= allowed, (module, sorted(used - allowed))
