@@ -214,6 +214,12 @@ class Simulator:
         if dep.footprint_bytes > max(g.capacity_bytes for g in self._gpus):
             self.reject(req, f"model needs {dep.footprint_bytes / 1e9:.1f} GB, more than any GPU has")
             return
+        need = req.prompt_tokens + req.output_tokens
+        if need > dep.shape.max_tokens_in_flight:
+            # As vLLM refuses a prompt plus max_tokens beyond its context: no batch could hold it.
+            self.reject(req, f"needs {need} tokens of KV cache, the model's instance holds "
+                             f"{dep.shape.max_tokens_in_flight}")
+            return
         if not self._try_place(req, req.arrival_s, fallback=True):
             self.memory_queue.append(Pending(req, req.arrival_s))
             self._unplace(req.model, 1)
@@ -362,6 +368,14 @@ class Simulator:
         finally:
             self._retrying = False
 
+    def _never_placed_reason(self, req: Request) -> str:
+        """Why a request left in the memory queue at the end was never placed: say what happened."""
+        need = self.deployment(req.model).footprint_bytes
+        if any(g.free_bytes >= need for g in self._gpus):
+            return (f"never placed: placement {self.policies.placement.label} chose no GPU although one "
+                    f"had {need / 1e9:.1f} GB free")
+        return "never placed: no GPU memory became free"
+
     # --- the run ---------------------------------------------------------------------------------
     def _advance_to(self, t: float) -> None:
         env = self.env
@@ -405,7 +419,7 @@ class Simulator:
         for inst in list(self.instances.values()):
             finalize_partials(self, inst, everything=True)
         for p in list(self.memory_queue):
-            self.reject(p.req, "never placed: no GPU memory became free")
+            self.reject(p.req, self._never_placed_reason(p.req))
         for inst in list(self.instances.values()):
             for p in inst.pending:
                 self.reject(p.req, "instance never became ready")

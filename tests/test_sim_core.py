@@ -240,3 +240,58 @@ def test_collaborators_use_only_the_interface():
         code = re.sub(r"^\s*(from|import) .*$", "", code, flags=re.M)
         used = set(re.findall(r"\bsim\.([A-Za-z_]\w*)", code))
         assert used <= allowed, (module, sorted(used - allowed))
+
+
+# ---------------------------------------------------------------------------------------------
+# requests that cannot be served say why
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_a_request_larger_than_the_kv_cache_is_rejected_with_a_reason(fidelity):
+    d = small_profile_dict()
+    d["models"][0]["max_tokens_in_flight"] = 1000
+    p = profile_from_dict(d, "kv")
+    reqs = [req(0.0, 0, prompt=900, out=100), req(1.0, 1, prompt=900, out=101), req(2.0, 2, prompt=10**6, out=1)]
+    _, recs, _ = run_sim(reqs, p, fidelity=fidelity)
+    by = {r.request_id: r for r in recs}
+    assert not by[0].rejected  # exactly fills the cache
+    for i in (1, 2):
+        assert by[i].rejected and "tokens of KV cache" in by[i].reason and "holds 1000" in by[i].reason
+
+
+def test_a_placement_that_never_places_is_named_in_the_reason():
+    class Never:
+        name = label = "never"
+
+        def place(self, model, cluster):
+            return None
+
+    _, recs, _ = run_sim([req(0.0, 0)], placement=Never())
+    assert recs[0].rejected
+    assert "placement never chose no GPU although one had 3.0 GB free" in recs[0].reason
+
+
+def test_a_placement_returning_the_wrong_type_is_a_policy_error():
+    from sim.policyset import PolicyError
+
+    class Wrong:
+        name = label = "wrong"
+
+        def place(self, model, cluster):
+            return "gpu0"
+
+    with pytest.raises(PolicyError, match=r"policy wrong failed in place\(\).*'gpu0', not a Place"):
+        run_sim([req(0.0, 0)], placement=Wrong())
+
+
+def test_a_staging_plan_of_the_wrong_type_is_a_policy_error():
+    from sim.policyset import PolicyError
+
+    class Wrong:
+        name = label = "wrong"
+
+        def plan(self, model):
+            return [[0, 1], [2, 3]]
+
+    with pytest.raises(PolicyError, match=r"policy wrong failed in plan\(\).*not a StagePlan"):
+        run_sim([req(0.0, 0)], staging=Wrong())
