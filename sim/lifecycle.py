@@ -1,6 +1,6 @@
 """An instance's life as SimPy processes: cold start stage by stage, keep-alive, wake, evict.
 
-A cold start has phases (DESIGN.md): process start and CUDA context, then the weights of
+A cold start has phases (docs/design.md, Cold-start phases): process start and CUDA context, then the weights of
 each stage over the links their checkpoint's tier decides, a bind per layer, and the
 engine's KV-cache allocation and graph capture before the first request can run (after
 the weights, as vLLM does, unless the profile says the engine overlaps them).

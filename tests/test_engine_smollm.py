@@ -91,7 +91,7 @@ def test_stage_quality_rows(smollm, model):
     full = [r for r in rows if r["num_layers"] == 30]
     assert all(r["quality"] == pytest.approx(1.0) and r["token_agreement"] == 1.0 for r in full)
     by = {(r["plan"], r["stage"]): r for r in rows}
-    # FINDINGS.md: loading in natural order is the worst plan; ends-inward keeps far more quality
+    # docs/design.md (Measured facts): loading in natural order is the worst plan; ends-inward keeps far more quality
     assert by[("progressive", 0)]["perplexity"] < by[("natural", 0)]["perplexity"]
 
 

@@ -1,6 +1,6 @@
 """Per-stage quality and per-layer importance, measured on a real model's real text.
 
-FINDINGS.md measured that which layers a stage holds changes perplexity by orders of
+docs/design.md ("Measured facts") records that which layers a stage holds changes perplexity by orders of
 magnitude, so quality is never "fraction of layers": it is `perplexity_full /
 perplexity_stage` on plain English prose, with the stage's exact gates. The importance
 of each layer (perplexity increase with that one layer gated off) orders the
