@@ -10,7 +10,7 @@ from enum import StrEnum
 from contracts.plan import StagePlan
 from contracts.request import Request
 from sim.cluster import Gpu, Node
-from sim.profile import ModelProfile
+from sim.profile import EngineProfile, HardwareProfile, ModelProfile
 
 
 class InstanceState(StrEnum):
@@ -45,14 +45,54 @@ class IllegalTransition(RuntimeError):
 
 
 class Deployment:
-    """A named model deployment with the shape of a profile model (implements `ModelView`)."""
+    """A named model deployment with the shape of a profile model (implements `ModelView`).
 
-    __slots__ = ("name", "shape", "footprint_bytes")
+    With the run's hardware and engine profiles it also answers the estimates policies plan
+    with (a cold start from each tier, prefill and decode times): the profile's numbers for
+    an uncontended link, never a measurement of the run itself.
+    """
 
-    def __init__(self, name: str, shape: ModelProfile):
+    __slots__ = ("name", "shape", "footprint_bytes", "hardware", "engine")
+
+    def __init__(self, name: str, shape: ModelProfile, hardware: HardwareProfile | None = None,
+                 engine: EngineProfile | None = None):
         self.name = name
         self.shape = shape
         self.footprint_bytes = shape.footprint_bytes  # kept: read on every placement
+        self.hardware = hardware
+        self.engine = engine
+
+    @property
+    def max_batch(self) -> int:
+        return self.shape.max_batch
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        """Seconds to prefill one prompt with every layer bound."""
+        return self.shape.prefill(prompt_tokens)
+
+    def decode_s(self, batch: int) -> float:
+        """Seconds of one decode step at this batch size, every layer bound."""
+        return self.shape.decode(batch)
+
+    def cold_start_s(self, tier: str = "ssd") -> float:
+        """A full cold start with its checkpoint in `tier` ("dram", "ssd" or "remote") on idle links.
+
+        Process start, CUDA context, the weights at the loader's share of the slowest link on
+        the path, a bind per layer, then KV-cache allocation and graph capture (unless the
+        engine overlaps them with the load, when the longer of the two counts).
+        """
+        hw, eng = self.hardware, self.engine
+        if hw is None or eng is None:
+            raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a cold start")
+        links = {"dram": (hw.h2d_gbps,), "ssd": (hw.ssd_read_gbps, hw.h2d_gbps),
+                 "remote": (hw.network_gbps, hw.h2d_gbps)}
+        if tier not in links:
+            raise ValueError(f"tier must be one of {sorted(links)}, got {tier!r}")
+        load = self.shape.weight_bytes / (min(links[tier]) * 1e9 * eng.loader_efficiency)
+        load += eng.bind_s_per_layer * self.shape.num_layers
+        init = eng.kv_cache_alloc_s + eng.graph_capture_s
+        body = max(load, init) if eng.init_overlaps_load else load + init
+        return eng.process_start_s + eng.cuda_context_s + body
 
     @property
     def num_layers(self) -> int:

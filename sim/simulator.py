@@ -132,11 +132,21 @@ class Simulator:
     def arrivals(self, model: str) -> list[float]:
         return list(self._arrivals.get(model, ()))
 
+    def checkpoint_tier(self, model: str, node: int) -> str:
+        """Where a load of `model` onto `node` would read from now: "dram", "ssd" or "remote"."""
+        n = self.nodes[node]
+        return "dram" if model in n.dram else "ssd" if model in n.ssd else "remote"
+
+    def loads_in_flight(self, node: int, gpu: int) -> int:
+        """Transfers now crossing the node's SSD or network link or the GPU's PCIe link."""
+        n = self.nodes[node]
+        return len(n.ssd_link.transfers | n.net_link.transfers | n.gpus[gpu].pcie.transfers)
+
     # --- bookkeeping ----------------------------------------------------------------------------
     def deployment(self, name: str) -> Deployment:
         dep = self.deployments.get(name)
         if dep is None:
-            dep = Deployment(name, self.profile.model(name))
+            dep = Deployment(name, self.profile.model(name), self.profile.hardware, self.profile.engine)
             self.deployments[name] = dep
             self._arrivals[name] = deque(maxlen=256)
             if self.config.storage == "ssd":

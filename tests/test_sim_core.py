@@ -295,3 +295,43 @@ def test_a_staging_plan_of_the_wrong_type_is_a_policy_error():
 
     with pytest.raises(PolicyError, match=r"policy wrong failed in plan\(\).*not a StagePlan"):
         run_sim([req(0.0, 0)], staging=Wrong())
+
+
+# ---------------------------------------------------------------------------------------------
+# what policies can plan with
+
+
+def test_cold_start_estimate_matches_the_simulated_cold_start():
+    # `small` from SSD: 3 s start + 2 GB at 1 GB/s + 2 s init = 7 s, then a 0.125 s prefill
+    from test_sim_properties import SMALL
+
+    from sim.instance import Deployment
+
+    dep = Deployment("small", SMALL.model("small"), SMALL.hardware, SMALL.engine)
+    assert dep.cold_start_s("ssd") == pytest.approx(7.0, rel=1e-12)
+    assert dep.cold_start_s("dram") == pytest.approx(3.0 + 2.0 / 2.0 + 2.0, rel=1e-12)
+    assert dep.cold_start_s("remote") == pytest.approx(3.0 + 2.0 / 0.5 + 2.0, rel=1e-12)
+    assert dep.prefill_s(100) == 0.125 and dep.decode_s(1) == 0.0625 and dep.max_batch == 4
+    with pytest.raises(ValueError, match="tier"):
+        dep.cold_start_s("tape")
+    _, recs, _ = run_sim([req(0.0, 0)])
+    assert recs[0].ttft_s == pytest.approx(dep.cold_start_s("ssd") + dep.prefill_s(100), rel=1e-12)
+
+
+def test_checkpoint_tier_and_loads_in_flight_follow_the_run():
+    seen = []
+
+    class Watch:
+        name = label = "watch"
+
+        def admit(self, request, cluster):
+            seen.append((cluster.checkpoint_tier("small", 0), cluster.loads_in_flight(0, 0)))
+            from policies.decisions import SERVE
+            return SERVE
+
+    # t=0: on SSD, nothing moving; t=4: the load (3..5 s) is on the SSD and PCIe links;
+    # t=100 (after eviction): the checkpoint is cached in host DRAM
+    run_sim([req(0.0, 0), req(4.0, 1, model="m1"), req(100.0, 2)], admission=Watch(), keepalive="none")
+    assert seen[0] == ("ssd", 0)
+    assert seen[1][1] == 1
+    assert seen[2] == ("dram", 0)
