@@ -52,13 +52,14 @@ class Deployment:
     an uncontended link, never a measurement of the run itself.
     """
 
-    __slots__ = ("name", "shape", "footprint_bytes", "hardware", "engine")
+    __slots__ = ("name", "shape", "footprint_bytes", "max_tokens_in_flight", "hardware", "engine")
 
     def __init__(self, name: str, shape: ModelProfile, hardware: HardwareProfile | None = None,
                  engine: EngineProfile | None = None):
         self.name = name
         self.shape = shape
         self.footprint_bytes = shape.footprint_bytes  # kept: read on every placement
+        self.max_tokens_in_flight = shape.max_tokens_in_flight  # kept: read on every arrival
         self.hardware = hardware
         self.engine = engine
 

@@ -83,6 +83,7 @@ class Simulator:
         self.net = FlowNetwork(self.env, on_bytes=metrics.on_bytes)
         self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
         self._gpus = [g for n in self.nodes for g in n.gpus]
+        self._largest_gpu_bytes = max(g.capacity_bytes for g in self._gpus)
         if config.compute_sharing == "time_slice":
             for gpu in self._gpus:
                 gpu.compute = GpuCompute(self.env, profile.hardware.compute_slots)
@@ -221,14 +222,14 @@ class Simulator:
         if action == "reject":
             self.reject(req, decision.reason or "rejected by admission")
             return
-        if dep.footprint_bytes > max(g.capacity_bytes for g in self._gpus):
+        if dep.footprint_bytes > self._largest_gpu_bytes:
             self.reject(req, f"model needs {dep.footprint_bytes / 1e9:.1f} GB, more than any GPU has")
             return
         need = req.prompt_tokens + req.output_tokens
-        if need > dep.shape.max_tokens_in_flight:
+        if need > dep.max_tokens_in_flight:
             # As vLLM refuses a prompt plus max_tokens beyond its context: no batch could hold it.
             self.reject(req, f"needs {need} tokens of KV cache, the model's instance holds "
-                             f"{dep.shape.max_tokens_in_flight}")
+                             f"{dep.max_tokens_in_flight}")
             return
         if not self._try_place(req, req.arrival_s, fallback=True):
             self.memory_queue.append(Pending(req, req.arrival_s))
