@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+# Only the standard library and the signal guard at import time: everything else is imported
+# once the guard is installed, so that Ctrl-C while the program starts ends in one line too.
+from sim.interrupt import Interrupted, SignalGuard
 
-from policies.registry import KINDS, PolicySpecError, names, split_specs
-from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, SimConfig
-from sim.metrics import RunMetrics
-from sim.policyset import PolicyError, PolicySet
-from sim.profile import DEFAULT_PROFILE, ProfileError, load_profile
-from sim.records import RecordWriter
-from sim.report import format_table, write_csv, write_results
-from sim.simulator import Simulator, TraceOrderError
-from traces import TraceError, open_trace
+if TYPE_CHECKING:
+    from sim.config import SimConfig
+    from sim.policyset import PolicySet
+    from sim.profile import Profile
+    from sim.records import RecordWriter
+    from sim.runstore import ComboResult, RunStore
+    from traces import Trace
 
 DEFAULT_POLICIES = {
     "staging": "full,pipelined,progressive",
@@ -39,11 +42,31 @@ examples:
   python -m sim --trace azure_functions --trace-dir ~/data/azurefunctions --duration 3600 --out runs/a
   python -m sim --trace my_requests.csv --staging progressive --keepalive fixed[ttl=60],two_tier
   python -m sim --trace burstgpt --fidelity iteration --nodes 1 --gpus-per-node 2
+  python -m sim --trace azure_functions --out runs/a --resume   # finish a run that was stopped
+
+exit status: 0 done; 2 bad input or an unusable --out (one line; --out is checked before
+simulating); 1 a policy failed, or a result could not be written; 130/143 stopped by
+SIGINT/SIGTERM (the summary of the finished combinations is written, run.json says which;
+--resume finishes the run).
 """
+
+# Longer than any public trace (14 days) by far; beyond it a typo (1e12) would allocate the
+# synthetic trace's per-minute tables for millennia.
+MAX_DURATION_S = 366 * 86400.0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line, exit 2, like every other bad input (argparse would print the usage too)."""
+        self.exit(2, f"error: {message} (see python -m sim --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from policies.registry import KINDS, names
+    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE
+    from sim.profile import DEFAULT_PROFILE
+
+    p = _Parser(
         prog="python -m sim",
         description="Simulate serverless LLM cold starts on a GPU cluster and compare staging, "
         "keep-alive, prewarm, placement, routing and admission policies by TTFT, SLO attainment, "
@@ -86,13 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "none: each instance at full speed, as with MIG partitions (default time_slice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
-                                            "requests, cold starts, loads, wakes, evictions, refills, GB loaded, GPU memory-hours) and plots here")
+                                            "requests, cold starts, loads, wakes, evictions, refills, GB loaded, GPU memory-hours), "
+                                            "plots and run.json (the run's manifest) here; a folder holding another run's "
+                                            "results is refused unless --resume or --overwrite")
+    again = o.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="with --out, finish the run stopped there: skip the policy combinations its run.json "
+                            "marks done (refused if the inputs differ)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="with --out, replace the results of the run held there")
     o.add_argument("--no-records", action="store_true", help="with --out, skip the per-request Parquet file")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def _trace_options(items: list[str]) -> dict[str, str]:
+    from traces import TraceError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -103,6 +136,9 @@ def _trace_options(items: list[str]) -> dict[str, str]:
 
 
 def _policy_sets(args: argparse.Namespace) -> list[PolicySet]:
+    from policies.registry import KINDS, PolicySpecError, split_specs
+    from sim.policyset import PolicySet
+
     lists = {}
     for kind in KINDS:
         specs = split_specs(getattr(args, kind))
@@ -115,62 +151,174 @@ def _policy_sets(args: argparse.Namespace) -> list[PolicySet]:
     return combos
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, fidelity=args.fidelity,
-                           slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
-                           compute_sharing=args.compute_sharing)
-        profile = load_profile(args.profile)
-        combos = _policy_sets(args)
-        trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,
-                           **_trace_options(args.trace_option))
-    except (ProfileError, PolicySpecError, TraceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"trace: {trace.name}", flush=True)
-    print(f"profile: {profile.name} ({profile.provenance.get('kind')}); cluster: {config.nodes} x "
-          f"{config.gpus_per_node} {profile.hardware.gpu_name}; fidelity: {config.fidelity}; "
-          f"TTFT SLO {config.slo_ttft_s:g} s; {len(combos)} policy combinations", flush=True)
-    writer = None
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        if not args.no_records:
-            writer = RecordWriter(args.out / "requests.parquet")
-    rows, metrics_list, model_rows = [], [], []
-    started = time.perf_counter()
-    try:
-        for policies in combos:
-            metrics = RunMetrics(policies.label, config.slo_ttft_s, writer)
-            sim = Simulator(profile, policies, config, metrics)
-            bar = tqdm(desc=policies.label[:60], unit=" req", disable=args.quiet, leave=False,
-                       mininterval=0.5, file=sys.stderr)
-            done = [0]
 
-            def progress(n: int, bar=bar, done=done) -> None:
-                bar.update(n - done[0])
-                done[0] = n
+def _profile_path(spec: str) -> Path:
+    """The file `load_profile(spec)` reads."""
+    from sim.profile import PROFILES_DIR
 
-            try:
-                rows.append(sim.run(iter(trace), on_progress=progress))
-            finally:
-                bar.close()
-            metrics_list.append(metrics)
-            model_rows.extend(sim.usage.rows(policies.label))
-    except (PolicyError, TraceError, TraceOrderError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if rows:
-            print(format_table(rows))
-        return 1
-    finally:
-        if writer is not None:
-            writer.close()
-    elapsed = time.perf_counter() - started
-    print(format_table(rows))
-    total = sum(r["requests"] for r in rows)
-    print(f"simulated {total} requests in {elapsed:.1f} s ({total / max(elapsed, 1e-9):,.0f} requests/s)",
-          file=sys.stderr)
-    if args.out is not None:
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = PROFILES_DIR / f"{spec}.json"
+    return path
+
+
+def _policy_files(args: argparse.Namespace) -> list[Path]:
+    """The .py files named by file-based policy specs (path/to/file.py:Class[...])."""
+    from policies.registry import KINDS, split_specs
+
+    files: dict[Path, None] = {}
+    for kind in KINDS:
+        for spec in split_specs(getattr(args, kind)):
+            target = spec.split("[", 1)[0].strip()
+            module_part = target.rpartition(":")[0].strip()
+            if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
+                path = Path(module_part).expanduser()
+                if path.is_file():
+                    files.setdefault(path.resolve(), None)
+    return list(files)
+
+
+def _run_inputs(args: argparse.Namespace, config: SimConfig, profile: Profile, trace: Trace,
+                combos: list[PolicySet]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What decides the results, as fingerprints (compared by --resume), and where the
+    inputs were found (recorded only)."""
+    from sim.runstore import file_fingerprint, sha256_file, versions
+    from traces import TraceError
+    from traces.registry import NAMES as TRACE_NAMES
+    from traces.registry import resolve as resolve_trace
+
+    fmt, files, _ = resolve_trace(args.trace, args.trace_dir)
+    options = _trace_options(args.trace_option)
+    option_files: dict[str, object] = {}
+    for key, value in options.items():
+        path = Path(value).expanduser()
+        if path.is_file():
+            option_files[key] = file_fingerprint(path)
+    if "tokens" in options and "tokens" not in option_files:
+        try:
+            _, token_files, _ = resolve_trace(options["tokens"], args.trace_dir)
+            option_files["tokens"] = [file_fingerprint(p) for p, _ in token_files]
+        except TraceError:
+            pass  # calibrated / fixed token lengths: no file
+    profile_path = _profile_path(args.profile)
+    policy_files = _policy_files(args)
+    inputs = {
+        "seed": args.seed,
+        "duration_s": args.duration,
+        "trace": {
+            "spec": args.trace if args.trace in TRACE_NAMES else Path(args.trace).name,
+            "format": fmt,
+            "options": options,
+            "files": [file_fingerprint(p) for p, _ in files],
+            "option_files": option_files,
+        },
+        "profile": {"name": profile.name, "sha256": sha256_file(profile_path)},
+        "cluster": {"nodes": config.nodes, "gpus_per_node": config.gpus_per_node, "storage": config.storage,
+                    "slo_ttft_s": config.slo_ttft_s, "fidelity": config.fidelity,
+                    "compute_sharing": config.compute_sharing},
+        "combinations": [c.label for c in combos],
+        "policy_files": [{"name": p.name, "sha256": sha256_file(p)} for p in policy_files],
+        "records": not args.no_records,
+        "versions": versions(),
+    }
+    sources = {
+        "trace": trace.name,
+        "trace_dir": args.trace_dir,
+        "trace_files": [str(p.resolve()) for p, _ in files],
+        "profile": str(profile_path.resolve()),
+        "policy_files": [str(p) for p in policy_files],
+        "cwd": os.getcwd(),
+    }
+    return inputs, sources
+
+
+def _say(text: str) -> None:
+    """Print to stdout. A reader that went away (`| head`) must not stop the run before it has
+    written its results: the rest of the output goes to /dev/null."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _restored_row(summary: dict) -> dict:
+    """A summary row as run.json holds it (NaN written as null)."""
+    return {k: math.nan if v is None else v for k, v in summary.items()}
+
+
+class _Run:
+    """One invocation: its state is what an interruption's last line reports."""
+
+    def __init__(self, args: argparse.Namespace, argv: list[str], guard: SignalGuard) -> None:
+        self.args = args
+        self.argv = argv
+        self.guard = guard
+        self.store: RunStore | None = None
+        self.combos: list[PolicySet] = []
+        self.results: dict[int, ComboResult] = {}
+        self.current: int | None = None
+        self.writer: RecordWriter | None = None
+        self.started = False
+
+    # -- the run -------------------------------------------------------------------------------
+    def main(self) -> int:
+        from tqdm import tqdm
+
+        from policies.registry import PolicySpecError
+        from sim.config import SimConfig
+        from sim.metrics import RunMetrics
+        from sim.policyset import PolicyError
+        from sim.profile import ProfileError, load_profile
+        from sim.report import PlotSeries, format_table
+        from sim.runstore import ComboResult, OutError, RunStore, code_fingerprint
+        from sim.simulator import Simulator, TraceOrderError
+        from traces import TraceError, open_trace
+
+        args = self.args
+        try:
+            if args.duration is not None and not (math.isfinite(args.duration) and
+                                                  0 < args.duration <= MAX_DURATION_S):
+                raise ValueError(f"--duration wants simulated seconds above 0 and at most {MAX_DURATION_S:.0f} "
+                                 f"(366 days), got {args.duration:g}")
+            if (args.resume or args.overwrite) and args.out is None:
+                raise ValueError(f"--{'resume' if args.resume else 'overwrite'} needs --out")
+            config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, fidelity=args.fidelity,
+                               slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
+                               compute_sharing=args.compute_sharing)
+            profile = load_profile(args.profile)
+            self.combos = combos = _policy_sets(args)
+            trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,
+                               **_trace_options(args.trace_option))
+            if args.out is not None:
+                inputs, sources = _run_inputs(args, config, profile, trace, combos)
+                self.store = RunStore.open(
+                    args.out, inputs=inputs, labels=[c.label for c in combos], sources=sources, code=code_fingerprint(),
+                    command=["python", "-m", "sim", *self.argv], records=not args.no_records,
+                    resume=args.resume, overwrite=args.overwrite, guard=self.guard)
+        except (ProfileError, PolicySpecError, TraceError, ValueError, OutError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # a trace or profile file that cannot be read for its fingerprint
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        store = self.store
+        _say(f"trace: {trace.name}")
+        _say(f"profile: {profile.name} ({profile.provenance.get('kind')}); cluster: {config.nodes} x "
+             f"{config.gpus_per_node} {profile.hardware.gpu_name}; fidelity: {config.fidelity}; "
+             f"TTFT SLO {config.slo_ttft_s:g} s; {len(combos)} policy combinations")
+        if store is not None and store.complete:
+            _say(f"resume: every combination of the run in {store.out} is done; nothing to simulate")
+            _say(format_table([_restored_row(c["summary"]) for c in store.manifest["combinations"]]))
+            return 0
+        if store is not None and store.done:
+            left = len(combos) - len(store.done)
+            _say(f"resume: {len(store.done)} of {len(combos)} combinations done in {store.out}; "
+                 + (f"simulating the other {left}" if left else "writing the results"))
+            if store.other_code:
+                _say(f"resume: note: {store.other_code} of them ran on other simulator code (sim, policies, "
+                     "traces changed since; run.json records each combination's); --overwrite recomputes them")
         header = {
             "trace": trace.name,
             "profile": f"{profile.name} ({profile.provenance.get('kind')})",
@@ -181,10 +329,153 @@ def main(argv: list[str] | None = None) -> int:
             "seed": config.seed,
         }
         header.update({f"trace.{k}": v for k, v in sorted(trace.details.items())})
-        paths = write_results(args.out, rows, metrics_list, header)
-        write_csv(args.out / "models.csv", model_rows)
-        written = [str(p) for p in paths.values()] + [str(args.out / "models.csv")]
-        if writer is not None:
-            written.insert(0, str(args.out / "requests.parquet"))
-        print("wrote " + ", ".join(written))
-    return 0
+        started = time.perf_counter()
+        simulated = 0
+        try:
+            self.started = True
+            for i, policies in enumerate(combos):
+                if store is not None and i in store.done:
+                    self.results[i] = store.done[i]
+                    continue
+                self.current = i
+                self.writer = store.part_writer(i) if store is not None else None
+                metrics = RunMetrics(policies.label, config.slo_ttft_s, self.writer)
+                sim = Simulator(profile, policies, config, metrics)
+                bar = tqdm(desc=policies.label[:60], unit=" req", disable=args.quiet, leave=False,
+                           mininterval=0.5, file=sys.stderr)
+                done = [0]
+
+                def progress(n: int, bar=bar, done=done) -> None:
+                    bar.update(n - done[0])
+                    done[0] = n
+
+                try:
+                    row = sim.run(iter(trace), on_progress=progress)
+                finally:
+                    bar.close()
+                result = ComboResult(row, sim.usage.rows(policies.label),
+                                     PlotSeries.of(metrics) if store is not None else None, None)
+                if store is not None:
+                    store.finish_combo(i, result, self.writer)
+                self.results[i] = result
+                self.current, self.writer = None, None
+                simulated += row["requests"]
+                self.guard.check()  # a signal held back while the combination was committed
+        except PolicyError as e:
+            return self.stop(1, "failed", f"error: {e}", f"error: {e}")
+        except (TraceError, TraceOrderError) as e:  # bad input that shows only once it is read
+            return self.stop(2, "failed", f"error: {e}", f"error: {e}")
+        except Interrupted as e:
+            if e.forced:
+                raise
+            return self.stop(e.exit_code, "interrupted", f"interrupted by {e.signal_name}", self.interrupted_line(e))
+        except OSError as e:
+            self.discard_writer()
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        elapsed = time.perf_counter() - started
+        rows = [self.results[i].row for i in range(len(combos))]
+        _say(format_table(rows))
+        if simulated:
+            print(f"simulated {simulated} requests in {elapsed:.1f} s "
+                  f"({simulated / max(elapsed, 1e-9):,.0f} requests/s)", file=sys.stderr)
+        if store is not None:
+            try:
+                # A signal now is held until the results are complete, then ignored: the run is done.
+                with self.guard.critical(deliver=False):
+                    written = store.write_final([self.results[i] for i in range(len(combos))], header)
+            except OSError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            _say("wrote " + ", ".join(str(p) for p in written))
+        return 0
+
+    # -- stopping early ------------------------------------------------------------------------
+    def discard_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+            self.writer = None
+
+    def stop(self, code: int, status: str, message: str, line: str) -> int:
+        """The run stopped early: write what is finished (marked partial), print the table of
+        the finished combinations and one line on stderr."""
+        from sim.report import format_table
+
+        written = []
+        if self.store is not None:
+            header = {"status": f"partial: {message}; {len(self.results)} of {len(self.combos)} policy "
+                                "combinations finished (see run.json; --resume finishes the run)"}
+            try:
+                with self.guard.critical(deliver=False):
+                    written = self.store.write_partial(self.results, self.current, self.writer, status=status,
+                                                       message=message, header=header)
+            except OSError as e:
+                self.discard_writer()
+                line = f"{line} (and writing the partial results failed: {e})"
+            self.writer = None
+        else:
+            self.discard_writer()
+        if code > 2:
+            self.guard.ignore()
+        rows = [self.results[i].row for i in sorted(self.results)]
+        if rows:
+            _say(format_table(rows))
+        if written:
+            _say("wrote " + ", ".join(str(p) for p in written))
+        print(line, file=sys.stderr)
+        return code
+
+    def interrupted_line(self, e: Interrupted) -> str:
+        from sim.runstore import PARTIAL_RECORDS
+
+        n, k = len(self.combos), len(self.results)
+        where = (f"during combination {self.current + 1} of {n} ({self.combos[self.current].label})"
+                 if self.current is not None else f"after {k} of {n} combinations")
+        if self.store is None:
+            return f"interrupted by {e.signal_name} {where}" + (f"; the table shows the {k} finished" if k else "")
+        wrote = ([f"the summary of the {k} finished"] if k else []) + \
+            ([f"the records so far ({PARTIAL_RECORDS})"] if self.store.records else [])
+        return (f"interrupted by {e.signal_name} {where}: wrote {' and '.join(wrote) or 'run.json'} to "
+                f"{self.store.out}, marked partial in run.json; --resume finishes the run")
+
+    def forced_line(self, e: Interrupted) -> str:
+        if not self.started:
+            return f"interrupted by {e.signal_name} before the simulation started"
+        if self.store is None:
+            return f"interrupted by {e.signal_name} again: stopped at once"
+        return (f"interrupted by {e.signal_name} again: stopped at once; the {len(self.results)} finished "
+                f"combinations are kept in {self.store.out} (--resume finishes the run)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status.
+
+    SIGINT and SIGTERM are handled for the duration of the call. Called as the program
+    (`argv` None) it leaves them ignored on return, so that a signal while the interpreter
+    exits cannot turn a finished run's status into a traceback; called with `argv` (tests,
+    other programs) it restores the previous handlers."""
+    as_program = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    guard = SignalGuard()
+    guard.install()
+    run = None
+    try:
+        run = _Run(build_parser().parse_args(argv), argv, guard)
+        return run.main()
+    except Interrupted as e:
+        # Before the run started, or a second signal: nothing half-written is left under a
+        # final name (every file is renamed into place when complete).
+        guard.ignore()
+        if run is None:
+            print(f"interrupted by {e.signal_name} before the simulation started", file=sys.stderr)
+        else:
+            run.discard_writer()
+            print(run.forced_line(e), file=sys.stderr)
+        return e.exit_code
+    finally:
+        if run is not None and run.store is not None:
+            run.store.release()
+        if as_program:
+            guard.ignore()
+        else:
+            guard.restore()

@@ -5,17 +5,26 @@ whole run: `RecordWriter` keeps at most `chunk_rows` of them, then writes them a
 group of a single Parquet file and drops them. Memory stays flat however many records pass
 through. Runs of several policy combinations share one file; the `policy` column tells
 them apart.
+
+The file is written under a temporary name (`.NAME.tmp`, see `sim.atomic`) and renamed to
+its final name by `close()`, so a process killed mid-run never leaves a Parquet file without
+its footer under the final name. `concat_records` joins finished files into one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sim.atomic import commit, discard, temp_path
 
 
 @dataclass(slots=True)
@@ -98,25 +107,39 @@ class RecordWriter:
 
     `write()` only appends the record's fields to per-column lists (it is on the
     simulator's per-request path, about 1 us); the Arrow conversion, encoding and
-    compression happen once per chunk. Use as a context manager or call
-    `close()`, which writes the buffered tail and the Parquet footer; a file with no
-    records is still a valid Parquet file with the schema.
+    compression happen once per chunk. Records go to a temporary file beside `path`;
+    `close()` writes the buffered tail and the Parquet footer and renames the file to
+    `path`. `discard()` drops it instead; so does leaving a `with` block by an exception.
+    A file with no records is still a valid Parquet file with the schema.
+
+    `metadata` (str -> str) goes into the file's key-value metadata. `critical`, if given,
+    is a zero-argument callable returning a context manager that is held while a chunk or
+    the footer is written: the run uses it to hold back SIGINT/SIGTERM until the file is
+    consistent again. A `write()` cut short between its appends is harmless: a flush
+    takes only the records `write()` finished.
     """
 
-    __slots__ = ("path", "chunk_rows", "rows_written", "_cols", "_n", "_writer")
+    __slots__ = ("path", "tmp_path", "chunk_rows", "rows_written", "_cols", "_n", "_writer", "_critical")
 
-    def __init__(self, path: str | Path, chunk_rows: int = 65536, compression: str = "zstd") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        chunk_rows: int = 65536,
+        compression: str = "zstd",
+        metadata: Mapping[str, str] | None = None,
+        critical: Callable[[], AbstractContextManager] | None = None,
+    ) -> None:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path = Path(path)
+        self.tmp_path = temp_path(self.path)
         self.chunk_rows = chunk_rows
         self.rows_written = 0
         self._cols: list[list] = [[] for _ in RECORD_FIELDS]
         self._n = 0
+        self._critical = critical or contextlib.nullcontext
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self.path, RECORD_SCHEMA, compression=compression, use_dictionary=_DICTIONARY_COLUMNS
-        )
+        self._writer: pq.ParquetWriter | None = _parquet_writer(self.tmp_path, compression, metadata)
 
     @property
     def closed(self) -> bool:
@@ -161,22 +184,40 @@ class RecordWriter:
         """Write the buffered records (if any) as one row group."""
         if self._writer is None:
             raise ValueError(f"RecordWriter for {self.path} is closed")
-        if not self._n:
+        with self._critical():
+            self._flush()
+
+    def _flush(self) -> None:
+        n = self._n
+        if not n:
             return
+        for col in self._cols:  # a write() interrupted between its appends left extras
+            del col[n:]
         columns = zip(RECORD_FIELDS, self._cols, _TYPES, strict=True)
         arrays = [_column(name, col, typ) for name, col, typ in columns]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA))
-        self.rows_written += self._n
+        self.rows_written += n
         self._cols = [[] for _ in RECORD_FIELDS]
         self._n = 0
 
     def close(self) -> None:
-        """Write the tail and the footer. Closing twice is harmless."""
+        """Write the tail and the footer, then give the file its final name. Closing twice
+        is harmless."""
         if self._writer is None:
             return
-        self.flush()
-        self._writer.close()
-        self._writer = None
+        with self._critical():
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            commit(self.tmp_path, self.path)
+
+    def discard(self) -> None:
+        """Stop writing and remove the temporary file; `path` is left as it was."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+            discard(self.tmp_path)
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -187,4 +228,59 @@ class RecordWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def _parquet_writer(path: Path, compression: str, metadata: Mapping[str, str] | None) -> pq.ParquetWriter:
+    schema = RECORD_SCHEMA.with_metadata(dict(metadata)) if metadata else RECORD_SCHEMA
+    return pq.ParquetWriter(path, schema, compression=compression, use_dictionary=_DICTIONARY_COLUMNS)
+
+
+def concat_records(
+    sources: Iterable[str | Path],
+    dest: str | Path,
+    metadata: Mapping[str, str] | None = None,
+    chunk_rows: int = 65536,
+    compression: str = "zstd",
+    critical: Callable[[], AbstractContextManager] | None = None,
+) -> int:
+    """Copy the records of finished Parquet files, in order, into one file at `dest` (written
+    under a temporary name and renamed when complete), in row groups of `chunk_rows` as one
+    `RecordWriter` would have written them. Memory holds at most two row groups. Returns
+    the number of records."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    dest = Path(dest)
+    tmp = temp_path(dest)
+    writer = _parquet_writer(tmp, compression, metadata)
+    rows = 0
+    buffered: list[pa.Table] = []
+    n = 0
+    try:
+        for source in sources:
+            pf = pq.ParquetFile(source)
+            for k in range(pf.num_row_groups):
+                table = pf.read_row_group(k).cast(RECORD_SCHEMA)
+                buffered.append(table)
+                n += table.num_rows
+                while n >= chunk_rows:
+                    joined = pa.concat_tables(buffered)
+                    writer.write_table(joined.slice(0, chunk_rows), row_group_size=chunk_rows)
+                    rest = joined.slice(chunk_rows)
+                    buffered, n = [rest], rest.num_rows
+                    rows += chunk_rows
+        if n:
+            writer.write_table(pa.concat_tables(buffered), row_group_size=chunk_rows)
+            rows += n
+        with critical() if critical else contextlib.nullcontext():
+            writer.close()
+            commit(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        discard(tmp)
+        raise
+    return rows

@@ -2,7 +2,9 @@
 
 Everything written here is a deterministic function of its inputs (fixed float formats,
 PNGs without timestamp or software metadata), so the same run gives byte-identical files
-and results can be diffed or checked into a repository.
+and results can be diffed or checked into a repository. Every file is written under a
+temporary name and renamed when complete (`sim.atomic`): an interrupted run never leaves a
+truncated summary or plot under its final name.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from sim.atomic import atomic_open, write_text
 from sim.metrics import RunMetrics
 
 if TYPE_CHECKING:
@@ -119,7 +125,7 @@ def _csv_value(v: Any) -> str:
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Full-precision CSV (NaN as an empty field), '\\n' line endings on every platform."""
     cols = _columns(rows)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(cols)
         for row in rows:
@@ -137,16 +143,48 @@ def _figure() -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, format="png", dpi=100, metadata=_PNG_METADATA)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100, metadata=_PNG_METADATA)
 
 
-def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
+@dataclass(frozen=True)
+class PlotSeries:
+    """What the plots draw of one policy combination: its TTFT CDF points and GPU memory
+    timeline. Kept apart from `RunMetrics` so that a resumed run can draw a combination
+    finished by an earlier process from the numbers it saved (`to_dict`/`from_dict` round
+    trip every float exactly)."""
+
+    label: str
+    ttft_x: np.ndarray
+    ttft_p: np.ndarray
+    mem_t: np.ndarray
+    mem_gb: np.ndarray
+
+    @classmethod
+    def of(cls, m: RunMetrics | PlotSeries) -> PlotSeries:
+        if isinstance(m, PlotSeries):
+            return m
+        xs, ps = m.ttft_sketch.cdf_points(_CDF_POINTS)
+        ts, gb = m.memory_timeline
+        return cls(m.label, np.asarray(xs, np.float64), np.asarray(ps, np.float64),
+                   np.asarray(ts, np.float64), np.asarray(gb, np.float64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "ttft_x": self.ttft_x.tolist(), "ttft_p": self.ttft_p.tolist(),
+                "mem_t": self.mem_t.tolist(), "mem_gb": self.mem_gb.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PlotSeries:
+        return cls(str(d["label"]), *(np.asarray(d[k], dtype=np.float64) for k in ("ttft_x", "ttft_p", "mem_t", "mem_gb")))
+
+
+def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics | PlotSeries]) -> None:
     """One TTFT CDF per policy on a log time axis (values <= 0 cannot be drawn there)."""
     fig = _figure()
     ax = fig.add_subplot()
     drawn = False
-    for m in metrics_list:
-        xs, ps = m.ttft_sketch.cdf_points(_CDF_POINTS)
+    for m in map(PlotSeries.of, metrics_list):
+        xs, ps = m.ttft_x, m.ttft_p
         keep = xs > 0
         if keep.any():
             ax.step(xs[keep], ps[keep], where="post", label=m.label)
@@ -162,13 +200,13 @@ def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
     _save(fig, path)
 
 
-def plot_gpu_memory(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
+def plot_gpu_memory(path: Path, metrics_list: Sequence[RunMetrics | PlotSeries]) -> None:
     """GPU memory held by instances over time, one step curve per policy."""
     fig = _figure()
     ax = fig.add_subplot()
     drawn = False
-    for m in metrics_list:
-        ts, gb = m.memory_timeline
+    for m in map(PlotSeries.of, metrics_list):
+        ts, gb = m.mem_t, m.mem_gb
         if ts.size:
             ax.step(ts / 3600.0, gb, where="post", label=m.label)
             drawn = True
@@ -184,13 +222,14 @@ def plot_gpu_memory(path: Path, metrics_list: Sequence[RunMetrics]) -> None:
 def write_results(
     out_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
-    metrics_list: Sequence[RunMetrics],
+    metrics_list: Sequence[RunMetrics | PlotSeries],
     header: Mapping[str, Any],
 ) -> dict[str, Path]:
     """Write summary.csv, summary.md, ttft_cdf.png and gpu_memory.png into `out_dir`.
 
-    `rows` are the `finish()` rows of `metrics_list`, in the same order; `header` items
-    (trace, profile, seed, cluster, SLO, ...) head the Markdown file. Returns the paths.
+    `rows` are the `finish()` rows of `metrics_list` (or of the runs their `PlotSeries`
+    were taken from), in the same order; `header` items (trace, profile, seed, cluster,
+    SLO, ...) head the Markdown file. Each file is replaced atomically. Returns the paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +240,7 @@ def write_results(
         "gpu_memory": out / "gpu_memory.png",
     }
     write_csv(paths["summary_csv"], rows)
-    paths["summary_md"].write_text(format_markdown(rows, header), encoding="utf-8")
+    write_text(paths["summary_md"], format_markdown(rows, header))
     plot_ttft_cdf(paths["ttft_cdf"], metrics_list)
     plot_gpu_memory(paths["gpu_memory"], metrics_list)
     return paths
