@@ -61,6 +61,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see python -m sim --help)\n")
 
 
+def replay_horizon(duration: float | None, details: dict) -> tuple[float | None, str]:
+    """The horizon memory is charged to, and where it came from (the summary's header says).
+
+    `--duration` when given; else the trace's own length where it declares one (the
+    synthetic trace's hour); else None: the last arrival.
+    """
+    if duration is not None:
+        return float(duration), f"{duration:g} s (--duration)"
+    own = details.get("duration_s")
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0:
+        return float(own), f"{own:g} s (the trace's length)"
+    return None, "the last arrival"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from policies.registry import KINDS, names
     from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE
@@ -328,6 +342,8 @@ class _Run:
             "TTFT SLO (s)": config.slo_ttft_s,
             "seed": config.seed,
         }
+        horizon_s, horizon_from = replay_horizon(args.duration, trace.details)
+        header["horizon"] = horizon_from
         header.update({f"trace.{k}": v for k, v in sorted(trace.details.items())})
         started = time.perf_counter()
         simulated = 0
@@ -350,7 +366,7 @@ class _Run:
                     done[0] = n
 
                 try:
-                    row = sim.run(iter(trace), on_progress=progress)
+                    row = sim.run(iter(trace), on_progress=progress, horizon_s=horizon_s)
                 finally:
                     bar.close()
                 result = ComboResult(row, sim.usage.rows(policies.label),

@@ -335,3 +335,12 @@ def test_checkpoint_tier_and_loads_in_flight_follow_the_run():
     assert seen[0] == ("ssd", 0)
     assert seen[1][1] == 1
     assert seen[2] == ("dram", 0)
+
+
+def test_the_cli_horizon_is_duration_then_the_traces_length_then_the_last_arrival():
+    from sim.cli import replay_horizon
+
+    assert replay_horizon(900.0, {"duration_s": 3600.0}) == (900.0, "900 s (--duration)")
+    assert replay_horizon(None, {"duration_s": 3600.0}) == (3600.0, "3600 s (the trace's length)")
+    assert replay_horizon(None, {"duration_s": "whole days"}) == (None, "the last arrival")
+    assert replay_horizon(None, {}) == (None, "the last arrival")
