@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from policies import admission, keepalive, placement, prewarm, router, staging
@@ -78,8 +79,13 @@ def _parse_args(text: str | None, spec: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise PolicySpecError(f"policy {spec!r}: parameters look like name[key=value,...], got {part!r}")
+        if key.strip() in out:
+            raise PolicySpecError(f"policy {spec!r}: parameter {key.strip()!r} given twice")
         out[key.strip()] = value.strip()
     return out
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _convert(cls: type, args: dict[str, str], spec: str) -> dict[str, object]:
@@ -93,7 +99,9 @@ def _convert(cls: type, args: dict[str, str], spec: str) -> dict[str, object]:
         default = sig.parameters[key].default
         try:
             if isinstance(default, bool):
-                out[key] = raw.lower() in ("1", "true", "yes")
+                if raw.lower() not in _TRUE + _FALSE:
+                    raise ValueError(raw)
+                out[key] = raw.lower() in _TRUE
             elif isinstance(default, int):
                 number = float(raw)
                 if not number.is_integer():
@@ -108,28 +116,68 @@ def _convert(cls: type, args: dict[str, str], spec: str) -> dict[str, object]:
     return out
 
 
+_IMPORTLIB_DIR = str(Path(importlib.__file__).parent)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failure(exc: BaseException, user_file: Path | None = None) -> str:
+    """`ExcType: message (at file:line)`, the line being the deepest frame in the user's
+    file (or, for an import path, the deepest frame of all)."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or user_file}:{exc.lineno}" if exc.lineno else str(exc.filename or user_file)
+        return f"syntax error at {where}: {_one_line(exc.msg)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if user_file is not None:
+        resolved = str(user_file.resolve())
+        frames = [f for f in frames if f.filename in (resolved, str(user_file))]
+    else:  # the import machinery's own frames say nothing about the user's code
+        frames = [f for f in frames if not f.filename.startswith(("<frozen", _IMPORTLIB_DIR, __file__))]
+    at = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {_one_line(exc)}{at}"
+
+
+def _load_file(path: Path, spec: str):
+    if path.is_dir():
+        raise PolicySpecError(f"policy {spec!r}: {path} is a directory, expected a .py file")
+    if path.suffix != ".py":
+        raise PolicySpecError(f"policy {spec!r}: {path} is not a .py file")
+    mod_name = f"_user_policy_{abs(hash(str(path.resolve())))}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    file_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if file_spec is None or file_spec.loader is None:
+        raise PolicySpecError(f"policy {spec!r}: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(file_spec)
+    sys.modules[mod_name] = module
+    try:
+        file_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:  # the user's module: any failure is theirs, named
+        del sys.modules[mod_name]
+        raise PolicySpecError(f"policy {spec!r}: loading {path} failed: {_failure(e, path)}") from None
+    return module
+
+
 def _import_class(target: str, spec: str) -> type:
     module_part, _, cls_name = target.rpartition(":")
+    module_part, cls_name = module_part.strip(), cls_name.strip()
     if not module_part or not cls_name:
         raise PolicySpecError(f"policy {spec!r}: expected module:Class or path/file.py:Class")
-    if module_part.endswith(".py") or "/" in module_part:
+    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
         path = Path(module_part)
         if not path.exists():
             raise PolicySpecError(f"policy {spec!r}: file {path} not found")
-        mod_name = f"_user_policy_{abs(hash(str(path.resolve())))}"
-        if mod_name in sys.modules:
-            module = sys.modules[mod_name]
-        else:
-            file_spec = importlib.util.spec_from_file_location(mod_name, path)
-            assert file_spec and file_spec.loader
-            module = importlib.util.module_from_spec(file_spec)
-            sys.modules[mod_name] = module
-            file_spec.loader.exec_module(module)
+        module = _load_file(path, spec)
     else:
         try:
             module = importlib.import_module(module_part)
         except ImportError as e:
-            raise PolicySpecError(f"policy {spec!r}: cannot import {module_part!r} ({e})") from None
+            raise PolicySpecError(f"policy {spec!r}: cannot import {module_part!r} ({_one_line(e)})") from None
+        except (Exception, SystemExit) as e:  # the user's module failed while importing
+            raise PolicySpecError(f"policy {spec!r}: importing {module_part!r} failed: {_failure(e)}") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise PolicySpecError(f"policy {spec!r}: {module_part} has no {cls_name!r}")
@@ -151,15 +199,18 @@ def load_policy(kind: str, spec: str) -> Policy:
     else:
         cls = _REGISTRY[kind].get(target)
         if cls is None:
+            given = f"{target!r}" if target == spec else f"{target!r} (in {spec!r})"
             raise PolicySpecError(
-                f"unknown {kind} policy {target!r}; built-ins: {', '.join(names(kind))} "
+                f"unknown {kind} policy {given}; built-ins: {', '.join(names(kind))} "
                 f"(or module:Class, or path/to/file.py:Class)"
             )
     args = _convert(cls, _parse_args(m.group("args"), spec), spec)
     try:
         return cls(**args)
     except (TypeError, ValueError) as e:
-        raise PolicySpecError(f"{kind} policy {spec!r}: {e}") from None
+        raise PolicySpecError(f"{kind} policy {spec!r}: {_one_line(e)}") from None
+    except (Exception, SystemExit) as e:  # a user's constructor: name the policy and where it failed
+        raise PolicySpecError(f"{kind} policy {spec!r}: the constructor raised {_failure(e)}") from None
 
 
 def split_specs(text: str) -> list[str]:

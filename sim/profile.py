@@ -8,6 +8,7 @@ field. `validate` writes profiles with `Profile.to_dict()`; the simulator reads 
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,6 +186,21 @@ class Profile:
 # Loading and validation
 
 
+MAX_INTEGER = 2**53  # byte and token counts beyond this lose exactness in the simulator's floats
+
+
+def _as_float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an integer beyond the float range
+        return math.inf
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class _Reader:
     """Pulls typed fields out of nested dicts, naming the file and dotted path on error."""
 
@@ -206,8 +222,8 @@ class _Reader:
                 return float(default)
             raise self.fail(f"{path}{key}", "missing")
         v = d[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-            raise self.fail(f"{path}{key}", f"expected a finite number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(_as_float(v)):
+            raise self.fail(f"{path}{key}", f"expected a finite number, got {_short(v)}")
         if v < minimum or (strict and v == minimum):
             raise self.fail(f"{path}{key}", f"must be {'>' if strict else '>='} {minimum}, got {v}")
         return float(v)
@@ -221,9 +237,11 @@ class _Reader:
     def integer(self, d: dict, key: str, path: str, *, minimum: int = 0) -> int:
         v = d.get(key)
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"{path}{key}", f"expected an integer, got {v!r}")
+            raise self.fail(f"{path}{key}", f"expected an integer, got {_short(v)}")
         if v < minimum:
             raise self.fail(f"{path}{key}", f"must be >= {minimum}, got {v}")
+        if v > MAX_INTEGER:
+            raise self.fail(f"{path}{key}", f"must be at most 2^53 (exact in floating point), got {_short(v)}")
         return v
 
     def table(self, d: dict, key: str, path: str) -> Table:
@@ -232,10 +250,12 @@ class _Reader:
         p = f"{path}{key}"
         if not isinstance(xs, list) or not isinstance(ys, list) or not xs or len(xs) != len(ys):
             raise self.fail(p, "needs lists 'x' and 'seconds' of equal, non-zero length")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in xs + ys):
+            raise self.fail(p, "entries of 'x' and 'seconds' must be numbers")
         try:
             xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        except (TypeError, ValueError) as e:
-            raise self.fail(p, f"non-numeric entry ({e})") from None
+        except OverflowError:
+            raise self.fail(p, "an entry is too large for a floating-point number") from None
         if not np.all(np.isfinite(xa)) or not np.all(np.isfinite(ya)) or np.any(ya < 0) or np.any(xa <= 0):
             raise self.fail(p, "entries must be finite, x > 0 and seconds >= 0")
         if np.any(np.diff(xa) <= 0):
@@ -308,6 +328,8 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
         raise r.fail(p.rstrip("."), "must be an object")
     n = r.integer(m, "num_layers", p, minimum=1)
     stages = []
+    if not isinstance(m.get("stages", []), list):
+        raise r.fail(f"{p}stages", "must be a list")
     for j, s in enumerate(m.get("stages", [])):
         sp = f"{p}stages[{j}]."
         if not isinstance(s, dict):
@@ -330,8 +352,10 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
             )
         )
     importance = m.get("layer_importance")
-    if importance is not None and (not isinstance(importance, list) or len(importance) != n):
-        raise r.fail(f"{p}layer_importance", f"must be a list of {n} numbers")
+    if importance is not None and (not isinstance(importance, list) or len(importance) != n or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(_as_float(v))
+            for v in importance)):
+        raise r.fail(f"{p}layer_importance", f"must be a list of {n} finite numbers")
     return ModelProfile(
         name=str(m.get("name", "model")),
         num_layers=n,
@@ -357,10 +381,20 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
     if not path.exists():
         shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
         raise ProfileError(f"profile {spec!r} not found (a path, or one of: {', '.join(shipped)})")
+    if path.is_dir():
+        raise ProfileError(f"{path}: is a directory, expected a profile JSON file")
     try:
-        data = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read the profile ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: byte {e.start}: not UTF-8 text, expected a profile JSON file") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ProfileError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # a number of 4,300+ digits, nesting deeper than Python's stack
+        raise ProfileError(f"{path}: not usable JSON ({' '.join(str(e).split()) or type(e).__name__})") from None
     return profile_from_dict(data, str(path))
 
 

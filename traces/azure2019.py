@@ -29,6 +29,10 @@ MEMORY_COLUMNS = ["HashOwner", "HashApp", "SampleCount", "AverageAllocatedMb", "
                   "AverageAllocatedMb_pct5", "AverageAllocatedMb_pct25", "AverageAllocatedMb_pct50",
                   "AverageAllocatedMb_pct75", "AverageAllocatedMb_pct95", "AverageAllocatedMb_pct99",
                   "AverageAllocatedMb_pct100"]
+# The most invocations one function may have in one minute (16,667 a second). The busiest
+# function of the real trace averages about 7,000 a minute (10 M a day); a larger count is
+# taken for a corrupt file rather than turned into that many arrival times.
+MAX_PER_MINUTE = 1_000_000
 _NOT_COUNT = str.maketrans("", "", "0123456789,")
 DAY_FILE = re.compile(r"invocations_per_function_md\.anon\.d(\d+)\.csv(\.gz|\.xz|\.bz2)?$")
 
@@ -75,37 +79,38 @@ def check_invocation_header(path: str | Path, header: list[str]) -> None:
 
 def _counts(path: str, line: int, fields: list[str], issues: Issues) -> np.ndarray | None:
     """Parse the 1440 minute counts; report the first bad one by its minute column."""
-    try:
-        if any("_" in f for f in fields):  # int() accepts "1_000"; a trace must not
-            raise ValueError
-        values = np.fromiter(map(int, fields), dtype=np.int64, count=MINUTES)
-    except ValueError:
-        for i, text in enumerate(fields, start=1):
-            try:
-                if "_" in text:
-                    raise ValueError
-                int(text)
-            except ValueError:
-                issues.row(path, line, str(i), f"count {text!r} is not a whole number", "non_numeric")
-                return None
-        raise
-    if values.min() < 0:
-        i = int(np.argmax(values < 0)) + 1
-        issues.row(path, line, str(i), f"negative count {values[i - 1]}", "negative")
-        return None
+    values = np.empty(MINUTES, dtype=np.int64)
+    for i, text in enumerate(fields, start=1):
+        try:
+            if "_" in text:  # int() accepts "1_000"; a trace must not
+                raise ValueError
+            v = int(text)
+        except ValueError:
+            issues.row(path, line, str(i), f"count {text!r} is not a whole number", "non_numeric")
+            return None
+        if v < 0:
+            issues.row(path, line, str(i), f"negative count {v}", "negative")
+            return None
+        if v > MAX_PER_MINUTE:
+            issues.row(path, line, str(i), f"count {text.strip()[:30]} is more than the {MAX_PER_MINUTE:,} "
+                       "invocations a minute this reader accepts", "too_large")
+            return None
+        values[i - 1] = v
     return values
 
 
 def _fast_counts(text: str) -> np.ndarray | None:
     """Parse 1440 comma-separated whole numbers at C speed, or None if anything is unusual.
 
-    The check (only digits and commas, no empty field, 1439 commas) guarantees that
-    `np.fromstring` sees exactly what the slow, precise path would accept.
+    The check (only digits and commas, no empty field, 1439 commas, no count above
+    `MAX_PER_MINUTE`) guarantees that `np.fromstring` returns exactly what the slow, precise
+    path would accept; anything else goes to that path, which names the bad field.
     """
     if text.translate(_NOT_COUNT) or text.count(",") != MINUTES - 1 or ",," in text or text[:1] == "," \
             or text[-1:] == ",":
         return None
-    return np.fromstring(text, dtype=np.int64, sep=",")
+    values = np.fromstring(text, dtype=np.int64, sep=",")  # a count beyond int64 saturates: caught below
+    return None if values.max() > MAX_PER_MINUTE else values
 
 
 def read_invocations(path: str | Path, issues: Issues | None = None) -> Iterator[FunctionDay]:

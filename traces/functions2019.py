@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.azure2019 import day_number, read_invocations
+from traces.azure2019 import MAX_PER_MINUTE, day_number, read_invocations
 from traces.base import Trace
 from traces.errors import Issues, TraceError
 from traces.mapping import (
@@ -33,6 +33,7 @@ from traces.tokens import TokenSource
 
 WITHIN_MINUTE = ("poisson", "uniform")
 BLOCK_MINUTES = 60
+BLOCK_ARRIVALS = 2_000_000  # a busier hour is drawn a few minutes at a time (memory stays ~100 MB)
 CACHE_CELLS = 2_000_000  # busy (function, minute) cells of one day kept in memory between replays
 
 
@@ -75,14 +76,30 @@ def pick_days(files: list[Path], spec: str, duration_s: float | None = None) -> 
     return chosen
 
 
-def function_stats(days: list[tuple[int, Path]], issues: Issues) -> list[FunctionStat]:
-    """Pass 1: total invocations per function over the chosen days."""
+def function_stats(days: list[tuple[int, Path]], issues: Issues) -> tuple[list[FunctionStat], dict[tuple, tuple]]:
+    """Pass 1: total invocations per function over the chosen days, and each function's
+    busiest minute as `(count, file, line)`."""
     totals: dict[tuple, list] = {}
     for _, path in days:
         for row in read_invocations(path, issues):
-            entry = totals.setdefault(row.key, [row.trigger, 0])
+            entry = totals.setdefault(row.key, [row.trigger, 0, (0, path, row.line)])
             entry[1] += row.total
-    return [FunctionStat(k, trig, tot) for k, (trig, tot) in totals.items()]
+            peak = int(row.counts.max())
+            if peak > entry[2][0]:
+                entry[2] = (peak, path, row.line)
+    return [FunctionStat(k, trig, tot) for k, (trig, tot, _) in totals.items()], \
+        {k: peak for k, (_, _, peak) in totals.items()}
+
+
+def _check_scaled_peak(chosen: list[FunctionStat], peaks: dict[tuple, tuple], rate_scale: float) -> None:
+    """`rate_scale` may not lift any kept function's minute above `MAX_PER_MINUTE`."""
+    if rate_scale <= 1 or not chosen:
+        return
+    count, path, line = max(peaks[s.key] for s in chosen)
+    if count * rate_scale > MAX_PER_MINUTE:
+        raise TraceError(f"option rate_scale: {rate_scale:g} times the busiest minute of a kept function "
+                         f"({count} invocations, {path}:{line}) is more than the {MAX_PER_MINUTE:,} a minute "
+                         "this reader generates", path=str(path), line=line, field_name="rate_scale")
 
 
 def _day_cells(path: Path, index: dict, lenient: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,6 +150,24 @@ class _CellCache:
         return cells
 
 
+def _blocks(m: np.ndarray, c: np.ndarray, limit: int = BLOCK_ARRIVALS) -> Iterator[tuple[int, int]]:
+    """Minute ranges `[lo, hi)` to draw at once: each hour, cut into runs of whole minutes
+    holding at most `limit` arrivals (or a single minute) when it has more."""
+    per_minute = np.bincount(m, weights=c, minlength=1440)
+    for lo in range(0, 1440, BLOCK_MINUTES):
+        hi = lo + BLOCK_MINUTES
+        if per_minute[lo:hi].sum() <= limit:
+            yield lo, hi
+            continue
+        start, total = lo, 0.0
+        for minute in range(lo, hi):
+            if total and total + per_minute[minute] > limit:
+                yield start, minute
+                start, total = minute, 0.0
+            total += per_minute[minute]
+        yield start, hi
+
+
 def _records(days, cache: _CellCache, labels, deps, opts: Azure2019Options, arr_ss, tok_ss, tokens: TokenSource):
     rng = np.random.default_rng(arr_ss)
     tok_rng = np.random.default_rng(tok_ss)
@@ -141,8 +176,8 @@ def _records(days, cache: _CellCache, labels, deps, opts: Azure2019Options, arr_
         m, f, c = cache.get(path)
         c = scale_counts(c, opts.rate_scale, rng)
         offset = (day - first_day) * 86400.0
-        for lo in range(0, 1440, BLOCK_MINUTES):
-            sel = (m >= lo) & (m < lo + BLOCK_MINUTES)
+        for lo, hi in _blocks(m, c):
+            sel = (m >= lo) & (m < hi)
             if not sel.any():
                 continue
             times = _arrivals(m[sel], c[sel], offset, opts.within_minute, rng)
@@ -160,10 +195,11 @@ def azure2019_trace(files: list[Path], opts: Azure2019Options, *, where: str, du
     """Build the lazily replayable `Trace` over the chosen day files."""
     days = pick_days(files, opts.days, duration_s)
     issues = Issues(opts.lenient)
-    stats = function_stats(days, issues)
+    stats, peaks = function_stats(days, issues)
     sel_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
     sel_rng = np.random.default_rng(sel_ss if opts.sample_seed is None else opts.sample_seed)
     chosen, how = choose_functions(stats, opts, sel_rng, where)
+    _check_scaled_peak(chosen, peaks, opts.rate_scale)
     deps = deployments(len(chosen), opts.catalog, opts.mode)
     index = {s.key: i for i, s in enumerate(chosen)}
     labels = [s.label for s in chosen]

@@ -34,6 +34,9 @@ class Azure2021Options(MappingOptions):
 
     def check(self) -> None:
         super().check()
+        if not self.reorder_window_s >= 0:
+            raise TraceError(f"option reorder_window_s: must be >= 0 (inf: sort the whole file in memory), "
+                             f"got {self.reorder_window_s}")
         if self.rate_scale > 1:
             raise TraceError(f"option rate_scale: the 2021 trace can only be thinned (<= 1), got {self.rate_scale}")
 

@@ -21,6 +21,9 @@ PLAIN_REQUIRED = ["arrival_s", "model", "prompt_tokens", "output_tokens"]
 PLAIN_OPTIONAL = ["function", "adapter"]
 
 _EPOCH = dt.date(1970, 1, 1)
+# The most tokens one request may carry in a trace: far beyond any model's context window
+# (2024: 1-2 M), low enough that every count fits the simulator's 64-bit arithmetic.
+MAX_TOKENS = 10_000_000
 
 
 def parse_timestamp(text: str, _days: dict[str, int] = {}) -> float:  # noqa: B006 (a deliberate cache)
@@ -59,6 +62,10 @@ def _count(path: str, line: int, name: str, text: str, issues: Issues) -> int | 
         return None
     if v < 0:
         issues.row(path, line, name, f"negative value {v}", "negative")
+        return None
+    if v > MAX_TOKENS:
+        issues.row(path, line, name, f"{v} tokens is more than the {MAX_TOKENS:,} a request may have",
+                   "too_large")
         return None
     return v
 
@@ -118,7 +125,7 @@ def read_burstgpt(path: str | Path, issues: Issues) -> Iterator[tuple[float, int
             t = float(f[0])
         except ValueError:
             t = float("nan")
-        if not t >= 0:
+        if not 0 <= t < float("inf"):
             issues.row(path, line, "Timestamp", f"{f[0]!r} is not a non-negative number of seconds", "bad_time")
             continue
         if not f[1].strip():

@@ -54,8 +54,8 @@ class MappingOptions:
             raise TraceError(f"option mode: {self.mode!r} is not one of {', '.join(MODES)}")
         if self.functions < 1:
             raise TraceError(f"option functions: must be at least 1, got {self.functions}")
-        if not self.rate_scale > 0:
-            raise TraceError(f"option rate_scale: must be positive, got {self.rate_scale}")
+        if not 0 < self.rate_scale < float("inf"):
+            raise TraceError(f"option rate_scale: must be a positive number, got {self.rate_scale}")
         if not self.catalog:
             raise TraceError("option catalog: needs at least one model name")
 

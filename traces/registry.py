@@ -18,7 +18,7 @@ from traces.functions2021 import Azure2021Options, azure2021_trace
 from traces.locate import PATTERNS, detect, detect_dir, find, find_in, search_dirs
 from traces.options import parse_options
 from traces.requests_trace import RequestsOptions, requests_trace
-from traces.synthetic import SyntheticOptions, load_calibration, synthetic_trace
+from traces.synthetic import CALIBRATION, SyntheticOptions, load_calibration, synthetic_trace
 from traces.tokens import TokenSource, calibrated_tokens, empirical_tokens, fixed_tokens
 
 # name -> (format, [(located kind, sub-kind label)])
@@ -43,10 +43,10 @@ def _kind_of(path: Path) -> str:
     return "code" if "_code" in name else "conv" if "_conv" in name else path.stem
 
 
-def token_source(spec: str, trace_dir: str | None, calibration: dict) -> TokenSource:
-    """Resolve the `tokens` option (see `traces.tokens`)."""
+def token_source(spec: str, trace_dir: str | None, calibration: dict, source: str = str(CALIBRATION)) -> TokenSource:
+    """Resolve the `tokens` option (see `traces.tokens`); `calibration` was read from `source`."""
     if spec == "calibrated" or spec.startswith("calibrated:"):
-        return calibrated_tokens(calibration, spec.partition(":")[2] or "conv")
+        return calibrated_tokens(calibration, spec.partition(":")[2] or "conv", source)
     if spec.startswith("fixed:"):
         return fixed_tokens(spec)
     trace = open_trace(spec, trace_dir=trace_dir)
@@ -61,7 +61,7 @@ def _split(options: dict[str, Any], cls: type) -> Any:
 
 def _synthetic(options: dict, duration_s: float | None, seed: int, trace_dir: str | None, name: str) -> Trace:
     opts = _split(options, SyntheticOptions)
-    tokens = token_source(opts.tokens, trace_dir, load_calibration(opts.calibration))
+    tokens = token_source(opts.tokens, trace_dir, load_calibration(opts.calibration), opts.calibration)
     return synthetic_trace(opts, duration_s=duration_s, seed=seed, tokens=tokens, name=name)
 
 

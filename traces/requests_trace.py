@@ -4,7 +4,8 @@ These already name a time and token counts per request; what is chosen here is t
 name each request goes to, whether failed requests (0 output tokens) are kept, and an
 optional time compression (`rate_scale` > 1 makes the same requests arrive faster).
 Several files (e.g. Azure's `code` and `conv`) are merged in arrival order, one
-deployment each. Times are made relative to the earliest first row.
+deployment each. Azure's wall-clock times are made relative to the earliest arrival
+(never clamped: every row is at or after it).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ class RequestsOptions:
     def check(self) -> None:
         if self.failures not in ("drop", "keep"):
             raise TraceError(f"option failures: {self.failures!r} is not drop or keep")
-        if not self.rate_scale > 0:
-            raise TraceError(f"option rate_scale: must be positive, got {self.rate_scale}")
+        if not 0 < self.rate_scale < float("inf"):
+            raise TraceError(f"option rate_scale: must be a positive number, got {self.rate_scale}")
+        if not self.reorder_window_s >= 0:
+            raise TraceError(f"option reorder_window_s: must be >= 0 (inf: sort the whole file in memory), "
+                             f"got {self.reorder_window_s}")
         for item in self.model_map:
             if "=" not in item:
                 raise TraceError(f"option model_map: {item!r} is not NAME=MODEL")
@@ -53,10 +57,13 @@ class RequestsOptions:
             return mapping[kind]
         return f"{self.model}-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}"
 
+
+
 def _first_time(rows: Iterator) -> float | None:
-    for t, _, _ in rows:
+    for t, _ in rows:
         return t
     return None
+
 
 def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOptions, *, where: str,
                    duration_s: float | None) -> Trace:
@@ -69,10 +76,13 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
             return read_burstgpt(path, issues)
         return read_plain(path, issues)
 
+    time_field = {"burstgpt": "Timestamp", "requests_csv": "arrival_s"}.get(fmt, "TIMESTAMP")
+
+    def ordered(path: Path, kind: str, issues: Issues) -> Iterator[tuple[float, tuple]]:
+        return in_arrival_order(reader(path, kind, issues), opts.reorder_window_s, str(path), issues, time_field)
+
     def stream(path: Path, kind: str, issues: Issues, t0: float, counts: Counter) -> Iterator[tuple]:
-        time_field = {"burstgpt": "Timestamp", "requests_csv": "arrival_s"}.get(fmt, "TIMESTAMP")
-        rows = reader(path, kind, issues)
-        for t, payload in in_arrival_order(rows, opts.reorder_window_s, str(path), issues, time_field):
+        for t, payload in ordered(path, kind, issues):
             model, prompt, output, *extra = payload
             counts["rows_read"] += 1
             if fmt == "burstgpt":
@@ -84,7 +94,7 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
                 counts["failures_dropped"] += 1
                 continue
             function, adapter = (extra + ["", ""])[:2] if fmt == "requests_csv" else ("", "")
-            yield max(t - t0, 0.0) / opts.rate_scale, model, prompt, output, function, adapter
+            yield (t - t0) / opts.rate_scale, model, prompt, output, function, adapter
 
     def full_pass(t0: float) -> Iterator[tuple]:
         """Merge the files; a pass that reaches the end refreshes the counts in `details`."""
@@ -94,8 +104,10 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
         details.update(counts)
         details.update(issues.details())
 
+    # Time 0 is the earliest arrival: each file's first row in arrival order (a row before its
+    # file's first line is restored to its place or reported, as `reorder_window_s` says).
     issues = Issues(opts.lenient)
-    firsts = [f for f in (_first_time(reader(p, k, issues)) for p, k in files) if f is not None]
+    firsts = [f for f in (_first_time(ordered(p, k, issues)) for p, k in files) if f is not None]
     t0 = 0.0 if fmt in ("burstgpt", "requests_csv") or not firsts else min(firsts)
     details: dict = {
         "trace": fmt, "source": "real", "files": ";".join(str(p) for p, _ in files),

@@ -19,6 +19,7 @@ All randomness flows from one `SeedSequence(seed)`, spawned into one stream per 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,11 +40,84 @@ CHUNK_S = 3600.0
 
 @cache
 def load_calibration(path: str = str(CALIBRATION)) -> dict:
-    """The calibration JSON (cached); `TraceError` if missing or malformed."""
+    """The calibration JSON (cached), checked; `TraceError` naming the file (and field) if
+    it is missing, not JSON or not a calibration."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise TraceError(f"{path}: cannot read calibration: {exc}") from None
+        cal = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TraceError(f"{path}: cannot read calibration: {' '.join(str(exc).split())}", path=str(path)) from None
+    check_calibration(cal, str(path))
+    return cal
+
+
+def check_calibration(cal: object, path: str) -> None:
+    """Every entry the generator and the calibrated token sampler read, with its type and range.
+
+    Bounds beyond the shapes: the diurnal multipliers are at most 24 (all of a day's load in
+    one hour) and the CV log-normal has |mu| <= 5, sigma <= 3, so a damaged file cannot ask
+    for an unbounded number of arrivals.
+    """
+    def fail(name: str, problem: str) -> TraceError:
+        return TraceError(f"{path}: field '{name}': {problem}", path=path, field_name=name)
+
+    def get(name: str) -> object:
+        node = cal
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise fail(name, "missing")
+            node = node[part]
+        return node
+
+    def is_number(v: object) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            return math.isfinite(v)
+        except OverflowError:  # an integer beyond the float range
+            return False
+
+    def number(name: str, lo: float, hi: float) -> float:
+        v = get(name)
+        if not is_number(v) or not lo <= v <= hi:
+            raise fail(name, f"expected a number in [{lo:g}, {hi:g}], got {str(v)[:40]}")
+        return float(v)
+
+    def numbers(name: str, n: int | None = None, lo: float = -np.inf, hi: float = np.inf,
+                positive: bool = False, increasing: bool = False) -> list:
+        v = get(name)
+        if not isinstance(v, list) or len(v) < 2 or (n is not None and len(v) != n):
+            raise fail(name, f"expected a list of {n or 'at least 2'} numbers")
+        for x in v:
+            if not is_number(x) or not lo <= x <= hi or (positive and not x > 0):
+                raise fail(name, f"entry {str(x)[:40]} is not a {'positive ' if positive else ''}number"
+                                 f"{f' in [{lo:g}, {hi:g}]' if np.isfinite(lo) or np.isfinite(hi) else ''}")
+        if increasing and any(b < a for a, b in zip(v, v[1:], strict=False)):
+            raise fail(name, "must not decrease")
+        return v
+
+    if not isinstance(cal, dict):
+        raise TraceError(f"{path}: a calibration is a JSON object", path=path)
+    probs = numbers("quantile_probs", lo=0.0, hi=1.0, increasing=True)
+    for name in ("daily_invocations", "duration_s", "memory_mb"):
+        numbers(f"{name}.value", n=len(probs), positive=True, increasing=True)
+    number("periodic_share.value", 0.0, 1.0)
+    number("cv_lognormal.mu", -5.0, 5.0)
+    number("cv_lognormal.sigma", 0.0, 3.0)
+    if not sum(numbers("diurnal_hourly.value", n=24, lo=0.0, hi=24.0)) > 0:
+        raise fail("diurnal_hourly.value", "needs a positive entry")
+    shares = get("trigger_shares.value")
+    if not isinstance(shares, dict) or not all(is_number(v) and v >= 0 for v in shares.values()) \
+            or not sum(v for k, v in shares.items() if k != "timer") > 0:
+        raise fail("trigger_shares.value", "expected non-negative shares, some for a trigger other than timer")
+    tokens = get("tokens") if "tokens" in cal else {}
+    if not isinstance(tokens, dict):
+        raise fail("tokens", "expected an object of token tables")
+    for kind in tokens:
+        p = f"tokens.{kind}"
+        n = len(numbers(f"{p}.probs.value", lo=0.0, hi=1.0, increasing=True))
+        numbers(f"{p}.prompt_quantiles.value", n=n, positive=True, increasing=True)
+        numbers(f"{p}.output_quantiles.value", n=n, positive=True, increasing=True)
+        number(f"{p}.rank_correlation_normal_scores.value", -1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -66,8 +140,8 @@ class SyntheticOptions:
             raise TraceError(f"option functions: must be at least 1, got {self.functions}")
         if not 0 < self.min_daily <= self.max_daily:
             raise TraceError(f"option min_daily/max_daily: need 0 < {self.min_daily} <= {self.max_daily}")
-        if not self.rate_scale > 0:
-            raise TraceError(f"option rate_scale: must be positive, got {self.rate_scale}")
+        if not 0 < self.rate_scale < float("inf"):
+            raise TraceError(f"option rate_scale: must be a positive number, got {self.rate_scale}")
         if self.mode not in MODES:
             raise TraceError(f"option mode: {self.mode!r} is not one of {', '.join(MODES)}")
         if not self.catalog:

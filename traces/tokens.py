@@ -75,16 +75,18 @@ class FixedTokens:
 TokenSource = QuantileTokens | EmpiricalTokens | FixedTokens
 
 
-def calibrated_tokens(calibration: dict, kind: str = "conv") -> QuantileTokens:
-    """The quantile sampler for `kind` ("conv" or "code") from the calibration JSON."""
+def calibrated_tokens(calibration: dict, kind: str = "conv", source: str = "") -> QuantileTokens:
+    """The quantile sampler for `kind` ("conv" or "code") from the calibration JSON (read from `source`)."""
     table = calibration.get("tokens", {}).get(kind)
     if table is None:
-        raise TraceError(f"option tokens: no calibrated token table {kind!r} (have: conv, code)")
+        have = ", ".join(calibration.get("tokens", {})) or "none"
+        raise TraceError(f"option tokens: no calibrated token table {kind!r} in {source or 'the calibration'} "
+                         f"(have: {have})", path=source)
     return QuantileTokens(np.asarray(table["probs"]["value"], float),
                           np.asarray(table["prompt_quantiles"]["value"], float),
                           np.asarray(table["output_quantiles"]["value"], float),
                           float(table["rank_correlation_normal_scores"]["value"]),
-                          f"calibrated {kind} quantiles ({table['prompt_quantiles']['source']})")
+                          f"calibrated {kind} quantiles ({table['prompt_quantiles'].get('source', 'no source given')})")
 
 
 def empirical_tokens(requests, source: str, limit: int = 5_000_000) -> EmpiricalTokens:
