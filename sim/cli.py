@@ -77,7 +77,7 @@ def replay_horizon(duration: float | None, details: dict) -> tuple[float | None,
 
 def build_parser() -> argparse.ArgumentParser:
     from policies.registry import KINDS, names
-    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE
+    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS
     from sim.profile import DEFAULT_PROFILE
 
     p = _Parser(
@@ -119,8 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "iteration: continuous batching, one event per batch step (default request)")
     c.add_argument("--compute-sharing", choices=COMPUTE_SHARING, default="time_slice",
                    help="time_slice: instances packed on one GPU share its compute, as CUDA time-slices "
-                        "processes (exact at iteration fidelity, approximate at request fidelity); "
-                        "none: each instance at full speed, as with MIG partitions (default time_slice)")
+                        "processes (a run whose GPUs can hold more instances than compute slots then "
+                        "serves on events even at request fidelity, exactly); none: each instance at full "
+                        "speed, as with MIG partitions (default time_slice)")
+    c.add_argument("--unknown-models", choices=UNKNOWN_MODELS, default="default",
+                   help="a model name that is not in the profile nor named <model>-<suffix> after one: "
+                        "default gives it the profile's first model's shape (the run lists such names at "
+                        "the end); error refuses the trace (default: default)")
+    c.add_argument("--hook-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="end the run (exit 1, naming policy and hook) when one policy hook call runs longer "
+                        "than this; 0 for no limit (default 60)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
                                             "requests, cold starts, loads, wakes, evictions, refills, GB loaded, GPU memory-hours), "
@@ -275,6 +283,7 @@ class _Run:
         self.current: int | None = None
         self.writer: RecordWriter | None = None
         self.started = False
+        self.noted_defaults = False
 
     # -- the run -------------------------------------------------------------------------------
     def main(self) -> int:
@@ -282,12 +291,13 @@ class _Run:
 
         from policies.registry import PolicySpecError
         from sim.config import SimConfig
+        from sim.errors import BadRequestError
         from sim.metrics import RunMetrics
         from sim.policyset import PolicyError
         from sim.profile import ProfileError, load_profile
         from sim.report import PlotSeries, format_table
         from sim.runstore import ComboResult, OutError, RunStore, code_fingerprint
-        from sim.simulator import Simulator, TraceOrderError
+        from sim.simulator import Simulator
         from traces import TraceError, open_trace
 
         args = self.args
@@ -300,7 +310,8 @@ class _Run:
                 raise ValueError(f"--{'resume' if args.resume else 'overwrite'} needs --out")
             config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, fidelity=args.fidelity,
                                slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
-                               compute_sharing=args.compute_sharing)
+                               compute_sharing=args.compute_sharing, unknown_models=args.unknown_models,
+                               hook_timeout_s=args.hook_timeout or None)
             profile = load_profile(args.profile)
             self.combos = combos = _policy_sets(args)
             trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,
@@ -376,10 +387,17 @@ class _Run:
                 self.results[i] = result
                 self.current, self.writer = None, None
                 simulated += row["requests"]
+                if sim.defaulted_models and not self.noted_defaults:
+                    self.noted_defaults = True
+                    names = sim.defaulted_models
+                    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+                    print(f"note: model names not in profile {profile.name} took the shape of "
+                          f"{profile.default_model.name}: {shown} (--unknown-models error refuses them)",
+                          file=sys.stderr)
                 self.guard.check()  # a signal held back while the combination was committed
         except PolicyError as e:
             return self.stop(1, "failed", f"error: {e}", f"error: {e}")
-        except (TraceError, TraceOrderError) as e:  # bad input that shows only once it is read
+        except (TraceError, BadRequestError) as e:  # bad input that shows only once it is read
             return self.stop(2, "failed", f"error: {e}", f"error: {e}")
         except Interrupted as e:
             if e.forced:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 FIDELITIES = ("request", "iteration")
 STORAGE = ("ssd", "remote")
 COMPUTE_SHARING = ("time_slice", "none")
+UNKNOWN_MODELS = ("default", "error")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class SimConfig:
     seed: int = 0
     # Instances packed on one GPU share its compute (sim/compute.py); "none": each at full speed.
     compute_sharing: str = "time_slice"
+    # A model name the profile does not know (sim.profile.Profile.resolve): take the default
+    # model's shape, reported at the end of the run, or refuse the request's trace as bad input.
+    unknown_models: str = "default"
+    # Seconds a policy hook may run before the run ends naming it (sim.watchdog); None: no limit.
+    hook_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if self.fidelity not in FIDELITIES:
@@ -27,6 +33,10 @@ class SimConfig:
             raise ValueError(f"storage must be one of {STORAGE}, got {self.storage!r}")
         if self.compute_sharing not in COMPUTE_SHARING:
             raise ValueError(f"compute_sharing must be one of {COMPUTE_SHARING}, got {self.compute_sharing!r}")
+        if self.unknown_models not in UNKNOWN_MODELS:
+            raise ValueError(f"unknown_models must be one of {UNKNOWN_MODELS}, got {self.unknown_models!r}")
+        if self.hook_timeout_s is not None and not self.hook_timeout_s > 0:
+            raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise ValueError(f"need at least 1 node and 1 GPU per node, got {self.nodes} x {self.gpus_per_node}")
         if not self.slo_ttft_s > 0:

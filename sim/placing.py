@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from contracts.decisions import Place, Prewarm
 from contracts.plan import StagePlan
+from sim.errors import UnknownModelError
 from sim.instance import Deployment, Instance
 from sim.lifecycle import cold_start, prewarm_process
 
@@ -106,10 +107,14 @@ def prewarm_loop(sim: SimCore):
                 raise sim.policy_failure(pw, "on_tick", f"returned {d!r}, not a Prewarm")
             if sim.by_model.get(d.model):
                 continue
+            try:
+                dep = sim.deployment(d.model)
+            except UnknownModelError as e:
+                raise sim.policy_failure(pw, "on_tick", str(e)) from e
             if d.tier == "gpu":
-                start_instance(sim, sim.deployment(d.model))
+                start_instance(sim, dep)
             else:
-                start_process(sim, sim.deployment(d.model))
+                start_process(sim, dep)
 
 
 def start_process(sim: SimCore, dep: Deployment) -> Instance | None:

@@ -169,11 +169,26 @@ class Profile:
         return self.models[0]
 
     def model(self, name: str) -> ModelProfile:
-        """The catalog entry for `name`, or the default model's shape (a new deployment of it)."""
+        """The shape a deployment called `name` has (see `resolve`)."""
+        return self.resolve(name)[0]
+
+    def resolve(self, name: str) -> tuple[ModelProfile, str]:
+        """The shape of deployment `name` and the rule that chose it.
+
+        `exact`: a catalog entry of that name. `prefix`: a deployment of a catalog model,
+        named `<model>-<suffix>` (as trace mapping names them, e.g. `llama-2-7b-fn3`); the
+        longest matching model wins. `default`: neither; the default (first) model's shape,
+        which a run reports and `--unknown-models error` refuses.
+        """
+        best = None
         for m in self.models:
             if m.name == name:
-                return m
-        return self.models[0]
+                return m, "exact"
+            if name.startswith(m.name + "-") and (best is None or len(m.name) > len(best.name)):
+                best = m
+        if best is not None:
+            return best, "prefix"
+        return self.models[0], "default"
 
     def to_dict(self) -> dict:
         """The JSON form (`profile_from_dict(p.to_dict())` gives the same profile)."""

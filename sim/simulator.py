@@ -18,6 +18,7 @@ from contracts.request import Request
 from sim.cluster import build_cluster
 from sim.compute import GpuCompute
 from sim.config import SimConfig
+from sim.errors import BadRequestError, TraceOrderError, UnknownModelError
 from sim.flows import FlowNetwork
 from sim.instance import Deployment, Instance, InstanceState, Pending
 from sim.lifecycle import wake
@@ -29,12 +30,14 @@ from sim.profile import Profile
 from sim.records import RequestRecord
 from sim.serving import enqueue_iteration, finalize_partials, serve_closed_form
 from sim.usage import UsageLedger
+from sim.watchdog import HookWatchdog
 
 S = InstanceState
 
 
-class TraceOrderError(ValueError):
-    """Requests must come in arrival order."""
+# Arrivals beyond this many simulated seconds (about 31.7 years) are refused: far beyond any
+# trace, and where a float clock could no longer tell a prefill from the time it starts.
+MAX_ARRIVAL_S = 1e9
 
 
 def move_clock(env: simpy.Environment, t: float) -> None:
@@ -102,6 +105,7 @@ class Simulator:
         self._next_id = 0
         self._retrying = False
         self._no_room: tuple[int, int] | None = None
+        self.defaulted_models: list[str] = []  # names that took the default model's shape
         # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
         self.iteration = config.fidelity == "iteration" or gpus_can_be_shared(profile, config)
         self.fidelity = "iteration" if self.iteration else "request"
@@ -147,7 +151,15 @@ class Simulator:
     def deployment(self, name: str) -> Deployment:
         dep = self.deployments.get(name)
         if dep is None:
-            dep = Deployment(name, self.profile.model(name), self.profile.hardware, self.profile.engine)
+            shape, rule = self.profile.resolve(name)
+            if rule == "default":
+                if self.config.unknown_models == "error":
+                    known = ", ".join(m.name for m in self.profile.models)
+                    raise UnknownModelError(
+                        f"model {name!r} is not in profile {self.profile.name} ({known}) nor named "
+                        f"<model>-<suffix> after one; --unknown-models default gives it {shape.name}'s shape")
+                self.defaulted_models.append(name)
+            dep = Deployment(name, shape, self.profile.hardware, self.profile.engine)
             self.deployments[name] = dep
             self._arrivals[name] = deque(maxlen=256)
             if self.config.storage == "ssd":
@@ -405,6 +417,12 @@ class Simulator:
         comes first: `horizon_s` (the replayed duration), or the last arrival when None.
         The run lasts until the horizon or the last finish, whichever is later.
         """
+        p = self.policies
+        with HookWatchdog((p.staging, p.keepalive, p.prewarm, p.placement, p.router, p.admission),
+                          self.config.hook_timeout_s):
+            return self._run(requests, on_progress, horizon_s)
+
+    def _run(self, requests: Iterable[Request], on_progress, horizon_s: float | None) -> dict:
         env = self.env
         env.process(prewarm_loop(self))
         n = 0
@@ -413,6 +431,9 @@ class Simulator:
             t = req.arrival_s
             if t < last:
                 raise TraceOrderError(f"request {req.request_id} arrives at {t} s, before the previous one at {last} s")
+            if not t <= MAX_ARRIVAL_S:
+                raise BadRequestError(f"request {req.request_id} arrives at {t} s, beyond the {MAX_ARRIVAL_S:g} s "
+                                      f"a run can simulate")
             last = t
             self._advance_to(t)
             self.on_arrival(req)

@@ -40,7 +40,12 @@ def _cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
     (d / "AzureLLMInferenceTrace_conv.csv").write_text(
         LLM_HEADER + "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:35:46.6805900,374,44\n"
         "2023-11-16 18:16:46.6805900,100,10\n")
+    (d / "mystery.csv").write_text("arrival_s,model,prompt_tokens,output_tokens\n0.5,mystery,10,10\n")
+    (d / "far.csv").write_text("arrival_s,model,prompt_tokens,output_tokens\n0.5,m,10,10\n1e300,m,10,10\n")
     return {
+        "unknown_model_refused": (["--trace", str(d / "mystery.csv"), "--unknown-models", "error"],
+                                  ["'mystery' is not in profile", "--unknown-models default"]),
+        "arrival_of_1e300": (["--trace", str(d / "far.csv")], ["1e+300"]),
         "count_of_99999999999": (["--trace", str(huge)],
                                  [f"{huge}:3: field '8'", "99999999999", "1,000,000 invocations a minute"]),
         "rate_scale_beyond_the_per_minute_limit": (["--trace", str(busy), "--trace-option", "rate_scale=1e6"],
@@ -79,7 +84,7 @@ def results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, li
     return out
 
 
-CASE_NAMES = ["count_of_99999999999", "rate_scale_beyond_the_per_minute_limit", "profile_is_a_directory",
+CASE_NAMES = ["unknown_model_refused", "arrival_of_1e300", "count_of_99999999999", "rate_scale_beyond_the_per_minute_limit", "profile_is_a_directory",
               "profile_not_text", "policy_syntax_error", "policy_import_fails", "policy_constructor_raises",
               "llm_row_far_out_of_order", "reorder_window_negative"]
 
@@ -132,3 +137,19 @@ def test_a_row_exactly_the_window_late_is_kept(tmp_path):
         open_trace(str(path))
     rows = open_trace(str(path), lenient=True)
     assert [r.prompt_tokens for r in rows] == [1, 3, 2]
+
+
+def test_a_policy_hook_that_hangs_ends_the_run_with_exit_1_naming_it(tmp_path):
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text("import time\n\nfrom policies.base import RouterPolicy\n\n\nclass Stuck(RouterPolicy):\n"
+                     "    name = 'stuck'\n\n    def route(self, request, candidates, cluster):\n"
+                     "        while True:\n            time.sleep(0.05)\n")
+    trace = tmp_path / "two.csv"
+    trace.write_text("arrival_s,model,prompt_tokens,output_tokens\n0.5,m,10,10\n100,m,10,10\n")
+    r = subprocess.run([sys.executable, "-m", "sim", *CHEAP, "--trace", str(trace), "--router", f"{stuck}:Stuck",
+                        "--hook-timeout", "1", "--keepalive", "fixed"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    line = next(x for x in r.stderr.splitlines() if x.startswith("error: "))
+    assert "policy stuck failed in route() at t=100.000 s" in line and "did not return within 1 s" in line

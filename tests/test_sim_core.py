@@ -344,3 +344,68 @@ def test_the_cli_horizon_is_duration_then_the_traces_length_then_the_last_arriva
     assert replay_horizon(None, {"duration_s": 3600.0}) == (3600.0, "3600 s (the trace's length)")
     assert replay_horizon(None, {"duration_s": "whole days"}) == (None, "the last arrival")
     assert replay_horizon(None, {}) == (None, "the last arrival")
+
+
+# ---------------------------------------------------------------------------------------------
+# model names, arrival range, hook time limit
+
+
+def test_model_names_resolve_exactly_by_prefix_or_to_the_default():
+    from test_sim_properties import SMALL
+
+    assert SMALL.resolve("big") == (SMALL.model("big"), "exact")
+    assert SMALL.resolve("big-fn3") == (SMALL.model("big"), "prefix")
+    assert SMALL.resolve("bigger") == (SMALL.models[0], "default")
+
+
+def test_unknown_model_names_are_listed_or_refused():
+    from test_sim_properties import SMALL, Recorder
+
+    from sim.config import SimConfig
+    from sim.errors import UnknownModelError
+    from sim.policyset import PolicySet
+    from sim.simulator import Simulator
+
+    reqs = [req(0.0, 0, model="small-a"), req(1.0, 1, model="mystery")]
+    sim = Simulator(SMALL, PolicySet.from_specs(), SimConfig(nodes=1, gpus_per_node=1), Recorder("x"))
+    sim.run(reqs)
+    assert sim.defaulted_models == ["mystery"]
+    sim = Simulator(SMALL, PolicySet.from_specs(), SimConfig(nodes=1, gpus_per_node=1, unknown_models="error"),
+                    Recorder("x"))
+    with pytest.raises(UnknownModelError, match="'mystery' is not in profile small-test"):
+        sim.run(reqs)
+
+
+def test_an_absurd_arrival_time_is_bad_input():
+    from sim.errors import BadRequestError
+
+    with pytest.raises(BadRequestError, match="beyond"):
+        run_sim([req(0.0, 0), req(1e300, 1)])
+
+
+def test_a_hook_that_never_returns_ends_the_run_naming_it():
+    import time
+
+    from test_sim_properties import SMALL, Recorder
+
+    from policies import load_policy
+    from sim.config import SimConfig
+    from sim.policyset import PolicyError, PolicySet
+    from sim.simulator import Simulator
+
+    class Stuck:
+        name = label = "stuck"
+
+        def route(self, request, candidates, cluster):
+            while True:
+                time.sleep(0.05)
+
+    chosen = {k: load_policy(k, v) for k, v in dict(staging="full", keepalive="fixed", prewarm="none",
+                                                      placement="first_fit", admission="always").items()}
+    sim = Simulator(SMALL, PolicySet(router=Stuck(), **chosen),
+                    SimConfig(nodes=1, gpus_per_node=1, hook_timeout_s=0.5), Recorder("x"))
+    t0 = time.monotonic()
+    with pytest.raises(PolicyError, match=r"policy stuck failed in route\(\) at t=1.000 s: HookTimeout: route\(\) "
+                                          r"did not return within 0.5 s"):
+        sim.run([req(0.0, 0), req(1.0, 1)])
+    assert time.monotonic() - t0 < 5.0
