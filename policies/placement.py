@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import weakref
+
 from contracts.decisions import Place
 from policies.base import PlacementPolicy
 from policies.views import ClusterView, GpuView, ModelView
@@ -68,3 +71,101 @@ class Spread(PlacementPolicy):
         if g.free_bytes >= need:
             return Place(g.node, g.index)
         return FirstFit().place(model, cluster)
+
+
+class GreedyDual(PlacementPolicy):
+    """FaaSCache (Fuerst and Sharma, "FaasCache: Keeping Serverless Computing Alive with Greedy-Dual
+    Caching", ASPLOS'21): keep-alive as caching, the victim chosen by Greedy-Dual-Size-Frequency.
+
+    A new instance goes to the first GPU with room. Where none has room, idle instances are evicted
+    lowest priority first, `priority = clock + frequency x cost / size`: `cost` is the model's cold
+    start from where its checkpoint sits on that node (`ModelView.cold_start_s`, profile estimate),
+    `size` its footprint in GB, `frequency` its requests since it was last brought onto a GPU, and
+    `clock` the clock when the instance was last used. The GPU chosen is the one whose victims'
+    highest priority is lowest; the clock then rises to that priority, so that instances not used
+    since age against those used after. Pair it with the `greedy_dual` keep-alive (instances stay
+    until their memory is needed).
+
+    Simplified: `frequency` counts the model's arrivals in the window `ClusterView.arrivals` keeps
+    (its last 256), so it saturates for busy models; it is counted per model (shared by its
+    instances); it starts again when the policy places a model that has no instance. A prewarm
+    that starts a process where placement points evicts nothing, yet the clock still rises then.
+    """
+
+    name = "greedy_dual"
+
+    def __init__(self):
+        self._run = None  # a weak reference to the cluster of the run under way (its identity only)
+        self._clock = 0.0
+        self._times: list[float] = [float("-inf")]  # the clock's history: value _values[i] from _times[i]
+        self._values: list[float] = [0.0]
+        self._entered: dict[str, float] = {}  # model -> when it was last brought onto a GPU with no instance
+        self._absent: set[str] = set()  # models placed while they had no instance, not yet seen running
+
+    def _start_run(self, cluster: ClusterView) -> None:
+        """Forget the last run when `cluster` is another one (a hand-made view counts as one run)."""
+        try:
+            ref = weakref.ref(cluster)
+        except TypeError:
+            ref = None
+        if self._run is not None and (ref is None or self._run() is cluster):
+            return
+        self._run = ref if ref is not None else (lambda: None)
+        self._clock, self._times, self._values = 0.0, [float("-inf")], [0.0]
+        self._entered, self._absent = {}, set()
+
+    def clock_at(self, t: float) -> float:
+        """The clock's value at time `t` (it changes only when this policy evicts)."""
+        return self._values[bisect.bisect_right(self._times, t) - 1]
+
+    def frequency(self, model: str, cluster: ClusterView) -> int:
+        since = self._entered.get(model, float("-inf"))
+        return sum(1 for t in cluster.arrivals(model) if t >= since)
+
+    def priority(self, inst, cluster: ClusterView, freq: dict[str, int]) -> float:
+        view = cluster.model(inst.model)
+        cost = view.cold_start_s(cluster.checkpoint_tier(inst.model, inst.node))
+        size_gb = max(view.footprint_bytes, 1) / 1e9
+        return self.clock_at(inst.last_used) + freq[inst.model] * cost / size_gb
+
+    def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
+        self._start_run(cluster)
+        now = cluster.now
+        # a model placed with no instance is "absent" until an instance of it is seen
+        self._absent = {m for m in self._absent if not cluster.instances_of(m)}
+        if not cluster.instances_of(model.name) and model.name not in self._absent:
+            # it enters the cache: its frequency starts again
+            self._entered[model.name] = now
+            self._absent.add(model.name)
+        need = model.footprint_bytes
+        for gpu in cluster.gpus:
+            if gpu.free_bytes >= need:
+                return Place(gpu.node, gpu.index)
+        freq: dict[str, int] = {}
+        best = None
+        for gpu in cluster.gpus:
+            idle = _evictable(gpu)
+            for inst in idle:
+                if inst.model not in freq:
+                    freq[inst.model] = self.frequency(inst.model, cluster)
+            ranked = sorted(((self.priority(i, cluster, freq), i.last_used, i.id, i) for i in idle),
+                            key=lambda r: r[:3])
+            free, victims, top = gpu.free_bytes, [], 0.0
+            for prio, _, iid, inst in ranked:
+                if free >= need:
+                    break
+                victims.append(iid)
+                free += inst.memory_bytes
+                top = prio
+            if free >= need:
+                key = (top, len(victims), gpu.node, gpu.index)
+                if best is None or key < best[0]:
+                    best = (key, Place(gpu.node, gpu.index, tuple(victims)))
+        if best is None:
+            return None
+        top = best[0][0]
+        if top > self._clock:
+            self._clock = top
+            self._times.append(now)
+            self._values.append(top)
+        return best[1]
