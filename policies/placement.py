@@ -169,3 +169,44 @@ class GreedyDual(PlacementPolicy):
             self._times.append(now)
             self._values.append(top)
         return best[1]
+
+
+class Locality(PlacementPolicy):
+    """The GPU where the model would start soonest: ServerlessLLM's startup-time-optimised scheduling.
+
+    ServerlessLLM (Fu et al., OSDI'24) keeps checkpoints in a multi-tier store (host DRAM, local
+    SSD, remote) and places a model where its estimated startup time is shortest, counting the
+    loads already queued on each server's links. Here: the candidates are the GPUs with free
+    memory for the model, or, when none has, the GPUs with room after evicting idle instances
+    least recently used first (as `first_fit`). A candidate's estimate is a cold start from the
+    tier its node holds the checkpoint in (`ModelView.cold_start_s(tier)`), with the part that
+    crosses the node's storage link (its excess over a start from host DRAM) stretched by 1 +
+    the loads in flight on that node's links and the GPU's PCIe link
+    (`ClusterView.loads_in_flight`). The smallest estimate wins; ties go to fewer evictions,
+    then node and GPU order.
+
+    Simplified: no live migration of running inference to free a GPU that holds the
+    checkpoint (the paper's second mechanism); loads in flight are counted, not their bytes
+    left, and each is taken to halve the link (a loader that uses only part of a link is
+    slowed less); contention on a start from host DRAM (the GPU's PCIe link) is ignored.
+    """
+
+    name = "locality"
+
+    def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
+        need = model.footprint_bytes
+        options = [(g, Place(g.node, g.index)) for g in cluster.gpus if g.free_bytes >= need]
+        if not options:
+            options = [(g, p) for g in cluster.gpus if (p := _plan_on(g, need)) is not None]
+        if not options:
+            return None
+        dram = model.cold_start_s("dram")
+        by_tier: dict[str, float] = {}
+
+        def startup(gpu: GpuView) -> float:
+            tier = cluster.checkpoint_tier(model.name, gpu.node)
+            if tier not in by_tier:
+                by_tier[tier] = model.cold_start_s(tier)
+            return dram + (by_tier[tier] - dram) * (1 + cluster.loads_in_flight(gpu.node, gpu.index))
+
+        return min(options, key=lambda o: (startup(o[0]), len(o[1].evict), o[0].node, o[0].index))[1]
