@@ -284,6 +284,7 @@ class _Run:
         self.writer: RecordWriter | None = None
         self.started = False
         self.noted_defaults = False
+        self.model_note = ""  # printed under the table: which names took the default shape
 
     # -- the run -------------------------------------------------------------------------------
     def main(self) -> int:
@@ -391,9 +392,9 @@ class _Run:
                     self.noted_defaults = True
                     names = sim.defaulted_models
                     shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-                    print(f"note: model names not in profile {profile.name} took the shape of "
-                          f"{profile.default_model.name}: {shown} (--unknown-models error refuses them)",
-                          file=sys.stderr)
+                    self.model_note = (f"note: model names not in profile {profile.name} took the shape of "
+                                       f"{profile.default_model.name}: {shown} (--unknown-models error "
+                                       f"refuses them)")
                 self.guard.check()  # a signal held back while the combination was committed
         except PolicyError as e:
             return self.stop(1, "failed", f"error: {e}", f"error: {e}")
@@ -410,6 +411,8 @@ class _Run:
         elapsed = time.perf_counter() - started
         rows = [self.results[i].row for i in range(len(combos))]
         _say(format_table(rows))
+        if self.model_note:
+            _say(self.model_note)
         if simulated:
             print(f"simulated {simulated} requests in {elapsed:.1f} s "
                   f"({simulated / max(elapsed, 1e-9):,.0f} requests/s)", file=sys.stderr)

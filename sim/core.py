@@ -40,7 +40,9 @@ class SimCore(Protocol):
     instances: dict[int, Instance]
     by_model: dict[str, list[Instance]]
     arrivals_done: bool
-    outstanding: int  # iteration fidelity: admitted requests not yet finished (serving counts them)
+    outstanding: int  # requests in batch loops not yet finished (serving counts them)
+    events_processed: int  # events the run has processed so far
+    iteration: bool  # batch steps one event each (iteration fidelity, or GPUs that can be shared)
 
     def deployment(self, name: str) -> Deployment: ...
     def policy_failure(self, policy, hook: str, err) -> PolicyError: ...

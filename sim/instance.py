@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -131,16 +130,23 @@ class Live:
 
 
 @dataclass(slots=True, eq=False)
-class Partial:
-    """A request served at a partial stage: its quality is known once the stages after it are."""
+class Solo:
+    """A request alone on an instance at request fidelity: its times, known without events.
+
+    `step_s` is its decode step (a batch of one); it stays final unless another request
+    joins before `finish_s` (then it becomes a `Live` in the batch loop).
+    """
 
     req: Request
     cold: bool
     load_wait_s: float
     first_token_s: float
     finish_s: float
-    tpot_s: float
+    step_s: float
     stage: int
+    quality: float
+    start_s: float  # when its prefill step began
+    epoch: int  # the simulator's events_processed then
 
 
 class Signal:
@@ -183,19 +189,13 @@ class Instance:
         self.stage = -1  # last finished stage (0-based)
         self.quality = 0.0
         self.latency_scale = 1.0
+        self.bound_at = -1.0  # when the last stage bound (step_view)
+        self.prev_view: tuple[int, float, float] = (-1, 0.0, 1.0)
         self.capacity = dep.shape.max_batch
         self.memory_bytes = dep.footprint_bytes
-        # request fidelity: `slots` holds, per batch slot, the finish time of the last request
-        # given to it (an FCFS multi-server queue); `owed` the finish times of every request
-        # not yet finished, `queued` the start times of those not yet started. Expired entries
-        # are dropped lazily (`_expire`).
-        self.slots: list[float] = []
-        self.owed: list[float] = []
-        self.queued: list[float] = []
         self.busy_until = 0.0
         self.pending: deque[Pending] = deque()
-        self.partials: list[Partial] = []
-        self.history: list[tuple[float, float]] = []  # (time, quality) at each stage change
+        self.solo: Solo | None = None  # request fidelity: a request alone, computed without events
         self.idle_since: float | None = None
         self.last_used = sim.env.now
         self.uses = 0  # bumped on every request: a keep-alive timer compares it
@@ -210,6 +210,7 @@ class Instance:
         self.idle_counted = False
         self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
         self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
+        self.batch_signal = Signal(sim.env)  # a request joined or a stage bound (ends a decode run)
 
     # --- InstanceView -------------------------------------------------------------------
     @property
@@ -234,22 +235,15 @@ class Instance:
 
     @property
     def active(self) -> int:
-        """Every request this instance owes: running, queued behind a busy slot, or pending."""
-        self._expire(self._sim.env.now)
-        return len(self.owed) + len(self.pending) + len(self.queue) + len(self.running)
+        """Every request this instance owes: running, queued for the batch, or pending its load."""
+        solo = self.solo
+        alone = 1 if solo is not None and solo.finish_s > self._sim.env.now else 0
+        return alone + len(self.pending) + len(self.queue) + len(self.running)
 
     @property
     def waiting(self) -> int:
-        """Requests given to this instance that have not started: pending or queued."""
-        self._expire(self._sim.env.now)
-        return len(self.queued) + len(self.pending) + len(self.queue)
-
-    def _expire(self, now: float) -> None:
-        owed, queued = self.owed, self.queued
-        while owed and owed[0] <= now:
-            heapq.heappop(owed)
-        while queued and queued[0] <= now:
-            heapq.heappop(queued)
+        """Requests given to this instance that have not started: pending its load or queued."""
+        return len(self.pending) + len(self.queue)
 
     # --- transitions ----------------------------------------------------------------------
     def move_to(self, new: InstanceState) -> None:
@@ -258,39 +252,28 @@ class Instance:
             raise IllegalTransition(f"instance {self.id} ({self.model}): {self._state.value} -> {new.value}")
         self._state = new
 
+    def step_view(self, now: float, continuing: bool) -> tuple[int, float, float]:
+        """(stage, quality, latency scale) a batch step starting at `now` computes with.
+
+        A stage that binds at the very instant one step ends and the next begins counts
+        from the step after, whichever of the two the event queue happens to handle first:
+        both ways of computing the batch (sim/serving.py) then break that tie alike. A
+        batch that starts afresh uses what is bound (serving may start on that very bind).
+        """
+        if continuing and self.bound_at == now:
+            return self.prev_view
+        return self.stage, self.quality, self.latency_scale
+
     def bind_stage(self, stage: int, layers: int, now: float) -> None:
         """Record that `stage` finished: its layers are bound, quality and speed change."""
+        if self.bound_at != now:
+            self.prev_view = (self.stage, self.quality, self.latency_scale)
+        self.bound_at = now
         self.stage = stage
         self.bound_layers += layers
         self.quality = self.shape.quality_at(self.bound_layers)
         self.latency_scale = self.shape.latency_scale_at(self.bound_layers)
-        self.history.append((now, self.quality))
+        if self.batch_signal:
+            self.batch_signal.fire()  # a run of decode steps ends at its next boundary
         if self.bound_layers >= self.shape.num_layers and self._state is InstanceState.READY:
             self.move_to(InstanceState.FULL)
-
-    def quality_of(self, first_s: float, tpot_s: float, n_tokens: int) -> float:
-        """Token-weighted quality of tokens produced at first_s + k * tpot_s, k < n_tokens."""
-        if n_tokens <= 0:
-            return 0.0
-        hist = self.history
-        total = 0.0
-        for k, (t0, q) in enumerate(hist):
-            t1 = hist[k + 1][0] if k + 1 < len(hist) else float("inf")
-            lo = _tokens_before(t0, first_s, tpot_s, n_tokens)
-            hi = _tokens_before(t1, first_s, tpot_s, n_tokens)
-            total += q * (hi - lo)
-        return total / n_tokens
-
-
-def _tokens_before(t: float, first_s: float, tpot_s: float, n: int) -> int:
-    """How many of the n tokens (at first_s + k * tpot_s) come strictly before time t."""
-    if t == float("inf"):
-        return n
-    if t <= first_s:
-        return 0
-    if tpot_s <= 0:
-        return n
-    k = int((t - first_s) / tpot_s)
-    # token k is at first + k*tpot; count those < t
-    count = k + 1 if first_s + k * tpot_s < t else k
-    return max(0, min(n, count))

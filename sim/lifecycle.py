@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from contracts.decisions import Keep
 from sim.cluster import load_path
 from sim.instance import Instance, InstanceState
-from sim.serving import finalize_partials
+from sim.serving import finalize
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
     from sim.core import SimCore
@@ -70,8 +70,6 @@ def load_weights(sim: SimCore, inst: Instance, init_s: float):
             else:
                 yield init_done
             sim.became_ready(inst, pipelined=plan.pipelined)
-        elif j > plan.serve_from:
-            finalize_partials(sim, inst, everything=inst.state is S.FULL)
     node = inst.node_ref
     # The checkpoint passed through host DRAM (page cache) and, from remote, landed on the SSD.
     node.dram.add(inst.model, shape.weight_bytes)
@@ -96,7 +94,6 @@ def wake(sim: SimCore, inst: Instance):
         inst.node_ref.dram.unpin(inst.shape.weight_bytes)
         yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
         sim.usage.of(inst.model).bytes_loaded += inst.shape.weight_bytes
-        inst.history.append((env.now, inst.quality))
         sim.became_ready(inst, pipelined=False)
     else:
         yield from load_weights(sim, inst, eng.kv_cache_alloc_s)
@@ -139,6 +136,7 @@ def keep_alive(sim: SimCore, inst: Instance):
         if inst.running or inst.queue or inst.pending:
             yield inst.idle_signal.wait()
             continue
+        finalize(sim, inst)  # a solo request has finished by now: record it
         uses = inst.uses
         sim.set_idle(inst, True)  # may hand it a request waiting for memory
         if inst.uses != uses:

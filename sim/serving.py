@@ -1,28 +1,35 @@
-"""Serving at two fidelities.
+"""Serving: continuous batching, computed two ways that agree.
 
-`request`: closed form. An instance has `capacity` slots; a request takes the earliest
-free slot (a heap of finish times is an exact FCFS multi-server queue), its first token
-comes one prefill later, and every later token one decode step at the concurrency it
-found. No event is scheduled: a warm request costs a few heap operations.
+The model (one for both fidelities): an instance runs batch steps back to back. At each
+step boundary waiting requests join the batch (up to the batch size and the KV tokens in
+flight); the step takes the prefill of the joining prompts plus one decode step of the
+running batch (a prefill over the context instead, for the running requests, when a
+progressive stage bound since the last step: a refill); then every running request gains
+a token at the quality of the stage the instance was at when the step began.
 
-`iteration`: continuous batching. One event per batch step: waiting requests join the
-batch (up to the batch size and the KV tokens in flight), the step takes the prefill of
-the new prompts plus one decode step of the running batch, then every running request
-gains a token at the quality of the stage the instance was at when the step began.
+`iteration` fidelity computes it literally: one event per batch step, for replay against
+hardware. `request` fidelity computes the same steps with far fewer events:
+- a request alone on a fully loaded, idle instance needs none: its first token comes one
+  prefill after it arrives and its others one batch-of-one decode step apart (`Solo`);
+- as soon as a second request meets it, the solo request joins the batch loop at the step
+  boundary the literal loop would have reached, and the loop jumps over runs of identical
+  decode steps (same batch, no join, no stage change) in one event, cut short at the next
+  boundary when a request arrives or a stage binds.
+So the two fidelities give the same per-request times up to float rounding; tests check it.
 
-Instances packed on one GPU share its compute (`sim/compute.py`): each batch step is a
-job on the GPU's processor-sharing server. The closed form cannot slow down requests it has
-already scheduled, so a run whose GPUs can hold more instances than compute slots serves
-at iteration fidelity throughout (the Simulator decides, and the summary says so).
+Instances packed on one GPU share its compute (`sim/compute.py`): each batch step is a job
+on the GPU's processor-sharing server. A run whose GPUs can hold more instances than compute
+slots therefore steps literally at both fidelities (the Simulator decides; the summary's
+`fidelity` column says so).
 """
 
 from __future__ import annotations
 
-import heapq
+import math
 from typing import TYPE_CHECKING
 
 from contracts.request import Request
-from sim.instance import Instance, InstanceState, Live, Partial
+from sim.instance import Instance, InstanceState, Live, Solo
 from sim.records import RequestRecord
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
@@ -42,49 +49,77 @@ def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: 
     )
 
 
-def serve_closed_form(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
-                      prefill_fraction: float = 1.0) -> None:
-    """Serve `req` on `inst` now (request fidelity) and record it, or park it as partial.
+def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
+          prefill_fraction: float = 1.0) -> None:
+    """Give `req` to `inst`, which can serve, at the run's fidelity."""
+    if sim.iteration:
+        enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction)
+        return
+    now = sim.env.now
+    solo = inst.solo
+    if solo is not None and solo.finish_s <= now:
+        flush_solo(sim, inst)
+        solo = None
+    if solo is not None and solo.start_s == now and solo.epoch == sim.events_processed:
+        # It started this instant and no event has run since: the literal loop would not have
+        # begun its first step yet (its process starts on the next event): both share it.
+        inst.solo = None
+        enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s)
+        solo = None
+    if (solo is None and inst.state is InstanceState.FULL and not inst.loop_running
+            and prefill_fraction == 1.0):
+        scale = inst.latency_scale
+        shape = inst.shape
+        first = now + shape.prefill(req.prompt_tokens) * scale
+        step = shape.decode(1) * scale
+        finish = first + (req.output_tokens - 1) * step
+        inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
+                         sim.events_processed)
+        sim.mark_busy(inst, finish)
+        return
+    if solo is not None:
+        _solo_joins_the_batch(sim, inst, now)
+    enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction)
 
-    Only used where the instance computes alone: a run whose GPUs can be shared by more
-    instances than they have compute slots serves at iteration fidelity (`Simulator`).
+
+def flush_solo(sim: SimCore, inst: Instance) -> None:
+    """Record the instance's solo request (its times are final once nobody joined it)."""
+    s = inst.solo
+    if s is None:
+        return
+    inst.solo = None
+    sim.emit(served_record(sim, inst, s.req, first_token_s=s.first_token_s, finish_s=s.finish_s,
+                           tpot_s=s.step_s, cold=s.cold, load_wait_s=s.load_wait_s, stage=s.stage,
+                           quality=s.quality))
+
+
+def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
+    """A second request met the solo one: hand it to the batch loop at the next step boundary.
+
+    Its prefill step ends at its first token; its decode steps end `step_s` apart after it.
+    A step that ends exactly now has been followed by the next one already (the literal
+    loop starts it before a request arriving at that instant is handled).
     """
-    now = sim.env.now
-    slots = inst.slots
-    while slots and slots[0] <= now:
-        heapq.heappop(slots)
-    if len(slots) >= inst.capacity:
-        start = heapq.heappop(slots)
-        heapq.heappush(inst.queued, start)  # it waits for that slot: routing and admission see it
+    s = inst.solo
+    inst.solo = None
+    out = s.req.output_tokens
+    if now < s.first_token_s:
+        boundary, tokens = s.first_token_s, 1
     else:
-        start = now
-    shape = inst.shape
-    scale = inst.latency_scale
-    tpot = shape.decode(len(slots) + 1) * scale
-    first = start + shape.prefill(req.prompt_tokens) * scale * prefill_fraction
-    finish = first + (req.output_tokens - 1) * tpot
-    heapq.heappush(slots, finish)
-    heapq.heappush(inst.owed, finish)
-    sim.mark_busy(inst, finish)
-    if inst.state is InstanceState.FULL:
-        sim.emit(served_record(sim, inst, req, first_token_s=first, finish_s=finish, tpot_s=tpot, cold=cold,
-                               load_wait_s=load_wait_s, stage=inst.stage, quality=1.0))
-    else:
-        inst.partials.append(Partial(req, cold, load_wait_s, first, finish, tpot, inst.stage))
+        m = math.floor((now - s.first_token_s) / s.step_s) + 1 if s.step_s > 0 else out
+        tokens = min(out, 1 + m)
+        boundary = s.finish_s if tokens >= out else s.first_token_s + m * s.step_s
+    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, generated=tokens,
+                quality_sum=s.quality * tokens, stage=s.stage)
+    sim.outstanding += 1
+    inst.tokens_in_flight += s.req.prompt_tokens + out
+    inst.loop_running = True
+    sim.env.process(batch_loop(sim, inst, resume=(live, boundary)))
 
 
-def finalize_partials(sim: SimCore, inst: Instance, everything: bool) -> None:
-    """Record partial-stage requests whose stage history is now known up to their finish."""
-    now = sim.env.now
-    keep = []
-    for p in inst.partials:
-        if not everything and p.finish_s > now:
-            keep.append(p)
-            continue
-        q = inst.quality_of(p.first_token_s, p.tpot_s, p.req.output_tokens)
-        sim.emit(served_record(sim, inst, p.req, first_token_s=p.first_token_s, finish_s=p.finish_s,
-                               tpot_s=p.tpot_s, cold=p.cold, load_wait_s=p.load_wait_s, stage=p.stage, quality=q))
-    inst.partials = keep
+def finalize(sim: SimCore, inst: Instance) -> None:
+    """Record whatever the instance has served but not recorded (the run ends or it is evicted)."""
+    flush_solo(sim, inst)
 
 
 def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
@@ -95,21 +130,40 @@ def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, lo
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
         sim.env.process(batch_loop(sim, inst))
+    elif inst.batch_signal:
+        inst.batch_signal.fire()  # a run of decode steps ends at its next boundary: it may join
 
 
-def batch_loop(sim: SimCore, inst: Instance):
-    """Continuous batching on one instance until it has nothing left to do."""
+def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float] | None = None):
+    """Continuous batching on one instance until it has nothing left to do.
+
+    `resume`: a solo request handed over mid-flight, running until the step boundary given.
+    At request fidelity (`sim.iteration` false) a run of pure decode steps is one event.
+    """
     env = sim.env
     shape = inst.shape
     cap_tokens = shape.max_tokens_in_flight
     refill = inst.plan.refill
+    literal = sim.iteration
+    wake = None
+    last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     try:
+        if resume is not None:
+            live, boundary = resume  # its counts are as of the boundary
+            inst.stepped_stage = inst.stage
+            inst.running.append(live)
+            if boundary > env.now:
+                yield env.timeout(boundary - env.now)
+            last_end = env.now
+            if live.generated >= live.req.output_tokens:
+                inst.running.remove(live)
+                _finish_live(sim, inst, live)
         while (inst.queue or inst.running) and inst.can_serve:
             running = inst.running
             decoding = len(running)
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
-            stage = inst.stage
+            stage, q, scale = inst.step_view(env.now, continuing=last_end == env.now)
             if refill and decoding and stage != inst.stepped_stage:
                 # A stage bound since the last step: its layers have no K/V for the tokens
                 # so far, so every running request re-runs the prefill over its context
@@ -130,15 +184,37 @@ def batch_loop(sim: SimCore, inst: Instance):
                 prompt_tokens += live.req.prompt_tokens
                 prefill_work += live.req.prompt_tokens * live.prefill_fraction
                 running.append(live)
-            scale = inst.latency_scale
+            # The step computes with the layers bound when it starts (`q`, `scale`): its tokens
+            # have that stage's quality even if a later stage binds while it runs.
+            if not literal and not prompt_tokens:
+                # A run of identical decode steps, until the first running request is done;
+                # a request that arrives or a stage that binds ends it at the next boundary.
+                step = shape.decode(decoding) * scale
+                k = min(lv.req.output_tokens - lv.generated for lv in running)
+                start = env.now
+                end = start + k * step
+                # Busy as the literal loop says it: to the end of the step under way (the run
+                # may be cut short, and keep-alive and the run's end read this).
+                sim.mark_busy(inst, start + step)
+                if wake is None or wake.triggered:
+                    wake = inst.batch_signal.wait()
+                yield env.timeout(end - start) | wake
+                if env.now < end and step > 0:
+                    k = min(k, math.floor((env.now - start) / step) + 1)
+                    boundary = start + k * step
+                    if boundary > env.now:
+                        yield env.timeout(boundary - env.now)
+                elif env.now < end:
+                    yield env.timeout(end - env.now)
+                sim.mark_busy(inst, env.now)
+                last_end = env.now
+                _credit(sim, inst, running, k, q, stage)
+                continue
             step = 0.0
             if prompt_tokens:
                 step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
                 step += shape.decode(decoding) * scale
-            # The step computes with the layers bound when it starts: its tokens have that
-            # stage's quality even if a later stage binds while it runs.
-            q = inst.quality
             sim.mark_busy(inst, env.now + step)
             compute = inst.gpu_ref.compute
             if compute is None:
@@ -146,21 +222,28 @@ def batch_loop(sim: SimCore, inst: Instance):
             else:
                 yield from compute.work(step)
             sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
-            still = []
-            for live in running:
-                if live.generated == 0:
-                    live.first_token_s = env.now
-                    live.stage = stage
-                live.generated += 1
-                live.quality_sum += q
-                if live.generated >= live.req.output_tokens:
-                    _finish_live(sim, inst, live)
-                else:
-                    still.append(live)
-            inst.running = still
+            last_end = env.now
+            _credit(sim, inst, running, 1, q, stage)
     finally:
         inst.loop_running = False
     inst.idle_signal.fire()  # keep-alive waits for this
+
+
+def _credit(sim: SimCore, inst: Instance, running: list[Live], steps: int, q: float, stage: int) -> None:
+    """`steps` batch steps ended now: each running request gained that many tokens."""
+    now = sim.env.now
+    still = []
+    for live in running:
+        if live.generated == 0:
+            live.first_token_s = now
+            live.stage = stage
+        live.generated += steps
+        live.quality_sum += q * steps
+        if live.generated >= live.req.output_tokens:
+            _finish_live(sim, inst, live)
+        else:
+            still.append(live)
+    inst.running = still
 
 
 def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:

@@ -28,7 +28,7 @@ from sim.placing import prewarm_loop, start_instance
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
 from sim.records import RequestRecord
-from sim.serving import enqueue_iteration, finalize_partials, serve_closed_form
+from sim.serving import finalize, serve
 from sim.usage import UsageLedger
 from sim.watchdog import HookWatchdog
 
@@ -87,7 +87,8 @@ class Simulator:
         self.nodes = build_cluster(profile.hardware, config.nodes, config.gpus_per_node)
         self._gpus = [g for n in self.nodes for g in n.gpus]
         self._largest_gpu_bytes = max(g.capacity_bytes for g in self._gpus)
-        if config.compute_sharing == "time_slice":
+        shared = gpus_can_be_shared(profile, config)
+        if shared:  # a GPU that never holds more instances than compute slots needs no sharing server
             for gpu in self._gpus:
                 gpu.compute = GpuCompute(self.env, profile.hardware.compute_slots)
         self.usage = UsageLedger()
@@ -98,7 +99,8 @@ class Simulator:
         self._arrivals: dict[str, deque] = {}
         self._unplaced: dict[str, int] = {}  # per model: requests in the memory queue
         self.pending_total = 0  # requests waiting on instances that cannot serve yet
-        self.outstanding = 0  # iteration fidelity: admitted requests not yet finished
+        self.outstanding = 0  # requests in batch loops not yet finished
+        self.events_processed = 0  # a solo request knows whether any event ran since it started
         self.memory_queue: deque[Pending] = deque()
         self.max_finish = 0.0
         self.arrivals_done = False
@@ -107,7 +109,7 @@ class Simulator:
         self._no_room: tuple[int, int] | None = None
         self.defaulted_models: list[str] = []  # names that took the default model's shape
         # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
-        self.iteration = config.fidelity == "iteration" or gpus_can_be_shared(profile, config)
+        self.iteration = config.fidelity == "iteration" or shared
         self.fidelity = "iteration" if self.iteration else "request"
         metrics.fidelity = self.fidelity
 
@@ -298,10 +300,7 @@ class Simulator:
             cold = waited > 0  # it waited for memory and a load: a cold start
             if cold:
                 self.usage.of(req.model).cold += 1
-            if self.iteration:
-                enqueue_iteration(self, inst, req, cold, waited)
-            else:
-                serve_closed_form(self, inst, req, cold, waited)
+            serve(self, inst, req, cold, waited)
             return True
         inst.pending.append(Pending(req, arrival))
         self.pending_total += 1
@@ -318,10 +317,7 @@ class Simulator:
         fraction = 1.0 / inst.num_layers if pipelined else 1.0
         self.usage.of(inst.model).cold += len(pending)
         for p in pending:
-            if self.iteration:
-                enqueue_iteration(self, inst, p.req, True, now - p.arrival_s, fraction)
-            else:
-                serve_closed_form(self, inst, p.req, True, now - p.arrival_s, fraction)
+            serve(self, inst, p.req, True, now - p.arrival_s, fraction)
 
     def _wake(self, inst: Instance) -> bool:
         """Bring a sleeping instance back onto its GPU; False if its GPU has no room now."""
@@ -363,7 +359,7 @@ class Simulator:
     def evict(self, inst: Instance) -> None:
         if inst.state is S.EVICTED:
             return
-        finalize_partials(self, inst, everything=True)
+        finalize(self, inst)
         self.usage.of(inst.model).evictions += 1
         if inst.state is S.SLEEPING:
             if inst.sleep_level == 1:
@@ -400,10 +396,15 @@ class Simulator:
         return "never placed: no GPU memory became free"
 
     # --- the run ---------------------------------------------------------------------------------
+    def _step(self) -> None:
+        """Process the next event (the only place the run does: serving counts them)."""
+        self.events_processed += 1
+        self.env.step()
+
     def _advance_to(self, t: float) -> None:
         env = self.env
         while env.peek() <= t:
-            env.step()
+            self._step()
         if t > env.now:
             move_clock(env, t)
 
@@ -442,14 +443,14 @@ class Simulator:
                 on_progress(n)
         self.arrivals_done = True
         while self._has_work() and env.peek() < float("inf"):
-            env.step()
+            self._step()
         horizon = last if horizon_s is None else max(float(horizon_s), last)
         if horizon > env.now:
             self._advance_to(horizon)  # keep-alive timers that end before the horizon still run
         end = max(env.now, self.max_finish, horizon)
         self._advance_to(end)
         for inst in list(self.instances.values()):
-            finalize_partials(self, inst, everything=True)
+            finalize(self, inst)
         for p in list(self.memory_queue):
             self.reject(p.req, self._never_placed_reason(p.req))
         for inst in list(self.instances.values()):

@@ -176,7 +176,10 @@ def test_one_instance_per_gpu_is_unaffected():
     for fidelity in ("request", "iteration"):
         a = run_sim(reqs, SMALL, fidelity=fidelity, compute_sharing="time_slice")[1]
         b = run_sim(reqs, SMALL, fidelity=fidelity, compute_sharing="none")[1]
-        assert [(r.ttft_s, r.finish_s) for r in a] == [(r.ttft_s, r.finish_s) for r in b]
+        # time_slice on a GPU that can hold two instances steps literally; none uses the
+        # event-light form at request fidelity: the same times up to float rounding
+        assert [x for r in a for x in (r.ttft_s, r.finish_s)] == pytest.approx(
+            [x for r in b for x in (r.ttft_s, r.finish_s)], rel=1e-12)
 
 
 def test_bad_sharing_name_is_refused():

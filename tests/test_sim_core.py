@@ -148,14 +148,23 @@ def test_max_queue_sheds_behind_a_busy_warm_instance(fidelity):
 # batch size matters: the decode step is read at the batch the request found
 
 
-def test_closed_form_decode_is_read_at_the_concurrency_found():
-    # decode 0.0625 s at batch 1 rising to 0.6925 at 64 (0.01 s per extra request)
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_continuous_batching_by_hand(fidelity):
+    # decode 0.0625 s at batch 1, +0.01 s per extra request; prefill 0.125 s whatever the
+    # tokens. Three requests of 5 tokens reach a warm instance at t=20:
+    # - r1 starts alone: its prefill step ends at 20.125 (first token);
+    # - r2, r3 arrived during it, so they join at 20.125: prefill of both + r1's decode
+    #   = 0.125 + 0.0625 -> 20.3125 (r1: 2 tokens, r2 and r3: their first);
+    # - batch of 3 decodes at 0.0825 s until r1 is done: 3 steps -> 20.56;
+    # - batch of 2 at 0.0725 s: one step -> 20.6325, r2 and r3 done.
     p = profile(max_batch=4, decode=(0.0625, 0.0625 + 63 * 0.01))
     reqs = [req(0.0, 0)] + [req(20.0, 1 + i, out=5) for i in range(3)]
-    _, recs, _ = run_sim(reqs, p, keepalive="fixed[ttl=1000]")
+    _, recs, _ = run_sim(reqs, p, fidelity=fidelity, keepalive="fixed[ttl=1000]")
     by = {r.request_id: r for r in recs}
-    for k in range(3):  # the k-th request of the burst runs beside k others
-        assert by[1 + k].tpot_s == pytest.approx(0.0625 + k * 0.01, rel=1e-9)
+    assert (by[1].first_token_s, by[1].finish_s) == pytest.approx((20.125, 20.56), rel=1e-12)
+    for i in (2, 3):
+        assert (by[i].first_token_s, by[i].finish_s) == pytest.approx((20.3125, 20.6325), rel=1e-12)
+    assert by[1].tpot_s == pytest.approx((20.56 - 20.125) / 4, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,8 +173,12 @@ def test_progressive_serves_earlier_at_partial_quality(fidelity):
     assert p.stage_at_first_token == 0 and f.stage_at_first_token == 0
     assert f.quality == 1.0
     assert 0.5 <= p.quality < 1.0
-    if fidelity == "request":
-        assert p.quality == pytest.approx((5 * 0.5 + 15 * 1.0) / out, rel=1e-12)
+    # Stage 2 binds at 7.0, inside the decode step 6.975..7.0375: that step keeps stage 1's
+    # quality; the next one is a refill (a prefill over the context, 0.125 s: 7.0375..7.1625)
+    # at full quality, then 14 decodes. Tokens at stage 1: 6.725 + k x 0.0625 for k = 0..5
+    # (6 tokens at 0.5), 14 at 1.0 -> 0.85, at both fidelities.
+    assert p.quality == pytest.approx((6 * 0.5 + 14 * 1.0) / out, rel=1e-12)
+    assert p.finish_s == pytest.approx(7.0375 + 0.125 + 13 * DECODE, rel=1e-12)
 
 
 class ProgressiveNoRefill(StagingPolicy):
@@ -347,17 +351,21 @@ def test_max_queue_sheds_when_requests_wait():
     assert row["rejected"] == 2
 
 
-def test_batch_capacity_queues_in_closed_form():
-    # `big` (6.4 GB) fits once on the 10 GB GPU, max_batch 4: the fifth simultaneous warm
-    # request cannot scale out (no room, nothing idle to evict), so it waits for the earliest
-    # slot: the first four finish after prefill + 2 decode steps, then it prefills.
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_batch_capacity_queues_for_the_batch(fidelity):
+    # `big` (6.4 GB) fits once on the 10 GB GPU, max_batch 4; five warm requests of 3 tokens
+    # at t=20 (handled one after another, so the first one's step has begun when the others
+    # come). r1's prefill step ends at +0.125; r2..r4 join then: their prefill and r1's decode
+    # end at +0.3125; one decode step (+0.375) finishes r1 and frees a place, so r5 joins:
+    # its prefill and the others' decode end at +0.5625, its first token. It cannot scale out
+    # (no room, nothing idle to evict).
     warm = 20.0
     reqs = [req(0.0, 0, model="big")] + [req(warm, i + 1, model="big", out=3) for i in range(5)]
-    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]")
+    _, recs, sim = run_sim(reqs, keepalive="fixed[ttl=100]", fidelity=fidelity)
     r = by_id(recs)
-    ttfts = sorted(r[i].ttft_s for i in range(1, 6))
-    assert ttfts[:4] == pytest.approx([PREFILL] * 4)
-    assert ttfts[4] == pytest.approx(PREFILL + 2 * DECODE + PREFILL)
+    ttfts = [r[i].ttft_s for i in range(1, 6)]
+    t2 = PREFILL + PREFILL + DECODE
+    assert ttfts == pytest.approx([PREFILL, t2, t2, t2, t2 + DECODE + PREFILL + DECODE], rel=1e-12)
     assert not any(r[i].cold for i in range(1, 6)) and total(sim, "loads") == 1
 
 
