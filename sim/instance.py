@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,16 +118,21 @@ class Pending:
 
 @dataclass(slots=True, eq=False)
 class Live:
-    """A request in an iteration-fidelity batch."""
+    """A request in (or queued for) an instance's batch.
+
+    Every batch step gives every running request one token, so a request's tokens and their
+    summed quality are the instance's step count and quality integral since it joined
+    (`Instance.steps`, `Instance.q_integral`): nothing per request changes at a step.
+    """
 
     req: Request
     cold: bool
     load_wait_s: float
     prefill_fraction: float = 1.0  # < 1 when execute-while-load already ran part of the prefill
     first_token_s: float = -1.0
-    generated: int = 0
-    quality_sum: float = 0.0
     stage: int = -1
+    join_step: int = 0  # the instance's `steps` before the step it joined in
+    q_at_join: float = 0.0  # the instance's `q_integral` then
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +153,43 @@ class Solo:
     quality: float
     start_s: float  # when its prefill step began
     epoch: int  # the simulator's events_processed then
+
+
+class DecodeRun:
+    """A run of identical decode steps the batch loop waits out as one event.
+
+    `cut(now)` ends it at the first step boundary after `now` (a request arrived, or a
+    stage bound): the loop's process is moved from the run's timeout to one at that
+    boundary. Moving a waiting process uses two SimPy internals (`Process._target`, the
+    `_resume` callback; SimPy is pinned to 4.1.x and tests/test_sim_core.py checks them)
+    because SimPy's public way, `interrupt()`, costs an extra event and a Condition per cut,
+    on the hottest path of request fidelity.
+    """
+
+    __slots__ = ("env", "process", "start", "step", "steps", "timeout")
+
+    def __init__(self, env, process, start: float, step: float, steps: int, timeout):
+        self.env = env
+        self.process = process
+        self.start = start
+        self.step = step
+        self.steps = steps  # how many steps it lasts (fewer once cut)
+        self.timeout = timeout
+
+    def cut(self, now: float) -> None:
+        step = self.step
+        if step <= 0 or now >= self.start + self.steps * step:
+            return
+        k = math.floor((now - self.start) / step) + 1
+        if k >= self.steps:
+            return
+        self.steps = k
+        boundary = self.env.timeout(self.start + k * step - now)
+        resume = self.process._resume
+        self.timeout.callbacks.remove(resume)
+        boundary.callbacks.append(resume)
+        self.process._target = boundary
+        self.timeout = boundary
 
 
 class Signal:
@@ -201,16 +244,23 @@ class Instance:
         self.uses = 0  # bumped on every request: a keep-alive timer compares it
         # iteration fidelity
         self.queue: deque[Live] = deque()
-        self.running: list[Live] = []
+        # the batch: a heap of (step count at which it is done, order, request)
+        self.running: list[tuple[int, int, Live]] = []
+        self.steps = 0  # batch steps completed (each gave every running request a token)
+        self.q_integral = 0.0  # the sum of those steps' quality
+        self.prompt_in_batch = 0  # prompt tokens of the running requests (a refill's work)
+        self.join_steps_sum = 0  # the sum of their join steps (their tokens: n x steps - this)
+        self.joined = 0  # requests that ever joined: the heap's tie-break
         self.tokens_in_flight = 0
         self.loop_running = False
+        self.loop_process = None  # the batch loop's SimPy process, while it runs
         self.stepped_stage = -1  # the stage the last batch step computed with
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
         self.idle_counted = False
         self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
         self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
-        self.batch_signal = Signal(sim.env)  # a request joined or a stage bound (ends a decode run)
+        self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way
 
     # --- InstanceView -------------------------------------------------------------------
     @property
@@ -273,7 +323,7 @@ class Instance:
         self.bound_layers += layers
         self.quality = self.shape.quality_at(self.bound_layers)
         self.latency_scale = self.shape.latency_scale_at(self.bound_layers)
-        if self.batch_signal:
-            self.batch_signal.fire()  # a run of decode steps ends at its next boundary
+        if self.segment is not None:
+            self.segment.cut(now)  # the run of decode steps ends at its next boundary
         if self.bound_layers >= self.shape.num_layers and self._state is InstanceState.READY:
             self.move_to(InstanceState.FULL)

@@ -25,11 +25,12 @@ slots therefore steps literally at both fidelities (the Simulator decides; the s
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import TYPE_CHECKING
 
 from contracts.request import Request
-from sim.instance import Instance, InstanceState, Live, Solo
+from sim.instance import DecodeRun, Instance, InstanceState, Live, Solo
 from sim.records import RequestRecord
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
@@ -109,12 +110,11 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
         m = math.floor((now - s.first_token_s) / s.step_s) + 1 if s.step_s > 0 else out
         tokens = min(out, 1 + m)
         boundary = s.finish_s if tokens >= out else s.first_token_s + m * s.step_s
-    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, generated=tokens,
-                quality_sum=s.quality * tokens, stage=s.stage)
+    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage)
     sim.outstanding += 1
     inst.tokens_in_flight += s.req.prompt_tokens + out
     inst.loop_running = True
-    sim.env.process(batch_loop(sim, inst, resume=(live, boundary)))
+    inst.loop_process = sim.env.process(batch_loop(sim, inst, resume=(live, boundary, tokens, s.quality)))
 
 
 def finalize(sim: SimCore, inst: Instance) -> None:
@@ -129,37 +129,36 @@ def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, lo
     sim.outstanding += 1
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
-        sim.env.process(batch_loop(sim, inst))
-    elif inst.batch_signal:
-        inst.batch_signal.fire()  # a run of decode steps ends at its next boundary: it may join
+        inst.loop_process = sim.env.process(batch_loop(sim, inst))
+    elif inst.segment is not None:
+        inst.segment.cut(sim.env.now)  # the run of decode steps ends at its next boundary: it may join
 
 
-def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float] | None = None):
+def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, float] | None = None):
     """Continuous batching on one instance until it has nothing left to do.
 
-    `resume`: a solo request handed over mid-flight, running until the step boundary given.
-    At request fidelity (`sim.iteration` false) a run of pure decode steps is one event.
+    `resume`: a solo request handed over mid-flight, with the step boundary it runs to, its
+    tokens by then and their quality. At request fidelity (`sim.iteration` false) a run of
+    pure decode steps is one event. A step costs work for the requests that join or finish
+    only: the others' tokens are the instance's step count since they joined.
     """
     env = sim.env
     shape = inst.shape
     cap_tokens = shape.max_tokens_in_flight
     refill = inst.plan.refill
     literal = sim.iteration
-    wake = None
+    running = inst.running
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     try:
         if resume is not None:
-            live, boundary = resume  # its counts are as of the boundary
+            live, boundary, tokens, quality = resume  # counts as of the boundary
             inst.stepped_stage = inst.stage
-            inst.running.append(live)
+            _join(inst, live, inst.steps - tokens, inst.q_integral - quality * tokens)
             if boundary > env.now:
                 yield env.timeout(boundary - env.now)
             last_end = env.now
-            if live.generated >= live.req.output_tokens:
-                inst.running.remove(live)
-                _finish_live(sim, inst, live)
-        while (inst.queue or inst.running) and inst.can_serve:
-            running = inst.running
+            _finish_done(sim, inst)
+        while (inst.queue or running) and inst.can_serve:
             decoding = len(running)
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
@@ -168,12 +167,14 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float] | None =
                 # A stage bound since the last step: its layers have no K/V for the tokens
                 # so far, so every running request re-runs the prefill over its context
                 # (as the engine does) instead of a decode step.
-                prompt_tokens = prefill_work = sum(lv.req.prompt_tokens + lv.generated for lv in running)
+                context = inst.prompt_in_batch + decoding * inst.steps - inst.join_steps_sum
+                prompt_tokens = prefill_work = context
                 decoding = 0
                 sim.usage.of(inst.model).refills += len(running)
             inst.stepped_stage = stage
-            # New requests join the running list before the step, so that nothing in flight
-            # is ever invisible to keep-alive or eviction.
+            # New requests join the batch before the step, so that nothing in flight is ever
+            # invisible to keep-alive or eviction.
+            joiners = []
             while inst.queue and len(running) < inst.capacity:
                 live = inst.queue[0]
                 need = live.req.prompt_tokens + live.req.output_tokens
@@ -183,32 +184,27 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float] | None =
                 inst.tokens_in_flight += need
                 prompt_tokens += live.req.prompt_tokens
                 prefill_work += live.req.prompt_tokens * live.prefill_fraction
-                running.append(live)
+                _join(inst, live, inst.steps, inst.q_integral)
+                joiners.append(live)
             # The step computes with the layers bound when it starts (`q`, `scale`): its tokens
             # have that stage's quality even if a later stage binds while it runs.
             if not literal and not prompt_tokens:
                 # A run of identical decode steps, until the first running request is done;
                 # a request that arrives or a stage that binds ends it at the next boundary.
                 step = shape.decode(decoding) * scale
-                k = min(lv.req.output_tokens - lv.generated for lv in running)
+                k = running[0][0] - inst.steps
                 start = env.now
-                end = start + k * step
                 # Busy as the literal loop says it: to the end of the step under way (the run
                 # may be cut short, and keep-alive and the run's end read this).
                 sim.mark_busy(inst, start + step)
-                if wake is None or wake.triggered:
-                    wake = inst.batch_signal.wait()
-                yield env.timeout(end - start) | wake
-                if env.now < end and step > 0:
-                    k = min(k, math.floor((env.now - start) / step) + 1)
-                    boundary = start + k * step
-                    if boundary > env.now:
-                        yield env.timeout(boundary - env.now)
-                elif env.now < end:
-                    yield env.timeout(end - env.now)
+                timeout = env.timeout(k * step)
+                run = inst.segment = DecodeRun(env, inst.loop_process, start, step, k, timeout)
+                yield timeout
+                inst.segment = None
+                k = run.steps
                 sim.mark_busy(inst, env.now)
                 last_end = env.now
-                _credit(sim, inst, running, k, q, stage)
+                _steps_done(sim, inst, k, q, stage, ())
                 continue
             step = 0.0
             if prompt_tokens:
@@ -223,30 +219,45 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float] | None =
                 yield from compute.work(step)
             sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
             last_end = env.now
-            _credit(sim, inst, running, 1, q, stage)
+            _steps_done(sim, inst, 1, q, stage, joiners)
     finally:
         inst.loop_running = False
     inst.idle_signal.fire()  # keep-alive waits for this
 
 
-def _credit(sim: SimCore, inst: Instance, running: list[Live], steps: int, q: float, stage: int) -> None:
-    """`steps` batch steps ended now: each running request gained that many tokens."""
+def _join(inst: Instance, live: Live, join_step: int, q_at_join: float) -> None:
+    live.join_step = join_step
+    live.q_at_join = q_at_join
+    inst.joined += 1
+    heapq.heappush(inst.running, (join_step + live.req.output_tokens, inst.joined, live))
+    inst.prompt_in_batch += live.req.prompt_tokens
+    inst.join_steps_sum += join_step
+
+
+def _steps_done(sim: SimCore, inst: Instance, steps: int, q: float, stage: int, joiners) -> None:
+    """`steps` batch steps ended now, computed at stage `stage` with quality `q`."""
+    inst.steps += steps
+    inst.q_integral += q * steps
     now = sim.env.now
-    still = []
-    for live in running:
-        if live.generated == 0:
-            live.first_token_s = now
-            live.stage = stage
-        live.generated += steps
-        live.quality_sum += q * steps
-        if live.generated >= live.req.output_tokens:
-            _finish_live(sim, inst, live)
-        else:
-            still.append(live)
-    inst.running = still
+    for live in joiners:  # their first token
+        live.first_token_s = now
+        live.stage = stage
+    _finish_done(sim, inst)
+
+
+def _finish_done(sim: SimCore, inst: Instance) -> None:
+    """Record the running requests whose last token the steps so far produced."""
+    running = inst.running
+    while running and running[0][0] <= inst.steps:
+        live = heapq.heappop(running)[2]
+        inst.prompt_in_batch -= live.req.prompt_tokens
+        inst.join_steps_sum -= live.join_step
+        _finish_live(sim, inst, live)
 
 
 def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
+    """Record a request of the batch; its quality is a difference of running sums (clamped
+    to [0, 1] against their last-bit rounding)."""
     now = sim.env.now
     req = live.req
     out = req.output_tokens
@@ -255,4 +266,4 @@ def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
     tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
     sim.emit(served_record(sim, inst, req, first_token_s=live.first_token_s, finish_s=now, tpot_s=tpot,
                            cold=live.cold, load_wait_s=live.load_wait_s, stage=live.stage,
-                           quality=live.quality_sum / live.generated))
+                           quality=min(1.0, max(0.0, (inst.q_integral - live.q_at_join) / out))))

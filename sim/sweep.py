@@ -516,11 +516,17 @@ def _run(sweep: Sweep, out: Path, args: argparse.Namespace, argv: list[str], gua
     if todo:
         tasks = [Task(p, configs[p.config], sweep.profiles[configs[p.config].profile]) for p in todo]
         jobs = min(args.jobs or default_jobs(), len(tasks))
-        try:
-            if args.executor == "ray":
+        if args.executor == "ray":
+            try:
                 executor = RayExecutor(args.ray_address, args.jobs)
-            else:
-                executor = LocalExecutor(jobs)
+            except Exception as e:  # Ray could not start, or the cluster cannot be reached
+                write_manifest(out, sweep, command, "interrupted", counts)
+                where = f"connect to the Ray cluster at {args.ray_address}" if args.ray_address else "start Ray"
+                print(f"error: cannot {where}: {_error_line(e)}", file=sys.stderr)
+                return 2
+        else:
+            executor = LocalExecutor(jobs)
+        try:
             _say(f"sweep: executor: {executor.describe()}")
             bar = tqdm(total=sweep.n_runs, initial=len(records), desc="sweep", unit="run", disable=args.quiet,
                        file=sys.stderr, mininterval=0.5, dynamic_ncols=True)

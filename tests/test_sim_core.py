@@ -418,3 +418,28 @@ def test_a_hook_that_never_returns_ends_the_run_naming_it():
                                           r"did not return within 0.5 s"):
         sim.run([req(0.0, 0), req(1.0, 1)])
     assert time.monotonic() - t0 < 5.0
+
+
+def test_simpy_internals_that_decode_runs_move_a_process_with():
+    # sim.instance.DecodeRun.cut moves a waiting process from one timeout to another
+    env = simpy.Environment()
+    woke = []
+
+    def proc():
+        t = env.timeout(10.0)
+        holder.append(t)
+        yield t
+        woke.append(env.now)
+
+    holder = []
+    p = env.process(proc())
+    env.run(until=1.0)
+    t = holder[0]
+    assert p._target is t and p._resume in t.callbacks
+    from sim.instance import DecodeRun
+
+    run = DecodeRun(env, p, 0.0, 2.0, 5, t)
+    run.cut(1.0)  # the step 0..2 is under way: the run ends at 2
+    assert run.steps == 1
+    env.run()
+    assert woke == [2.0]
