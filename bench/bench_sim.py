@@ -1,8 +1,9 @@
 """Simulator speed: simulated requests per second at both fidelities, and events per request.
 
-Targets (docs/design.md, "Measured facts"): >= 50k requests/s per core at `request` fidelity; at `iteration`
-fidelity ten times Vidur's ~420 requests/s on these machines. Run:
-    python bench/bench_sim.py [--requests N] [--iteration-requests N]
+Targets (docs/design.md, "Measured facts"): >= 50k requests/s per core at `request` fidelity;
+at `iteration` fidelity ten times Vidur's ~420 requests/s on these machines. The last line
+is machine-readable key=value pairs. Run:
+    python bench/bench_sim.py [--requests N] [--iteration-requests N] [--rate R]
 """
 
 from __future__ import annotations
@@ -58,14 +59,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=300_000)
     ap.add_argument("--iteration-requests", type=int, default=20_000)
+    ap.add_argument("--rate", type=float, default=20.0,
+                    help="arrivals per second at request fidelity (default 20: busy, not overloaded; at 200 "
+                         "the 8 GPUs cannot keep up and queues grow without bound)")
     args = ap.parse_args()
-    print(f"{'fidelity':10s} {'staging':12s} {'requests':>9s} {'seconds':>8s} {'req/s':>9s} {'events/req':>10s}  ratio")
-    reqs = workload(args.requests, models=8, rate=200.0, seed=1)
+    print(f"{'fidelity':10s} {'staging':12s} {'requests':>9s} {'seconds':>8s} {'req/s':>9s} {'events/req':>10s}  ratio"
+          f"  (TTFT p50 / p99)")
+    reqs = workload(args.requests, models=8, rate=args.rate, seed=1)
+    figures = {}
     for staging in ("full", "progressive"):
         dt, row, events = run(reqs, "request", staging)
         rate = row["requests"] / dt
+        figures[f"request_{staging}_req_per_s"] = round(rate)
         print(f"{'request':10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
-              f"  {rate / TARGET_REQUEST_FIDELITY:.2f} x the 50k/s target")
+              f"  {rate / TARGET_REQUEST_FIDELITY:.2f} x the 50k/s target"
+              f"  ({row['ttft_p50_s']:.3f} / {row['ttft_p99_s']:.3f} s)")
     reqs = workload(args.iteration_requests, models=8, rate=20.0, seed=2)
     for staging in ("full", "progressive"):
         # "none" shows what sharing a GPU's compute costs the simulator (one more event per step)
@@ -73,9 +81,11 @@ def main() -> None:
             dt, row, events = run(reqs, "iteration", staging, sharing)
             rate = row["requests"] / dt
             name = f"iteration{'' if sharing == 'time_slice' else '*'}"
+            figures[f"iteration_{staging}_{sharing}_req_per_s"] = round(rate)
             print(f"{name:10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
                   f"  {rate / VIDUR_REQ_PER_S:.1f} x Vidur's 420/s ({events / dt:,.0f} events/s)")
     print("iteration*: --compute-sharing none (each instance at full speed)")
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":
