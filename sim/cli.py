@@ -28,7 +28,7 @@ DEFAULT_POLICIES = {
     "keepalive": "none,fixed",
     "prewarm": "none",
     "placement": "first_fit",
-    "router": "least_loaded",
+    "router": "expected_wait",
     "admission": "always",
 }
 
@@ -166,6 +166,8 @@ def _policy_sets(args: argparse.Namespace) -> list[PolicySet]:
         specs = split_specs(getattr(args, kind))
         if not specs:
             raise PolicySpecError(f"--{kind} needs at least one policy")
+        if kind == "router":  # the router that predicts TTFT judges it against the run's SLO
+            specs = [f"expected_wait[slo={args.slo_ttft:g}]" if sp == "expected_wait" else sp for sp in specs]
         lists[kind] = specs
     combos = []
     for values in itertools.product(*lists.values()):
