@@ -39,7 +39,8 @@ def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
 
 def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_slice") -> tuple[float, dict, int]:
     profile = load_profile()
-    policies = PolicySet.from_specs(staging=staging, keepalive="fixed")
+    # least_loaded: the router of the figures published before expected_wait became the default
+    policies = PolicySet.from_specs(staging=staging, keepalive="fixed", router="least_loaded")
     metrics = RunMetrics(policies.label, 5.0)
     sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity, compute_sharing=sharing), metrics)
     steps = [0]
