@@ -142,7 +142,8 @@ def _simulate(task: Task) -> dict[str, Any]:
 
     c, seed = task.config, task.point.seed
     config = SimConfig(nodes=c.nodes, gpus_per_node=c.gpus_per_node, fidelity=c.fidelity, slo_ttft_s=c.slo_ttft_s,
-                       storage=c.storage, seed=seed, compute_sharing=c.compute_sharing)
+                       storage=c.storage, seed=seed, compute_sharing=c.compute_sharing,
+                       unknown_models=c.unknown_models, hook_timeout_s=c.hook_timeout_s)
     policies = PolicySet.from_specs(**dict(c.policies))  # fresh per run: policies keep state
     trace = open_trace(c.trace.spec, trace_dir=c.trace.trace_dir, duration_s=c.trace.duration_s, seed=seed,
                        **dict(c.trace.options))
@@ -239,6 +240,20 @@ class LocalExecutor:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT address must accept a connection: Ray itself would wait for it forever."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if m is None:  # None (a local instance), auto, ray://... : Ray's own checks
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {address} ({e.strerror or e})") from None
+
+
 class RayExecutor:
     """Ray tasks, one per run, on a local Ray instance or the cluster at `address`."""
 
@@ -259,7 +274,9 @@ class RayExecutor:
             # The driver's own code travels with the tasks, so that each run is computed by the
             # code its fingerprint names; numpy, simpy, scipy, pyarrow must be on the cluster.
             kwargs["runtime_env"] = {"py_modules": [str(root / p) for p in ("contracts", "sim", "policies", "traces")]}
-        ray.init(address=address, **kwargs)
+        _reachable(address)
+        # "local" starts an instance of our own even where `ray start` left one running here.
+        ray.init(address=address or "local", **kwargs)
         self.address = address
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.window = max(8, 2 * self.cpus)
@@ -433,6 +450,9 @@ def _header(sweep: Sweep, counts: dict[str, int]) -> dict[str, Any]:
         "runs": f"{len(sweep.points)} ({len(sweep.configs)} configurations x {len(sweep.seeds)} seeds); "
                 f"{counts['done']} done, {counts['failed']} failed",
         "seeds": ", ".join(map(str, sweep.seeds)),
+        "unknown models": sweep.configs[0].unknown_models,
+        "policy hook timeout": (f"{sweep.configs[0].hook_timeout_s:g} s" if sweep.configs[0].hook_timeout_s
+                                else "none"),
     }
 
 

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from sim.profile import Profile
 
 TOP_KEYS = ("seeds", "duration", "out", "policies", "cluster", "traces")
-CLUSTER_KEYS = ("sizes", "nodes", "gpus_per_node", "profile", "storage", "slo_ttft", "fidelity", "compute_sharing")
+CLUSTER_KEYS = ("sizes", "nodes", "gpus_per_node", "profile", "storage", "slo_ttft", "fidelity", "compute_sharing",
+                "unknown_models", "hook_timeout")
 TRACE_KEYS = ("name", "options", "duration", "trace_dir")
 FINGERPRINT_KIND = "progressive-serve sweep run"
 FINGERPRINT_VERSION = 1
@@ -84,6 +85,8 @@ class Config:
     fidelity: str
     compute_sharing: str
     slo_ttft_s: float
+    unknown_models: str = "default"  # the same for every configuration (not a column)
+    hook_timeout_s: float | None = 60.0
 
     def columns(self) -> dict[str, Any]:
         """What identifies the configuration in the combined table."""
@@ -463,7 +466,7 @@ def load_sweep(path: str | Path, *, duration: float | None = None) -> Sweep:
     before anything runs. Raises SpecError."""
     from policies.registry import KINDS, PolicySpecError, load_policy, split_specs
     from sim.cli import DEFAULT_POLICIES
-    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, SimConfig
+    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS, SimConfig
     from sim.policyset import PolicySet
     from sim.profile import DEFAULT_PROFILE, PROFILES_DIR, ProfileError, load_profile
     from sim.runstore import code_fingerprint, sha256_file, versions
@@ -503,6 +506,14 @@ def load_sweep(path: str | Path, *, duration: float | None = None) -> Sweep:
     fidelities = _choices(r, cluster, "fidelity", "request", FIDELITIES)
     sharings = _choices(r, cluster, "compute_sharing", "time_slice", COMPUTE_SHARING)
     slos = [r.number(v, k) for k, v in r.as_list(cluster.get("slo_ttft", 5.0), "cluster.slo_ttft")]
+    # As `python -m sim` takes them (--unknown-models, --hook-timeout): one value for the sweep.
+    unknown_models = cluster.get("unknown_models", "default")
+    if unknown_models not in UNKNOWN_MODELS:
+        raise r.fail("cluster.unknown_models", f"expected one of {', '.join(UNKNOWN_MODELS)}, got {_show(unknown_models)}")
+    hook_timeout = r.number(cluster.get("hook_timeout", 60.0), "cluster.hook_timeout", positive=False)
+    if hook_timeout < 0:
+        raise r.fail("cluster.hook_timeout", f"expected seconds >= 0 (0: no limit), got {hook_timeout:g}")
+    hook_timeout_s = hook_timeout or None
     for key, n, g in sizes:
         try:
             SimConfig(nodes=n, gpus_per_node=g)
@@ -567,7 +578,8 @@ def load_sweep(path: str | Path, *, duration: float | None = None) -> Sweep:
             policies=tuple((k, c[0]) for k, c in zip(kinds, chosen, strict=True)),
             labels=tuple((k, labels[id(c[2])]) for k, c in zip(kinds, chosen, strict=True)),
             policy=label, trace=entry, profile=pkey, profile_name=pname, nodes=n, gpus_per_node=g,
-            storage=storage, fidelity=fidelity, compute_sharing=sharing, slo_ttft_s=slo)
+            storage=storage, fidelity=fidelity, compute_sharing=sharing, slo_ttft_s=slo,
+            unknown_models=unknown_models, hook_timeout_s=hook_timeout_s)
         configs.append(config)
         base = {
             "kind": FINGERPRINT_KIND,
@@ -575,7 +587,8 @@ def load_sweep(path: str | Path, *, duration: float | None = None) -> Sweep:
             "policies": {k: c[1] for k, c in zip(kinds, chosen, strict=True)},
             "policy_files": {k: c[3] for k, c in zip(kinds, chosen, strict=True) if c[3] is not None},
             "cluster": {"nodes": n, "gpus_per_node": g, "storage": storage, "fidelity": fidelity,
-                        "compute_sharing": sharing, "slo_ttft_s": slo},
+                        "compute_sharing": sharing, "slo_ttft_s": slo, "unknown_models": unknown_models,
+                        "hook_timeout_s": hook_timeout_s},
             "profile": profile_id,
             "trace": trace_id,
             **code,
