@@ -43,6 +43,7 @@ examples:
   python -m sim --trace my_requests.csv --staging progressive --keepalive fixed[ttl=60],two_tier
   python -m sim --trace burstgpt --fidelity iteration --nodes 1 --gpus-per-node 2
   python -m sim --trace azure_functions --out runs/a --resume   # finish a run that was stopped
+  python -m sim sweep examples/sweep.toml --out runs/sweep     # a grid of runs (README "Sweeps")
 
 exit status: 0 done; 2 bad input or an unusable --out (one line; --out is checked before
 simulating); 1 a policy failed, or a result could not be written; 130/143 stopped by
