@@ -78,3 +78,24 @@ def write_text(path: str | Path, text: str) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def lock_folder(out: Path, busy: Exception) -> int | None:
+    """Hold an advisory lock on the folder `out` for the life of the process (the kernel
+    drops it however the process ends), so that two runs cannot write into one folder at
+    once; `busy` is raised when another process holds it. None where the platform or the
+    file system has no locks (then the run goes on unlocked)."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform
+        return None
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise busy from None
+    except OSError:  # a file system without locks
+        os.close(fd)
+        return None
+    return fd

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 # Only the standard library and the signal guard at import time: everything else is imported
 # once the guard is installed, so that Ctrl-C while the program starts ends in one line too.
+from sim.console import say
 from sim.interrupt import Interrupted, SignalGuard
 
 if TYPE_CHECKING:
@@ -257,17 +258,6 @@ def _run_inputs(args: argparse.Namespace, config: SimConfig, profile: Profile, t
     return inputs, sources
 
 
-def _say(text: str) -> None:
-    """Print to stdout. A reader that went away (`| head`) must not stop the run before it has
-    written its results: the rest of the output goes to /dev/null."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 def _restored_row(summary: dict) -> dict:
     """A summary row as run.json holds it (NaN written as null)."""
     return {k: math.nan if v is None else v for k, v in summary.items()}
@@ -333,20 +323,20 @@ class _Run:
             print(f"error: {e}", file=sys.stderr)
             return 2
         store = self.store
-        _say(f"trace: {trace.name}")
-        _say(f"profile: {profile.name} ({profile.provenance.get('kind')}); cluster: {config.nodes} x "
+        say(f"trace: {trace.name}")
+        say(f"profile: {profile.name} ({profile.provenance.get('kind')}); cluster: {config.nodes} x "
              f"{config.gpus_per_node} {profile.hardware.gpu_name}; fidelity: {config.fidelity}; "
              f"TTFT SLO {config.slo_ttft_s:g} s; {len(combos)} policy combinations")
         if store is not None and store.complete:
-            _say(f"resume: every combination of the run in {store.out} is done; nothing to simulate")
-            _say(format_table([_restored_row(c["summary"]) for c in store.manifest["combinations"]]))
+            say(f"resume: every combination of the run in {store.out} is done; nothing to simulate")
+            say(format_table([_restored_row(c["summary"]) for c in store.manifest["combinations"]]))
             return 0
         if store is not None and store.done:
             left = len(combos) - len(store.done)
-            _say(f"resume: {len(store.done)} of {len(combos)} combinations done in {store.out}; "
+            say(f"resume: {len(store.done)} of {len(combos)} combinations done in {store.out}; "
                  + (f"simulating the other {left}" if left else "writing the results"))
             if store.other_code:
-                _say(f"resume: note: {store.other_code} of them ran on other simulator code (sim, policies, "
+                say(f"resume: note: {store.other_code} of them ran on other simulator code (sim, policies, "
                      "traces changed since; run.json records each combination's); --overwrite recomputes them")
         header = {
             "trace": trace.name,
@@ -413,9 +403,9 @@ class _Run:
             return 1
         elapsed = time.perf_counter() - started
         rows = [self.results[i].row for i in range(len(combos))]
-        _say(format_table(rows))
+        say(format_table(rows))
         if self.model_note:
-            _say(self.model_note)
+            say(self.model_note)
         if simulated:
             print(f"simulated {simulated} requests in {elapsed:.1f} s "
                   f"({simulated / max(elapsed, 1e-9):,.0f} requests/s)", file=sys.stderr)
@@ -427,7 +417,7 @@ class _Run:
             except OSError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
-            _say("wrote " + ", ".join(str(p) for p in written))
+            say("wrote " + ", ".join(str(p) for p in written))
         return 0
 
     # -- stopping early ------------------------------------------------------------------------
@@ -459,9 +449,9 @@ class _Run:
             self.guard.ignore()
         rows = [self.results[i].row for i in sorted(self.results)]
         if rows:
-            _say(format_table(rows))
+            say(format_table(rows))
         if written:
-            _say("wrote " + ", ".join(str(p) for p in written))
+            say("wrote " + ", ".join(str(p) for p in written))
         print(line, file=sys.stderr)
         return code
 

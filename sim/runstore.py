@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sim.atomic import discard, is_temp_name, write_text
+from sim.atomic import discard, is_temp_name, lock_folder, write_text
 from sim.interrupt import SignalGuard
 from sim.records import RecordWriter, concat_records
 from sim.report import PlotSeries, write_csv, write_results
@@ -213,25 +213,6 @@ def _remove_temps(folder: Path) -> None:
                 discard(p)
 
 
-def _lock(out: Path) -> int | None:
-    """Hold an advisory lock on the folder for the life of the run (released by the kernel
-    however the process ends), so that two runs cannot write into one --out at once."""
-    try:
-        import fcntl
-    except ImportError:  # not on this platform
-        return None
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OutError(f"--out {out} is in use by another run of python -m sim that is still going") from None
-    except OSError:  # a file system without locks: go on unlocked
-        os.close(fd)
-        return None
-    return fd
-
-
 class RunStore:
     """The --out folder of one run; see the module docstring."""
 
@@ -271,7 +252,7 @@ class RunStore:
         OutError (with one line to show) when the folder cannot or may not be used."""
         out = Path(out).expanduser()
         _check_location(out)
-        lock = _lock(out)
+        lock = lock_folder(out, OutError(f"--out {out} is in use by another run of python -m sim that is still going"))
         try:
             store = cls._open(out, lock, inputs=inputs, labels=labels, command=command, sources=sources,
                               code=code, records=records, resume=resume, overwrite=overwrite, guard=guard)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sim.atomic import lock_folder
+from sim.console import say
 from sim.interrupt import Interrupted, SignalGuard
 
 if TYPE_CHECKING:
@@ -321,25 +323,6 @@ class SweepError(Exception):
     """The output folder cannot be used (exit 2)."""
 
 
-def _lock(out: Path) -> int | None:
-    """An advisory lock on OUT for the life of the sweep (the kernel drops it however the
-    process ends): two sweeps cannot write into one folder at once."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SweepError(f"--out {out} is in use by another sweep that is still going") from None
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def prepare_out(out: Path) -> int | None:
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out}: exists and is not a folder")
@@ -351,7 +334,7 @@ def prepare_out(out: Path) -> int | None:
         raise SweepError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     if not os.access(out / RUNS, os.W_OK):
         raise SweepError(f"--out {out}: the folder is not writable")
-    lock = _lock(out)
+    lock = lock_folder(out, SweepError(f"--out {out} is in use by another sweep that is still going"))
     from sim.atomic import discard, is_temp_name
 
     for folder in (out, out / RUNS):  # leftovers of a write cut short by a kill
@@ -422,14 +405,6 @@ def write_manifest(out: Path, sweep: Sweep, command: list[str], status: str, cou
 
 # --- the command ------------------------------------------------------------------------------------
 
-def _say(text: str) -> None:
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
 
 def _runs_row(point: Point, config: Config, record: dict[str, Any] | None) -> dict[str, Any]:
     row: dict[str, Any] = {"run": point.index + 1, **config.columns(), "seed": point.seed}
@@ -484,7 +459,7 @@ def run_sweep(args: argparse.Namespace, argv: list[str], guard: SignalGuard) -> 
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or sweep.out or Path("runs") / sweep.path.stem
-    _say(f"sweep: {sweep.path}: {sweep.n_runs} runs ({len(sweep.configs)} configurations x {len(sweep.seeds)} "
+    say(f"sweep: {sweep.path}: {sweep.n_runs} runs ({len(sweep.configs)} configurations x {len(sweep.seeds)} "
          f"seeds) into {out}")
     if args.dry_run:
         return 0
@@ -527,7 +502,7 @@ def _run(sweep: Sweep, out: Path, args: argparse.Namespace, argv: list[str], gua
                 pass
     write_manifest(out, sweep, command, "running" if todo else "complete", counts)
     if records:
-        _say(f"sweep: {len(records)} of {sweep.n_runs} runs already have results in {out}"
+        say(f"sweep: {len(records)} of {sweep.n_runs} runs already have results in {out}"
              + (f"; running the other {len(todo)}" if todo else ""))
     failed_before = counts["failed"]
     executor = None
@@ -547,7 +522,7 @@ def _run(sweep: Sweep, out: Path, args: argparse.Namespace, argv: list[str], gua
         else:
             executor = LocalExecutor(jobs)
         try:
-            _say(f"sweep: executor: {executor.describe()}")
+            say(f"sweep: executor: {executor.describe()}")
             bar = tqdm(total=sweep.n_runs, initial=len(records), desc="sweep", unit="run", disable=args.quiet,
                        file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
             try:
@@ -596,10 +571,10 @@ def _run(sweep: Sweep, out: Path, args: argparse.Namespace, argv: list[str], gua
     except OSError as e:
         print(f"error: writing the tables into {out}: {e}", file=sys.stderr)
         return 1
-    _say(format_text(table))
+    say(format_text(table))
     if todo:
         print(f"sweep: ran {len(todo)} runs in {elapsed:.1f} s ({simulated:,} simulated requests)", file=sys.stderr)
-    _say("wrote " + ", ".join(str(p) for p in written))
+    say("wrote " + ", ".join(str(p) for p in written))
     if counts["failed"]:
         first = next(r for r in records.values() if r["status"] == "failed")
         again = " (recorded earlier; --retry-failed runs them again)" if failed_before and not args.retry_failed else ""
