@@ -208,24 +208,13 @@ def _run_inputs(args: argparse.Namespace, config: SimConfig, profile: Profile, t
                 combos: list[PolicySet]) -> tuple[dict[str, Any], dict[str, Any]]:
     """What decides the results, as fingerprints (compared by --resume), and where the
     inputs were found (recorded only)."""
-    from sim.runstore import file_fingerprint, sha256_file, versions
-    from traces import TraceError
+    from sim.runstore import file_fingerprint, sha256_file, trace_option_files, versions
     from traces.registry import NAMES as TRACE_NAMES
     from traces.registry import resolve as resolve_trace
 
     fmt, files, _ = resolve_trace(args.trace, args.trace_dir)
     options = _trace_options(args.trace_option)
-    option_files: dict[str, object] = {}
-    for key, value in options.items():
-        path = Path(value).expanduser()
-        if path.is_file():
-            option_files[key] = file_fingerprint(path)
-    if "tokens" in options and "tokens" not in option_files:
-        try:
-            _, token_files, _ = resolve_trace(options["tokens"], args.trace_dir)
-            option_files["tokens"] = [file_fingerprint(p) for p, _ in token_files]
-        except TraceError:
-            pass  # calibrated / fixed token lengths: no file
+    option_files = trace_option_files(options, args.trace_dir)
     profile_path = _profile_path(args.profile)
     policy_files = _policy_files(args)
     inputs = {

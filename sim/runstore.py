@@ -467,3 +467,23 @@ class RunStore:
                              outputs=[p.name for p in written] + [MANIFEST])
         self.save()
         return written + [self.out / MANIFEST]
+
+
+def trace_option_files(options: Mapping[str, Any], trace_dir: str | None) -> dict[str, Any]:
+    """Fingerprints of the files a trace's options name: a file given as an option's value,
+    or the token-length trace `tokens=` names (none for calibrated or fixed lengths)."""
+    from traces import TraceError
+    from traces.registry import resolve as resolve_trace
+
+    found: dict[str, Any] = {}
+    for key, value in options.items():
+        path = Path(str(value)).expanduser()
+        if path.is_file():
+            found[key] = file_fingerprint(path)
+    if "tokens" in options and "tokens" not in found:
+        try:
+            _, token_files, _ = resolve_trace(str(options["tokens"]), trace_dir)
+            found["tokens"] = [file_fingerprint(p) for p, _ in token_files]
+        except TraceError:
+            pass
+    return found

@@ -425,24 +425,13 @@ def _trace_entries(r: _Reader, data: Mapping[str, Any], duration: float | None,
 def _trace_identity(entry: TraceEntry) -> dict[str, Any]:
     """What of a trace decides its requests: its name (or file name), format, options and
     duration, and its files' fingerprints (not where they lie)."""
-    from sim.runstore import file_fingerprint
-    from traces import TraceError
+    from sim.runstore import file_fingerprint, trace_option_files
     from traces.registry import NAMES
     from traces.registry import resolve as resolve_trace
 
     fmt, files, _ = resolve_trace(entry.spec, entry.trace_dir)
-    option_files: dict[str, Any] = {}
     options = dict(entry.options)
-    for k, v in options.items():
-        p = Path(v).expanduser()
-        if p.is_file():
-            option_files[k] = file_fingerprint(p)
-    if "tokens" in options and "tokens" not in option_files:
-        try:
-            _, token_files, _ = resolve_trace(options["tokens"], entry.trace_dir)
-            option_files["tokens"] = [file_fingerprint(p) for p, _ in token_files]
-        except TraceError:
-            pass  # calibrated or fixed token lengths: no file
+    option_files = trace_option_files(options, entry.trace_dir)
     return {
         "spec": entry.spec if entry.spec in NAMES else Path(entry.spec).name,
         "format": fmt,
