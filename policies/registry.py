@@ -68,6 +68,19 @@ def names(kind: str) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
+def described(kind: str) -> list[str]:
+    """Each built-in of `kind` as a spec with its parameters and defaults (`fixed[ttl=600.0]`),
+    read from its constructor, for `--help`."""
+    out = []
+    for name in names(kind):
+        params = [p for p in inspect.signature(_REGISTRY[kind][name].__init__).parameters.values()
+                  if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        shown = ",".join(f"{p.name}={p.default:g}" if isinstance(p.default, float)
+                         else f"{p.name}={p.default}" for p in params if p.default is not p.empty)
+        out.append(f"{name}[{shown}]" if shown else name)
+    return out
+
+
 _SPEC = re.compile(r"^(?P<target>[^\[\]]+?)(?:\[(?P<args>.*)\])?$")
 
 

@@ -78,7 +78,7 @@ def replay_horizon(duration: float | None, details: dict) -> tuple[float | None,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from policies.registry import KINDS, names
+    from policies.registry import KINDS, described
     from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS
     from sim.profile import DEFAULT_PROFILE
 
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     pol = p.add_argument_group("policies (comma-separated lists; every combination is run)")
     for kind in KINDS:
         pol.add_argument(f"--{kind}", default=DEFAULT_POLICIES[kind],
-                         help=f"built-ins: {', '.join(names(kind))} (default: {DEFAULT_POLICIES[kind]})")
+                         help=f"built-ins (with their parameters' defaults): {', '.join(described(kind))} "
+                              f"(default: {DEFAULT_POLICIES[kind]})")
     c = p.add_argument_group("cluster and serving")
     c.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"profile name in profiles/ or a JSON path (default: {DEFAULT_PROFILE})")
