@@ -405,6 +405,10 @@ class Simulator:
         env = self.env
         while env.peek() <= t:
             self._step()
+        # The literal batch loop would have run a process started at this instant by now,
+        # before the arrival is handled: a `Solo` started before this point has begun its
+        # first step.
+        self.events_processed += 1
         if t > env.now:
             move_clock(env, t)
 

@@ -266,3 +266,22 @@ def test_stage_at_first_token_is_the_stage_of_the_first_token():
     a, b = runs["request"][1][1], runs["iteration"][1][1]
     assert a.first_token_s == b.first_token_s and a.quality == b.quality == 1.0
     assert a.stage_at_first_token == b.stage_at_first_token == 2
+
+
+def test_a_request_meeting_a_solo_started_in_the_same_instant_by_an_event():
+    """Found by a bug hunt: `a`'s instance becomes ready at 4.25 s and serves its pending
+    request alone; a burst for `a` arrives at 4.25 s too. The literal loop has begun that
+    request's step before the burst is handled, so the burst's first request joins at the
+    next boundary (first token 4.28125 s) at both fidelities."""
+    d = small_profile_dict(process_start_s=0.25, cuda_context_s=2.0, kv_cache_alloc_s=0.5, graph_capture_s=1.5,
+                           bind_s_per_layer=0.0, init_overlaps_load=True)
+    for m in d["models"]:
+        m.update(num_layers=2, layer_bytes=250_000_000, max_tokens_in_flight=4096,
+                 prefill={"x": [1, 4096], "seconds": [1 / 64, 1 / 64]}, decode={"x": [1, 8], "seconds": [1 / 64, 1 / 64]},
+                 stages=[{"name": "s1", "num_layers": 1, "quality": 0.25}])
+    d["models"][0]["max_batch"] = 2
+    profile = profile_from_dict(d, "solo-tie")
+    reqs = [Request(arrival_s=t, model=m, prompt_tokens=1, output_tokens=1, request_id=i)
+            for i, (t, m) in enumerate([(0.0, "small"), (0.25, "big"), (2.25, "big")] + [(4.25, "small")] * 9)]
+    runs = both(reqs, profile, staging="full", keepalive="none")
+    check_exact(runs)
