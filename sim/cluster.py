@@ -95,7 +95,7 @@ def build_cluster(hw: HardwareProfile, nodes: int, gpus_per_node: int) -> list[N
     """Nodes and GPUs as the profile describes one of each."""
     if nodes < 1 or gpus_per_node < 1:
         raise ValueError(f"need at least one node and one GPU per node, got {nodes} x {gpus_per_node}")
-    usable = int((hw.gpu_memory_gb - hw.gpu_reserved_gb) * GB)
+    usable = hw.usable_gpu_bytes
     out = []
     for n in range(nodes):
         gpus = [

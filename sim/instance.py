@@ -155,6 +155,16 @@ class Solo:
     epoch: int  # the simulator's events_processed then
 
 
+def steps_begun(start: float, step: float, now: float) -> int:
+    """How many steps of `step` seconds from `start` have begun by `now` (`step` > 0).
+
+    A step that ends exactly at `now` has been followed by the next one already: the literal
+    batch loop starts it before anything else at that instant is handled. So a request that
+    arrives, or a stage that binds, at `now` takes effect at the end of the last step counted.
+    """
+    return math.floor((now - start) / step) + 1
+
+
 class DecodeRun:
     """A run of identical decode steps the batch loop waits out as one event.
 
@@ -180,7 +190,7 @@ class DecodeRun:
         step = self.step
         if step <= 0 or now >= self.start + self.steps * step:
             return
-        k = math.floor((now - self.start) / step) + 1
+        k = steps_begun(self.start, step, now)
         if k >= self.steps:
             return
         self.steps = k
@@ -257,7 +267,6 @@ class Instance:
         self.stepped_stage = -1  # the stage the last batch step computed with
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
-        self.idle_counted = False
         self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
         self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
         self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way

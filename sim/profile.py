@@ -135,6 +135,11 @@ class HardwareProfile:
     # GPU that time-slices processes (no MPS); on a CPU, its cores over each engine's threads.
     compute_slots: float = 1.0
 
+    @property
+    def usable_gpu_bytes(self) -> int:
+        """Bytes of one GPU that weights and KV caches may take (its memory less the reserve)."""
+        return int((self.gpu_memory_gb - self.gpu_reserved_gb) * 1e9)
+
 
 @dataclass(frozen=True)
 class EngineProfile:
@@ -323,9 +328,8 @@ def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
     if not isinstance(models_raw, list) or not models_raw:
         raise r.fail("models", "must be a non-empty list")
     models = tuple(_model_from_dict(r, m, f"models[{i}].") for i, m in enumerate(models_raw))
-    gpu_bytes = (hardware.gpu_memory_gb - hardware.gpu_reserved_gb) * 1e9
     for i, m in enumerate(models):
-        if m.weight_bytes > gpu_bytes:
+        if m.weight_bytes > hardware.usable_gpu_bytes:
             raise r.fail(f"models[{i}]", f"weights ({m.weight_bytes / 1e9:.1f} GB) do not fit the GPU")
     return Profile(
         name=str(d.get("name", Path(source).stem)),

@@ -26,11 +26,10 @@ slots therefore steps literally at both fidelities (the Simulator decides; the s
 from __future__ import annotations
 
 import heapq
-import math
 from typing import TYPE_CHECKING
 
 from contracts.request import Request
-from sim.instance import DecodeRun, Instance, InstanceState, Live, Solo
+from sim.instance import DecodeRun, Instance, InstanceState, Live, Solo, steps_begun
 from sim.records import RequestRecord
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
@@ -107,7 +106,7 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
     if now < s.first_token_s:
         boundary, tokens = s.first_token_s, 1
     else:
-        m = math.floor((now - s.first_token_s) / s.step_s) + 1 if s.step_s > 0 else out
+        m = steps_begun(s.first_token_s, s.step_s, now) if s.step_s > 0 else out
         tokens = min(out, 1 + m)
         boundary = s.finish_s if tokens >= out else s.first_token_s + m * s.step_s
     live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage)

@@ -55,15 +55,14 @@ def move_clock(env: simpy.Environment, t: float) -> None:
 def gpus_can_be_shared(profile: Profile, config: SimConfig) -> bool:
     """Whether one GPU can hold more instances than it has compute slots in this run.
 
-    Then co-located instances slow each other down while they run, which the closed form
-    cannot show for requests already scheduled: such runs serve at iteration fidelity.
+    Then co-located instances slow each other down while they run, and a step's rate changes
+    whenever another instance's step starts or ends: such runs step literally at both fidelities.
     """
     if config.compute_sharing != "time_slice":
         return False
     hw = profile.hardware
-    usable = int((hw.gpu_memory_gb - hw.gpu_reserved_gb) * 1e9)
     smallest = min(m.footprint_bytes for m in profile.models)
-    return smallest > 0 and usable // smallest > hw.compute_slots
+    return smallest > 0 and hw.usable_gpu_bytes // smallest > hw.compute_slots
 
 
 class Simulator:

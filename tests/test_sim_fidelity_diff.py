@@ -148,8 +148,7 @@ class ProgressiveNoRefill(StagingPolicy):
 
 def packable(profile) -> bool:
     """Whether a GPU can hold two instances of some model (then time slicing could share it)."""
-    usable = (profile.hardware.gpu_memory_gb - profile.hardware.gpu_reserved_gb) * GB
-    return any(m.footprint_bytes <= usable / 2 for m in profile.models)
+    return any(m.footprint_bytes <= profile.hardware.usable_gpu_bytes / 2 for m in profile.models)
 
 
 def both(requests, profile, nodes=1, gpus=1, compute_sharing="none", **specs):
