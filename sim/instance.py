@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -11,6 +10,7 @@ from contracts.plan import StagePlan
 from contracts.request import Request
 from sim.cluster import Gpu, Node
 from sim.profile import EngineProfile, HardwareProfile, ModelProfile
+from sim.stepclock import steps_begun, timeout_at
 
 
 class InstanceState(StrEnum):
@@ -155,20 +155,14 @@ class Solo:
     epoch: int  # the simulator's events_processed then
 
 
-def steps_begun(start: float, step: float, now: float) -> int:
-    """How many steps of `step` seconds from `start` have begun by `now` (`step` > 0).
-
-    A step that ends exactly at `now` has been followed by the next one already: the literal
-    batch loop starts it before anything else at that instant is handled. So a request that
-    arrives, or a stage that binds, at `now` takes effect at the end of the last step counted.
-    """
-    return math.floor((now - start) / step) + 1
-
-
 class DecodeRun:
     """A run of identical decode steps the batch loop waits out as one event.
 
-    `cut(now)` ends it at the first step boundary after `now` (a request arrived, or a
+    It begins with one `head` step, which may be of another length (the step in which
+    requests joined, or a refill) and ends at `start`; `steps` decode steps of `step` seconds
+    follow. A request that arrives during the head joins at its end, as in the literal loop,
+    so the head and the decode steps after it need one event between them, not two.
+    `cut(now)` ends the run at the first step boundary after `now` (a request arrived, or a
     stage bound): the loop's process is moved from the run's timeout to one at that
     boundary. Moving a waiting process uses two SimPy internals (`Process._target`, the
     `_resume` callback; SimPy is pinned to 4.1.x and tests/test_sim_core.py checks them)
@@ -181,20 +175,21 @@ class DecodeRun:
     def __init__(self, env, process, start: float, step: float, steps: int, timeout):
         self.env = env
         self.process = process
-        self.start = start
+        self.start = start  # when the decode steps begin (the head's end)
         self.step = step
-        self.steps = steps  # how many steps it lasts (fewer once cut)
+        self.steps = steps  # how many decode steps it lasts (fewer once cut)
         self.timeout = timeout
 
     def cut(self, now: float) -> None:
         step = self.step
-        if step <= 0 or now >= self.start + self.steps * step:
+        start = self.start
+        if step <= 0 or now >= start + self.steps * step:
             return
-        k = steps_begun(self.start, step, now)
+        k = 0 if now < start else steps_begun(start, step, now)
         if k >= self.steps:
             return
         self.steps = k
-        boundary = self.env.timeout(self.start + k * step - now)
+        boundary = timeout_at(self.env, start + k * step)
         resume = self.process._resume
         self.timeout.callbacks.remove(resume)
         boundary.callbacks.append(resume)

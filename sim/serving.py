@@ -12,10 +12,12 @@ hardware. `request` fidelity computes the same steps with far fewer events:
 - a request alone on a fully loaded, idle instance needs none: its first token comes one
   prefill after it arrives and its others one batch-of-one decode step apart (`Solo`);
 - as soon as a second request meets it, the solo request joins the batch loop at the step
-  boundary the literal loop would have reached, and the loop jumps over runs of identical
-  decode steps (same batch, no join, no stage change) in one event, cut short at the next
-  boundary when a request arrives or a stage binds.
-So the two fidelities give the same per-request times up to float rounding; tests check it.
+  boundary the literal loop would have reached, and the loop jumps over a step and the run
+  of identical decode steps after it (same batch, no join, no stage change) in one event,
+  cut short at the next boundary when a request arrives or a stage binds.
+Both compute the boundaries of a run of identical steps as `origin + n * step`
+(`sim/stepclock.py`), so they reach the same floats: the two fidelities give the same
+per-request times and qualities; tests check it.
 
 Instances packed on one GPU share its compute (`sim/compute.py`): each batch step is a job
 on the GPU's processor-sharing server. A run whose GPUs can hold more instances than compute
@@ -29,8 +31,9 @@ import heapq
 from typing import TYPE_CHECKING
 
 from contracts.request import Request
-from sim.instance import DecodeRun, Instance, InstanceState, Live, Solo, steps_begun
+from sim.instance import DecodeRun, Instance, InstanceState, Live, Solo
 from sim.records import RequestRecord
+from sim.stepclock import steps_begun, timeout_at
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
     from sim.core import SimCore
@@ -129,16 +132,25 @@ def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, lo
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
         inst.loop_process = sim.env.process(batch_loop(sim, inst))
-    elif inst.segment is not None:
-        inst.segment.cut(sim.env.now)  # the run of decode steps ends at its next boundary: it may join
+    elif inst.segment is not None and len(inst.queue) == 1 and _fits(inst, req):
+        inst.segment.cut(sim.env.now)  # the run ends at its next boundary, where this request joins
+
+
+def _fits(inst: Instance, req: Request) -> bool:
+    """Whether `req`, first in the queue, joins the running batch at its next step (the rule
+    of `batch_loop`'s join; until the batch's first finish nothing else frees a place)."""
+    if len(inst.running) >= inst.capacity:
+        return False
+    need = req.prompt_tokens + req.output_tokens
+    return inst.tokens_in_flight + need <= inst.shape.max_tokens_in_flight or not inst.running
 
 
 def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, float] | None = None):
     """Continuous batching on one instance until it has nothing left to do.
 
     `resume`: a solo request handed over mid-flight, with the step boundary it runs to, its
-    tokens by then and their quality. At request fidelity (`sim.iteration` false) a run of
-    pure decode steps is one event. A step costs work for the requests that join or finish
+    tokens by then and their quality. At request fidelity (`sim.iteration` false) a step
+    and the run of identical decode steps after it are one event. A step costs work for the requests that join or finish
     only: the others' tokens are the instance's step count since they joined.
     """
     env = sim.env
@@ -148,13 +160,14 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     literal = sim.iteration
     running = inst.running
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
+    run_kind, run_origin, run_steps = None, 0.0, 0  # iteration fidelity: the run of identical steps
     try:
         if resume is not None:
             live, boundary, tokens, quality = resume  # counts as of the boundary
             inst.stepped_stage = inst.stage
             _join(inst, live, inst.steps - tokens, inst.q_integral - quality * tokens)
             if boundary > env.now:
-                yield env.timeout(boundary - env.now)
+                yield timeout_at(env, boundary)
             last_end = env.now
             _finish_done(sim, inst)
         while (inst.queue or running) and inst.can_serve:
@@ -187,38 +200,69 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 joiners.append(live)
             # The step computes with the layers bound when it starts (`q`, `scale`): its tokens
             # have that stage's quality even if a later stage binds while it runs.
-            if not literal and not prompt_tokens:
-                # A run of identical decode steps, until the first running request is done;
-                # a request that arrives or a stage that binds ends it at the next boundary.
-                step = shape.decode(decoding) * scale
-                k = running[0][0] - inst.steps
-                start = env.now
-                # Busy as the literal loop says it: to the end of the step under way (the run
-                # may be cut short, and keep-alive and the run's end read this).
-                sim.mark_busy(inst, start + step)
-                timeout = env.timeout(k * step)
-                run = inst.segment = DecodeRun(env, inst.loop_process, start, step, k, timeout)
-                yield timeout
-                inst.segment = None
-                k = run.steps
-                sim.mark_busy(inst, env.now)
-                last_end = env.now
-                _steps_done(sim, inst, k, q, stage, ())
-                continue
             step = 0.0
             if prompt_tokens:
                 step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
                 step += shape.decode(decoding) * scale
-            sim.mark_busy(inst, env.now + step)
             compute = inst.gpu_ref.compute
-            if compute is None:
-                yield env.timeout(step)
-            else:
+            if compute is not None:  # a shared GPU: the step's length depends on its neighbours
+                sim.mark_busy(inst, env.now + step)
                 yield from compute.work(step)
-            sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
+                sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
+                last_end = env.now
+                _steps_done(sim, inst, 1, q, stage, joiners)
+                continue
+            now = env.now
+            if literal:
+                # A run of identical decode steps ends its n-th step at `origin + n * step`,
+                # as request fidelity computes it (sim/stepclock.py), not by adding steps.
+                run = (decoding, stage, q, scale) if not prompt_tokens else None
+                if run is not None and run == run_kind and last_end == now:
+                    run_steps += 1
+                else:
+                    run_kind, run_origin, run_steps = run, now, 1
+                end = run_origin + run_steps * step
+                sim.mark_busy(inst, end)
+                yield timeout_at(env, end)
+                last_end = env.now
+                _steps_done(sim, inst, 1, q, stage, joiners)
+                continue
+            if not prompt_tokens:
+                # A run of identical decode steps up to the first finish, as one event; a
+                # request that can join, or a stage that binds, cuts it at the next boundary.
+                k = running[0][0] - inst.steps
+                # Busy as the literal loop says it: to the end of the step under way (the run
+                # may be cut short, and keep-alive and the run's end read this).
+                sim.mark_busy(inst, now + step)
+                timeout = timeout_at(env, now + k * step)
+                run = inst.segment = DecodeRun(env, inst.loop_process, now, step, k, timeout)
+                yield timeout
+                inst.segment = None
+                sim.mark_busy(inst, env.now)
+                last_end = env.now
+                _steps_done(sim, inst, run.steps, q, stage, ())
+                continue
+            end = now + step
+            sim.mark_busy(inst, end)
+            k = running[0][0] - inst.steps - 1
+            if k <= 0:
+                yield env.timeout(step)
+                last_end = env.now
+                _steps_done(sim, inst, 1, q, stage, joiners)
+                continue
+            # The step, then the k identical decode steps after it up to the first finish,
+            # as one event (the run's origin is the step's end, as in the literal loop).
+            decode = shape.decode(len(running)) * scale
+            timeout = timeout_at(env, end + k * decode)
+            run = inst.segment = DecodeRun(env, inst.loop_process, end, decode, k, timeout)
+            yield timeout
+            inst.segment = None
+            _steps_done(sim, inst, 1, q, stage, joiners, end)
+            if run.steps:
+                sim.mark_busy(inst, env.now)
+                _steps_done(sim, inst, run.steps, q, stage, ())
             last_end = env.now
-            _steps_done(sim, inst, 1, q, stage, joiners)
     finally:
         inst.loop_running = False
     inst.idle_signal.fire()  # keep-alive waits for this
@@ -233,11 +277,12 @@ def _join(inst: Instance, live: Live, join_step: int, q_at_join: float) -> None:
     inst.join_steps_sum += join_step
 
 
-def _steps_done(sim: SimCore, inst: Instance, steps: int, q: float, stage: int, joiners) -> None:
-    """`steps` batch steps ended now, computed at stage `stage` with quality `q`."""
+def _steps_done(sim: SimCore, inst: Instance, steps: int, q: float, stage: int, joiners,
+                end: float | None = None) -> None:
+    """`steps` batch steps ended (now, or at `end` if earlier), computed at stage `stage` with quality `q`."""
     inst.steps += steps
     inst.q_integral += q * steps
-    now = sim.env.now
+    now = sim.env.now if end is None else end
     for live in joiners:  # their first token
         live.first_token_s = now
         live.stage = stage
@@ -265,4 +310,9 @@ def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
     tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
     sim.emit(served_record(sim, inst, req, first_token_s=live.first_token_s, finish_s=now, tpot_s=tpot,
                            cold=live.cold, load_wait_s=live.load_wait_s, stage=live.stage,
-                           quality=min(1.0, max(0.0, (inst.q_integral - live.q_at_join) / out))))
+                           quality=_clamped((inst.q_integral - live.q_at_join) / out)))
+
+
+def _clamped(quality: float) -> float:
+    """A mean quality in [0, 1]; NaN (a stage the profile has no measurement for) stays NaN."""
+    return quality if quality != quality else min(1.0, max(0.0, quality))

@@ -9,14 +9,18 @@ loads at 1 GB/s, prefill 0.125 s, decode 0.0625 s at batch 1 unless a test chang
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import simpy
+from hypothesis import given
+from hypothesis import strategies as st
 from test_sim_properties import run_sim, small_profile_dict
 
 from sim.instance import TRANSITIONS, IllegalTransition, InstanceState
 from sim.profile import profile_from_dict
 from sim.simulator import move_clock
+from sim.stepclock import steps_begun, timeout_at
 from traces.request import Request
 
 GB = 1e9
@@ -443,3 +447,38 @@ def test_simpy_internals_that_decode_runs_move_a_process_with():
     assert run.steps == 1
     env.run()
     assert woke == [2.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# step boundaries as both fidelities compute them (sim/stepclock.py)
+
+TIMES = st.floats(0.0, 1e7, allow_nan=False)
+STEPS = st.floats(1e-6, 10.0, allow_nan=False)
+
+
+@given(now=TIMES, ahead=st.floats(0.0, 1e5, allow_nan=False))
+def test_timeout_at_fires_at_exactly_the_time_asked(now, ahead):
+    env = simpy.Environment()
+    move_clock(env, now)
+    t = now + ahead * math.pi  # any float at or after now
+    fired = []
+    timeout_at(env, t).callbacks.append(lambda _: fired.append(env.now))
+    env.run()
+    assert fired == [t]
+
+
+def test_timeout_at_refuses_the_past():
+    env = simpy.Environment()
+    move_clock(env, 5.0)
+    with pytest.raises(ValueError):
+        timeout_at(env, 4.0)
+
+
+@given(start=TIMES, step=STEPS, n=st.integers(0, 10_000))
+def test_steps_begun_compares_with_the_boundary_as_scheduled(start, step, n):
+    boundary = start + n * step
+    # at a boundary the step after it has begun; just before, it has not
+    assert steps_begun(start, step, boundary) == n + 1
+    before = math.nextafter(boundary, -math.inf)
+    if n and before >= start:
+        assert steps_begun(start, step, before) == n
