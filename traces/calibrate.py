@@ -15,6 +15,7 @@ import numpy as np
 
 from traces import paper
 from traces.azure2019 import read_durations, read_invocations, read_memory
+from traces.calibration import published
 from traces.errors import Issues
 from traces.llm import read_azure_llm
 
@@ -41,6 +42,7 @@ def measure_invocations(files: list[Path], issues: Issues) -> dict:
     """Per-function daily totals, IAT CVs, hourly shape and trigger shares of day files."""
     totals: dict[tuple, int] = {}
     triggers: dict[tuple, str] = {}
+    by_trigger: dict[str, int] = {}
     cvs: list[float] = []
     hourly = np.zeros(24)
     rng = np.random.default_rng(0)
@@ -48,14 +50,21 @@ def measure_invocations(files: list[Path], issues: Issues) -> dict:
         for row in read_invocations(path, issues):
             totals[row.key] = totals.get(row.key, 0) + row.total
             triggers[row.key] = row.trigger
+            by_trigger[row.trigger] = by_trigger.get(row.trigger, 0) + row.total
             hourly += row.counts.reshape(24, 60).sum(axis=1)
             cv = iat_cv(row.counts, rng)
             if cv is not None:
                 cvs.append(cv)
     daily = np.array(list(totals.values()), float) / max(len(files), 1)
     trig = list(triggers.values())
-    return {"daily": daily, "cvs": np.array(cvs), "hourly": hourly, "n_inv": int(sum(totals.values())),
-            "triggers": {t: trig.count(t) / len(trig) for t in sorted(set(trig))} if trig else {}}
+    n_inv = int(sum(totals.values()))
+    apps: dict[tuple, int] = {}
+    for key in totals:  # key = (owner, app, function)
+        apps[key[:-1]] = apps.get(key[:-1], 0) + 1
+    return {"daily": daily, "cvs": np.array(cvs), "hourly": hourly, "n_inv": n_inv,
+            "triggers": {t: trig.count(t) / len(trig) for t in sorted(set(trig))} if trig else {},
+            "trigger_invocations": {t: by_trigger[t] / n_inv for t in sorted(by_trigger)} if n_inv else {},
+            "functions_per_app": sorted(apps.values())}
 
 
 def measure_tokens(path: Path) -> dict:
@@ -129,6 +138,15 @@ def calibration(invocations: list[Path], durations: list[Path] = (), memory: lis
     out["trigger_shares"] = {"value": paper.TRIGGER_SHARES, "source": paper.TRIGGER_SOURCE}
     if inv is not None:
         out["trigger_shares"]["measured_sample"] = {"value": inv["triggers"], "source": src}
+    out["trigger_invocation_shares"] = {"value": published.TRIGGER_INVOCATION_SHARES,
+                                        "source": published.TRIGGER_INVOCATION_SOURCE}
+    if inv is not None:
+        out["trigger_invocation_shares"]["measured_sample"] = {"value": inv["trigger_invocations"], "source": src}
+    out["functions_per_app"] = {"bins": [list(b) for b in published.FUNCTIONS_PER_APP_BINS],
+                                "source": published.FUNCTIONS_PER_APP_SOURCE}
+    if inv is not None:
+        out["functions_per_app"]["measured_sample"] = {"value": inv["functions_per_app"],
+                                                       "source": f"{src} (functions per application, sorted)"}
 
     out["duration_s"] = _table(list(durations), min_functions, read_durations, 0, 1000.0,
                                "per-function Average, ms -> s", paper.DURATION_S_CDF, paper.DURATION_SOURCE)

@@ -109,6 +109,40 @@ def trace_info(trace: Trace) -> dict:
         })
     for key, value in trace.details.items():
         out[f"detail.{key}"] = value
+    if trace.synthetic and "calibration" in trace.details:
+        out.update(calibration_info(str(trace.details["calibration"]), int(trace.details.get("seed", 0))))
+    return out
+
+
+POPULATION_DRAW = 1_000_000  # functions drawn to show the population's shares (about 0.3 s)
+
+
+def calibration_info(path: str, seed: int) -> dict:
+    """The generator's population next to the published ATC'20 numbers it is calibrated to:
+    `generated (published ...)` per trigger share of functions and of invocations, daily-rate
+    percentile, periodic share and application size bin."""
+    from traces.population import population_shares, trigger_model
+    from traces.synthetic import load_calibration
+
+    cal = load_calibration(path)
+    model = trigger_model(cal)
+    stats = population_shares(cal, model, POPULATION_DRAW, np.random.default_rng(seed))
+    out: dict = {"population.drawn": f"{POPULATION_DRAW} functions and applications (seed {seed}), shown as "
+                                     "generated (published)",
+                 "population.trigger_split": f"rate quantile {model.split:.3f}: below it "
+                                             + ", ".join(f"{t} {p:.1%}" for t, p in zip(model.names, model.low,
+                                                                                         strict=True))
+                                             + "; above it " + ", ".join(f"{t} {p:.1%}" for t, p in
+                                                                         zip(model.names, model.high, strict=True))}
+    groups = {"functions": "trigger_share_of_functions", "invocations": "trigger_share_of_invocations",
+              "daily": "daily_invocations_per_function", "apps": "functions_per_application"}
+    for prefix, title in groups.items():
+        items = [(k.split(".", 1)[1], v) for k, v in stats.items() if k.startswith(prefix + ".")]
+        fmt = (lambda g, p: f"{g:.4g} ({p:.4g})") if prefix == "daily" else (lambda g, p: f"{g:.2%} ({p:.2%})")
+        out[f"population.{title}"] = ", ".join(
+            f"{name} {fmt(g, p) if not name.startswith('at_most') else f'{g:.1%} ({p:.1%})'}" for name, (g, p) in items)
+    g, p = stats["periodic"]
+    out["population.periodic_share"] = f"{g:.1%} ({p:.1%})"
     return out
 
 

@@ -27,15 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
+from traces.arrivals import DiurnalClock, stream
 from traces.base import Trace
 from traces.errors import TraceError
 from traces.mapping import MODES, deployments
 from traces.ordering import numbered
+from traces.population import (
+    DRAWS,
+    TriggerModel,
+    assign_apps,
+    draw_cvs,
+    quantile_daily,
+    rate_quantiles,
+    trigger_model,
+)
 from traces.tokens import TokenSource
 
 CALIBRATION = Path(__file__).parent / "calibration" / "azure_functions_2019.json"
 DEFAULT_DURATION_S = 3600.0
-CHUNK_S = 3600.0
 
 
 @cache
@@ -109,6 +118,16 @@ def check_calibration(cal: object, path: str) -> None:
     if not isinstance(shares, dict) or not all(is_number(v) and v >= 0 for v in shares.values()) \
             or not sum(v for k, v in shares.items() if k != "timer") > 0:
         raise fail("trigger_shares.value", "expected non-negative shares, some for a trigger other than timer")
+    inv = get("trigger_invocation_shares.value")
+    if not isinstance(inv, dict) or not all(is_number(v) and v >= 0 for v in inv.values()) \
+            or not sum(inv.values()) > 0:
+        raise fail("trigger_invocation_shares.value", "expected non-negative shares, some positive")
+    bins = get("functions_per_app.bins")
+    if not isinstance(bins, list) or not bins or not all(
+            isinstance(b, list) and len(b) == 3 and all(is_number(x) for x in b)
+            and 1 <= b[0] <= b[1] <= 1e6 and b[2] >= 0 for b in bins) or not sum(b[2] for b in bins) > 0:
+        raise fail("functions_per_app.bins", "expected [least, most, share] rows with 1 <= least <= most <= 1e6, "
+                                             "shares >= 0, some positive")
     tokens = get("tokens") if "tokens" in cal else {}
     if not isinstance(tokens, dict):
         raise fail("tokens", "expected an object of token tables")
@@ -125,6 +144,11 @@ class SyntheticOptions:
     """Options of the calibrated generator."""
 
     functions: int = field(default=8, metadata={"help": "number of functions (each a deployment)"})
+    draw: str = field(default="band", metadata={
+        "help": "band: one function per stratum of daily rate within [min_daily, max_daily]; sample: a uniform "
+                "sample of the workload (full spread); top: the busiest of `population` functions"})
+    population: int = field(default=46_000, metadata={
+        "help": "functions in the workload that draw=top picks from (about a day of the 2019 trace)"})
     min_daily: float = field(default=24.0, metadata={"help": "least daily invocations of a function (1/hour)"})
     max_daily: float = field(default=14400.0, metadata={"help": "most daily invocations of a function (1 per 6 s)"})
     start_hour: float = field(default=0.0, metadata={"help": "hour of day (UTC) at which the trace starts"})
@@ -138,6 +162,11 @@ class SyntheticOptions:
     def check(self) -> None:
         if self.functions < 1:
             raise TraceError(f"option functions: must be at least 1, got {self.functions}")
+        if self.draw not in DRAWS:
+            raise TraceError(f"option draw: {self.draw!r} is not one of {', '.join(DRAWS)}")
+        if not self.functions <= self.population <= 10**12:
+            raise TraceError(f"option population: need functions ({self.functions}) <= population <= 1e12, "
+                             f"got {self.population}")
         if not 0 < self.min_daily <= self.max_daily:
             raise TraceError(f"option min_daily/max_daily: need 0 < {self.min_daily} <= {self.max_daily}")
         if not 0 < self.rate_scale < float("inf"):
@@ -158,62 +187,6 @@ def sample_from(cal: dict, name: str, u: np.ndarray) -> np.ndarray:
     return np.exp(np.interp(u, probs, logq))
 
 
-def cdf_of(cal: dict, name: str, x: float) -> float:
-    """CDF of calibrated quantile table `name` at `x`."""
-    probs, logq = _quantile(cal, name)
-    return float(np.interp(np.log(x), logq, probs))
-
-
-def daily_counts(cal: dict, rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
-    """`n` daily counts from the calibrated distribution restricted to [lo, hi], one per stratum."""
-    a, b = cdf_of(cal, "daily_invocations", lo), cdf_of(cal, "daily_invocations", hi)
-    u = a + (b - a) * (np.arange(n) + rng.random(n)) / n
-    return np.clip(sample_from(cal, "daily_invocations", u), lo, hi)[::-1]
-
-
-def inter_arrival_cvs(cal: dict, rng: np.random.Generator, n: int) -> np.ndarray:
-    """Per-function CV: 0 with the periodic share, else log-normal."""
-    periodic = rng.random(n) < cal["periodic_share"]["value"]
-    cv = np.exp(cal["cv_lognormal"]["mu"] + cal["cv_lognormal"]["sigma"] * rng.standard_normal(n))
-    return np.where(periodic, 0.0, cv)
-
-
-@dataclass
-class _Clock:
-    """Maps wall time (s from start) to operational time through the hourly rate shape.
-
-    Arrivals are generated at a constant rate in operational time and mapped back to wall
-    time (by interpolation on a one-minute grid), which makes the rate follow the shape.
-    """
-
-    shape: np.ndarray
-    start_hour: float
-
-    def operational(self, t: np.ndarray | float) -> np.ndarray:
-        """Integral of the rate multiplier from 0 to t (same units as t)."""
-        t = np.asarray(t, float)
-        start = self.start_hour * 3600.0
-        grid = np.arange(0.0, float(np.max(t, initial=0.0)) + start + 7200.0, 3600.0)
-        cum = np.concatenate([[0.0], np.cumsum(self.shape[(grid[:-1] // 3600).astype(int) % 24] * 3600.0)])
-        return np.interp(t + start, grid, cum) - np.interp(start, grid, cum)
-
-
-def _renewal(rate: float, cv: float, end: float, nxt: float,
-             rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """Arrivals of one renewal process from `nxt` (an arrival) up to `end`, and the next one after."""
-    mean = 1.0 / rate
-    out = []
-    while nxt < end:
-        k = int((end - nxt) * rate * 1.2) + 16
-        gaps = np.full(k, mean) if cv == 0 else rng.gamma(1.0 / cv**2, mean * cv**2, size=k)
-        times = nxt + np.concatenate([[0.0], np.cumsum(gaps)])
-        candidates = times[:-1]
-        inside = candidates[candidates < end]
-        out.append(inside)
-        nxt = float(candidates[len(inside)]) if len(inside) < len(candidates) else float(times[-1])
-    return (np.concatenate(out) if out else np.empty(0)), nxt
-
-
 @dataclass(frozen=True)
 class SyntheticFunction:
     """One generated function: its load, burstiness and the ATC'20-calibrated attributes."""
@@ -223,78 +196,108 @@ class SyntheticFunction:
     trigger: str
     duration_s: float
     memory_mb: float
+    app: int = 0
+    rate_quantile: float = 0.5
+
+
+@cache
+def _trigger_model(path: str) -> TriggerModel:
+    """The trigger mix of a calibration file, solved once (see `traces.population.trigger_model`)."""
+    return trigger_model(load_calibration(path))
 
 
 def make_functions(cal: dict, opts: SyntheticOptions, rng: np.random.Generator) -> list[SyntheticFunction]:
-    """Draw the functions (busiest first) from the calibration."""
+    """Draw the functions a run needs (busiest first) from the calibrated population."""
     n = opts.functions
-    daily = daily_counts(cal, rng, n, opts.min_daily, opts.max_daily)
-    cv = inter_arrival_cvs(cal, rng, n)
-    shares = {k: v for k, v in cal["trigger_shares"]["value"].items() if k != "timer"}
-    names, weights = list(shares), np.array(list(shares.values()))
-    trig = rng.choice(names, size=n, p=weights / weights.sum())
+    u = rate_quantiles(cal, opts.draw, n, opts.min_daily, opts.max_daily, opts.population, rng)
+    daily = quantile_daily(cal, u)
+    if opts.draw == "band":
+        daily = np.clip(daily, opts.min_daily, opts.max_daily)
+    trig = _trigger_model(opts.calibration).draw(u, rng)
+    cv = draw_cvs(cal, trig, rng)
     dur = sample_from(cal, "duration_s", rng.random(n))
     mem = sample_from(cal, "memory_mb", rng.random(n))
-    return [SyntheticFunction(float(daily[i]), float(cv[i]), "timer" if cv[i] == 0 else str(trig[i]),
-                              float(dur[i]), float(mem[i])) for i in range(n)]
+    app = assign_apps(cal, n, rng)
+    return [SyntheticFunction(float(daily[i]), float(cv[i]), str(trig[i]), float(dur[i]), float(mem[i]),
+                              int(app[i]), float(u[i])) for i in range(n)]
 
 
-def _records(fns, deps, opts: SyntheticOptions, shape, horizon, arr_ss, tok_ss, tokens: TokenSource):
+def _records(fns, deps, opts: SyntheticOptions, clock: DiurnalClock, horizon: float, arr_ss, tok_ss,
+             tokens: TokenSource):
+    """Records in arrival order, one chunk of arrivals at a time (memory flat in the request count)."""
     rng, tok_rng = np.random.default_rng(arr_ss), np.random.default_rng(tok_ss)
-    clock = _Clock(shape, opts.start_hour)
-    grid = np.linspace(0.0, horizon, int(horizon // 60) + 2)
-    op_grid = clock.operational(grid)
-    rates = [f.daily * opts.rate_scale / 86400.0 for f in fns]
-    nxt = [rng.random() / r for r in rates]
+    rates = np.array([f.daily * opts.rate_scale / 86400.0 for f in fns])
+    cvs = np.array([f.cv for f in fns])
     labels = [f"fn{i}" for i in range(len(fns))]
-    for a in np.arange(0.0, horizon, CHUNK_S):
-        b_op = float(np.interp(min(a + CHUNK_S, horizon), grid, op_grid))
-        taus, idx = [], []
-        for i, f in enumerate(fns):
-            t, nxt[i] = _renewal(rates[i], f.cv, b_op, nxt[i], rng)
-            taus.append(t)
-            idx.append(np.full(len(t), i))
-        tau = np.concatenate(taus)
-        order = np.argsort(tau, kind="stable")
-        times = np.interp(tau[order], op_grid, grid)
-        fidx = np.concatenate(idx)[order]
+    for tau, fidx in stream(rates, cvs, float(clock.operational(horizon)), rng):
+        times = clock.wall(tau)
         prompt, output = tokens.draw(tok_rng, len(times))
         for t, i, p, o in zip(times.tolist(), fidx.tolist(), prompt.tolist(), output.tolist(), strict=True):
             yield t, deps[i][0], p, o, labels[i], deps[i][1]
 
 
-def synthetic_trace(opts: SyntheticOptions, *, duration_s: float | None, seed: int, tokens: TokenSource,
-                    name: str) -> Trace:
-    """The calibrated synthetic `Trace`; `duration_s` None means one hour."""
+def expected_requests(fns: list[SyntheticFunction], rate_scale: float, clock: DiurnalClock,
+                      a: float, b: float) -> float:
+    """Expected arrivals in wall window [a, b]: every process is stationary in operational time,
+    so this is the total rate times the operational length of the window."""
+    return sum(f.daily for f in fns) * rate_scale / 86400.0 * float(clock.operational(b) - clock.operational(a))
+
+
+@dataclass(frozen=True)
+class SyntheticPlan:
+    """What a seed and the options decide before any arrival: the functions and the clock."""
+
+    functions: list[SyntheticFunction]
+    clock: DiurnalClock
+
+
+HOW = {"band": "stratified draw from the calibrated daily-count distribution within [{lo:g}, {hi:g}] invocations/day",
+       "sample": "uniform sample of the calibrated population (full spread of daily counts)",
+       "top": "the busiest {n} of a calibrated population of {pop} functions (top order statistics)"}
+
+
+def synthetic_plan(opts: SyntheticOptions, seed: int) -> tuple[SyntheticPlan, np.random.SeedSequence,
+                                                                np.random.SeedSequence]:
+    """The plan for `seed`, and the seed sequences of the arrival and token streams."""
     cal = load_calibration(opts.calibration)
     fn_ss, arr_ss, tok_ss = np.random.SeedSequence(seed).spawn(3)
     fns = make_functions(cal, opts, np.random.default_rng(fn_ss))
+    shape = tuple(float(v) for v in cal["diurnal_hourly"]["value"]) if opts.diurnal else (1.0,) * 24
+    return SyntheticPlan(fns, DiurnalClock(shape, opts.start_hour)), arr_ss, tok_ss
+
+
+def synthetic_trace(opts: SyntheticOptions, *, duration_s: float | None, seed: int, tokens: TokenSource,
+                    name: str) -> Trace:
+    """The calibrated synthetic `Trace`; `duration_s` None means one hour."""
+    plan, arr_ss, tok_ss = synthetic_plan(opts, seed)
+    fns, clock = plan.functions, plan.clock
     deps = deployments(len(fns), opts.catalog, opts.mode)
     horizon = DEFAULT_DURATION_S if duration_s is None else float(duration_s)
-    shape = np.asarray(cal["diurnal_hourly"]["value"], float) if opts.diurnal else np.ones(24)
 
     def make_iter() -> Iterator:
-        return numbered(_records(fns, deps, opts, shape, horizon, arr_ss, tok_ss, tokens), horizon)
+        return numbered(_records(fns, deps, opts, clock, horizon, arr_ss, tok_ss, tokens), horizon)
 
     details: dict = {
         "trace": "azure_functions_2019 calibrated synthetic",
         "source": "synthetic",
         "calibration": opts.calibration,
         "functions.kept": len(fns),
-        "functions.how": f"stratified draw from the calibrated daily-count distribution within "
-                         f"[{opts.min_daily:g}, {opts.max_daily:g}] invocations/day",
+        "functions.how": HOW[opts.draw].format(lo=opts.min_daily, hi=opts.max_daily, n=len(fns),
+                                                 pop=opts.population),
+        "functions.apps": len({f.app for f in fns}),
         "mapping.mode": opts.mode,
         "mapping.catalog": ",".join(opts.catalog),
         "rate_scale": opts.rate_scale,
         "diurnal": "calibrated hourly shape" if opts.diurnal else "flat",
         "start_hour": opts.start_hour,
+        "arrivals": "stationary renewal processes (first gap from the residual-life distribution)",
         "tokens": tokens.describe(),
         "seed": seed,
         "duration_s": horizon,
-        "expected_requests": round(sum(f.daily for f in fns) * opts.rate_scale * horizon / 86400.0, 1),
+        "expected_requests": round(expected_requests(fns, opts.rate_scale, clock, 0.0, horizon), 1),
     }
     for i, (f, (model, adapter)) in enumerate(zip(fns, deps, strict=True)):
         target = model + (f"+{adapter}" if adapter else "")
-        details[f"function.{i}"] = (f"fn{i} ({f.trigger}, {f.daily:.0f}/day, CV {f.cv:.2f}, exec {f.duration_s:.3g} s, "
-                                    f"{f.memory_mb:.0f} MB) -> {target}")
+        details[f"function.{i}"] = (f"fn{i} (app{f.app}, {f.trigger}, {f.daily:.3g}/day, CV {f.cv:.2f}, "
+                                    f"exec {f.duration_s:.3g} s, {f.memory_mb:.0f} MB) -> {target}")
     return Trace(name, make_iter, True, details)
