@@ -55,14 +55,16 @@ class Table:
 class StageProfile:
     """One loading stage of the profile's staging plan as measured (or published).
 
-    `quality` is `perplexity_full / perplexity_stage` (1.0 is full quality); `latency_scale`
-    multiplies the full model's prefill and decode times while serving at this stage (1.0
-    when inactive layers still compute, as in the seed; below 1 when they are skipped).
+    `quality` is `perplexity_full / perplexity_stage` (1.0 is full quality), or None where no
+    one has measured it: the simulator then reports no quality for tokens of this stage rather
+    than invent one. `latency_scale` multiplies the full model's prefill and decode times while
+    serving at this stage (1.0 when inactive layers still compute, as in the seed; below 1 when
+    they are skipped).
     """
 
     name: str
     num_layers: int
-    quality: float
+    quality: float | None
     latency_scale: float = 1.0
     perplexity: float | None = None
     token_agreement: float | None = None
@@ -102,15 +104,33 @@ class ModelProfile:
         return None
 
     def quality_at(self, bound_layers: int) -> float:
-        """Quality with `bound_layers` of the decoder bound, from the measured stages."""
+        """Quality with `bound_layers` of the decoder bound, from the measured stages.
+
+        NaN where nothing was measured: a stage listed with quality null, or a model with no
+        measured partial stage at all. A NaN makes the run's quality mean NaN (shown as '-')
+        instead of a number nobody measured.
+        """
         if bound_layers >= self.num_layers:
             return 1.0
-        points = sorted({(s.num_layers, s.quality) for s in self.stages} | {(self.num_layers, 1.0)})
+        listed = self.stage_for_layers(bound_layers)
+        if listed is not None and listed.quality is None:
+            return math.nan
+        measured = {(s.num_layers, s.quality) for s in self.stages if s.quality is not None}
+        if not measured:
+            return math.nan
+        points = sorted(measured | {(self.num_layers, 1.0)})
         xs = [p[0] for p in points]
         ys = [p[1] for p in points]
         if bound_layers < xs[0]:
             return 0.0
         return float(np.interp(bound_layers, xs, ys))
+
+    @property
+    def unknown_quality_stages(self) -> tuple[str, ...]:
+        """Names of the partial stages whose quality nobody has measured."""
+        if not any(s.quality is not None for s in self.stages if s.num_layers < self.num_layers):
+            return tuple(s.name for s in self.stages if s.num_layers < self.num_layers) or ("every partial stage",)
+        return tuple(s.name for s in self.stages if s.quality is None and s.num_layers < self.num_layers)
 
     def latency_scale_at(self, bound_layers: int) -> float:
         s = self.stage_for_layers(bound_layers)
@@ -172,6 +192,16 @@ class Profile:
     @property
     def default_model(self) -> ModelProfile:
         return self.models[0]
+
+    def quality_note(self) -> str:
+        """A line saying which models' partial stages have no measured quality, or ''."""
+        unknown = [f"{m.name} ({', '.join(m.unknown_quality_stages)})" for m in self.models
+                   if m.unknown_quality_stages]
+        if not unknown:
+            return ""
+        return (f"note: profile {self.name} has no measured quality for stages of {'; '.join(unknown)}: "
+                "tokens served there have unknown quality, so quality_mean is left empty where a run served "
+                "them (full staging is unaffected)")
 
     def model(self, name: str) -> ModelProfile:
         """The shape a deployment called `name` has (see `resolve`)."""
@@ -356,9 +386,13 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
         layers = r.integer(s, "num_layers", sp, minimum=1)
         if layers > n:
             raise r.fail(f"{sp}num_layers", f"{layers} exceeds the model's {n} layers")
-        q = r.number(s, "quality", sp)
-        if q > 1.0:
-            raise r.fail(f"{sp}quality", f"must be in [0, 1], got {q}")
+        if "quality" not in s:
+            raise r.fail(f"{sp}quality", "missing (null says it was never measured)")
+        q = None if s["quality"] is None else r.number(s, "quality", sp)
+        if q is not None and q > 1.0:
+            raise r.fail(f"{sp}quality", f"must be in [0, 1] or null, got {q}")
+        if q is None and layers == n:
+            q = 1.0  # the full model is the reference: its quality is 1 by definition
         stages.append(
             StageProfile(
                 name=str(s.get("name", f"stage{j + 1}")),
@@ -391,15 +425,29 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
     )
 
 
+def shipped_profiles() -> list[str]:
+    """Names of the profiles in profiles/, for `--profile`."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+
+
+def profile_path(spec: str) -> Path:
+    """The file a profile spec names: a shipped name (`h100-llama3.1-8b-published`; its dots are
+    no suffix) or a path."""
+    path = Path(spec)
+    shipped = PROFILES_DIR / f"{spec}.json"
+    if not path.exists() and "/" not in spec and shipped.exists():
+        return shipped
+    if not path.suffix and not path.exists():
+        return shipped
+    return path
+
+
 def load_profile(name_or_path: str | Path | None = None) -> Profile:
     """Load a shipped profile by name (`profiles/NAME.json`) or any JSON file by path."""
     spec = str(name_or_path or DEFAULT_PROFILE)
-    path = Path(spec)
-    if not path.suffix and not path.exists():
-        path = PROFILES_DIR / f"{spec}.json"
+    path = profile_path(spec)
     if not path.exists():
-        shipped = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
-        raise ProfileError(f"profile {spec!r} not found (a path, or one of: {', '.join(shipped)})")
+        raise ProfileError(f"profile {spec!r} not found (a path, or one of: {', '.join(shipped_profiles())})")
     if path.is_dir():
         raise ProfileError(f"{path}: is a directory, expected a profile JSON file")
     try:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 
-from sim.profile import DEFAULT_PROFILE, PROFILES_DIR, ProfileError, Table, load_profile, profile_from_dict
+from sim.profile import (
+    DEFAULT_PROFILE,
+    PROFILES_DIR,
+    ProfileError,
+    Table,
+    load_profile,
+    profile_from_dict,
+    profile_path,
+    shipped_profiles,
+)
 
 SHIPPED = json.loads((PROFILES_DIR / f"{DEFAULT_PROFILE}.json").read_text())
 
@@ -52,6 +62,8 @@ def test_unknown_model_name_gets_the_default_shape():
         (lambda d: d["models"][0]["decode"].update(x=[1, 1, 2, 3, 4, 5]), "models[0].decode.x"),
         (lambda d: d["models"][0]["prefill"].update(seconds=[0.1]), "models[0].prefill"),
         (lambda d: d["models"][0]["stages"][0].update(quality=2.0), "models[0].stages[0].quality"),
+        (lambda d: d["models"][0]["stages"][0].pop("quality"), "models[0].stages[0].quality"),
+        (lambda d: d["models"][0]["stages"][0].update(quality="unknown"), "models[0].stages[0].quality"),
         (lambda d: d["models"][0]["stages"][1].update(num_layers=40), "models[0].stages[1].num_layers"),
         (lambda d: d["models"][0].update(layer_bytes=10**12), "models[0]"),
         (lambda d: d.update(models=[]), "models"),
@@ -94,3 +106,28 @@ def test_quality_is_interpolated_between_measured_stages():
     assert m.quality_at(26) == pytest.approx((q24 + q28) / 2)
     assert m.quality_at(32) == 1.0
     assert m.quality_at(10) == 0.0  # fewer layers than any measurement: no quality claimed
+
+
+def test_unmeasured_stage_quality_is_null_and_gives_nan():
+    """A stage listed with quality null has no quality: quality_at says NaN there, never a
+    number interpolated across it; the full model stays 1.0 by definition."""
+    d = copy.deepcopy(SHIPPED)
+    d["models"][0]["stages"][0]["quality"] = None
+    m = profile_from_dict(d, "null.json").default_model
+    assert m.stages[0].quality is None and m.unknown_quality_stages == ("stage1",)
+    assert math.isnan(m.quality_at(24))
+    assert m.quality_at(28) == m.stages[1].quality and m.quality_at(32) == 1.0
+    for s in d["models"][0]["stages"]:
+        s["quality"] = None
+    m = profile_from_dict(d, "null.json").default_model
+    assert math.isnan(m.quality_at(28)) and m.stages[-1].quality == 1.0  # the full stage is the reference
+
+
+def test_shipped_names_with_dots_resolve(tmp_path, monkeypatch):
+    """`h100-llama3.1-8b-published` is a shipped name, not a file with suffix '.1-8b-published'."""
+    monkeypatch.chdir(tmp_path)
+    assert profile_path("h100-llama3.1-8b-published") == PROFILES_DIR / "h100-llama3.1-8b-published.json"
+    own = tmp_path / "mine.json"
+    own.write_text("{}")
+    assert profile_path("mine.json") == own.relative_to(tmp_path)
+    assert "h200-qwen3-32b-published" in shipped_profiles()
