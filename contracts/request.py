@@ -15,6 +15,10 @@ class Request:
     mapped from, when it came from a function trace, so that reports can say so.
     `adapter` names a per-function adapter when functions share a base model
     (mapping mode `shared`); empty when each function is its own deployment.
+    `tenant` names the client or session that sent it, where a trace says (ServeGen's
+    clients, Copilot's sessions). `hash_ids` are the request's prompt prefix blocks where
+    a trace gives them (Mooncake: 512 tokens each, equal ids mean a reusable KV-cache
+    prefix), kept so prefix-cache reuse can be modelled; empty otherwise.
     """
 
     arrival_s: float
@@ -24,3 +28,5 @@ class Request:
     request_id: int = 0
     function: str = ""
     adapter: str = ""
+    tenant: str = ""
+    hash_ids: tuple[int, ...] = ()

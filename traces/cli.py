@@ -126,10 +126,13 @@ def cmd_names(args) -> int:
     from traces.options import describe
     from traces.registry import NAMES
     from traces.requests_trace import RequestsOptions
+    from traces.rowtrace import RowOptions
+    from traces.servegen import ServeGenOptions
     from traces.synthetic import SyntheticOptions
     print("names: " + ", ".join(NAMES))
     for title, cls in (("azure_functions_2019", Azure2019Options), ("azure_functions_2021", Azure2021Options),
-                       ("azure_llm_* / burstgpt / requests CSV", RequestsOptions), ("synthetic", SyntheticOptions)):
+                       ("azure_llm_* / burstgpt / requests CSV", RequestsOptions), ("synthetic", SyntheticOptions),
+                       ("servegen", ServeGenOptions), ("mooncake* / azure_lmm_2025 / ghcp_coding_agent_2026", RowOptions)):
         print(f"\noptions of {title}:")
         for name, default, help_ in describe(cls):
             print(f"  {name} = {default}\n      {help_}")

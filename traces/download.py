@@ -24,6 +24,11 @@ from traces.errors import TraceError
 CHUNK = 1 << 20
 _AZ = "https://azurepublicdatasettraces.blob.core.windows.net"
 _GH = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data"
+_GHCP = "https://github.com/Azure/AzurePublicDataset/releases/download/ghcp-coding-agent-2026"
+# pinned commits: the sizes and digests below are of the files at these commits
+_MOONCAKE = ("https://raw.githubusercontent.com/kvcache-ai/Mooncake/3b5a594133958449a1feaf1c9e0fc1b553e34a28/"
+             "FAST25-release/traces")
+_SERVEGEN_COMMIT = "f891d1189eb32b3868dfc443800c4150548c282a"
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,26 @@ REMOTES: dict[str, list[Remote]] = {
                               "AzureLLMInferenceTrace_conv_1week.csv")],
     "burstgpt": [Remote("https://github.com/HPMLL/BurstGPT/releases/download/v1.1/BurstGPT_1.csv", "BurstGPT_1.csv",
                         size=52_283_111, note="size from the repository's Git LFS pointer")],
+    "azure_lmm_2025": [Remote(f"{_GH}/AzureLMMInferenceTrace_multimodal.csv.gz",
+                              "AzureLMMInferenceTrace_multimodal.csv.gz",
+                              note="read as it is (gzip); the reader has not met the full file yet")],
+    "ghcp_coding_agent_2026": [Remote(f"{_GHCP}/date.2026-06-0{d}.tar.gz", f"date.2026-06-0{d}.tar.gz", unpack="tar",
+                                      note="one day of sessions (about 119-593 MB); unpacks to date=2026-06-0"
+                                           f"{d}/shard-NNNN.jsonl.gz")
+                               for d in range(1, 8)],
+    "mooncake_conversation": [Remote(f"{_MOONCAKE}/conversation_trace.jsonl", "conversation_trace.jsonl",
+                                     size=3_029_533,
+                                     sha256="b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df")],
+    "mooncake_toolagent": [Remote(f"{_MOONCAKE}/toolagent_trace.jsonl", "toolagent_trace.jsonl",
+                                  note="the reader has not met this file yet (its documented format is the "
+                                       "conversation trace's)")],
+    "mooncake_synthetic": [Remote(f"{_MOONCAKE}/synthetic_trace.jsonl", "synthetic_trace.jsonl", size=1_136_313,
+                                  sha256="bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131")],
+    "servegen": [Remote(f"https://github.com/alibaba/ServeGen/archive/{_SERVEGEN_COMMIT}.tar.gz",
+                        f"ServeGen-{_SERVEGEN_COMMIT[:12]}.tar.gz", unpack="tar",
+                        note="the repository at a pinned commit; its data/ folders are what the reader replays")],
 }
+REMOTES["mooncake"] = REMOTES["mooncake_conversation"] + REMOTES["mooncake_toolagent"]
 ALIASES = {"azure_functions": "azure_functions_2019", "azure_llm_code": "azure_llm_2023",
            "azure_llm_conv": "azure_llm_2023", "azure_llm_2024_code": "azure_llm_2024",
            "azure_llm_2024_conv": "azure_llm_2024"}

@@ -30,6 +30,10 @@ PATTERNS: dict[str, list[str]] = {
     "azure_llm_2024_code": ["AzureLLMInferenceTrace_code_1week.csv"],
     "azure_llm_2024_conv": ["AzureLLMInferenceTrace_conv_1week.csv"],
     "burstgpt": ["BurstGPT_1.csv", "BurstGPT_without_fails_1.csv", "BurstGPT_*.csv"],
+    "mooncake_conversation": ["conversation_trace.jsonl"],
+    "mooncake_toolagent": ["toolagent_trace.jsonl"],
+    "mooncake_synthetic": ["synthetic_trace.jsonl"],
+    "azure_lmm_2025": ["AzureLMMInferenceTrace_multimodal.csv"],
 }
 _SUFFIXES = ["", ".gz", ".xz", ".bz2"]
 

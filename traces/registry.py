@@ -2,23 +2,33 @@
 
 Names are looked up in the search folders (see `traces.locate`); `azure_functions`
 falls back to the calibrated synthetic generator when no real files are found and says
-so in the trace's name. Paths are recognised by their header line.
+so in the trace's name. Paths are recognised by their header line (JSON lines and
+ServeGen's header-less folders by their content, see `sniff`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
+from traces.azure_lmm2025 import COLUMNS as LMM_COLUMNS
+from traces.azure_lmm2025 import azure_lmm_trace
 from traces.base import Trace
 from traces.errors import TraceError
 from traces.functions2019 import Azure2019Options, azure2019_trace
 from traces.functions2021 import Azure2021Options, azure2021_trace
+from traces.ghcp2026 import find_ghcp, ghcp_trace, shards_under
 from traces.locate import PATTERNS, detect, detect_dir, find, find_in, search_dirs
+from traces.mooncake import kind_of as mooncake_kind
+from traces.mooncake import mooncake_trace
 from traces.options import parse_options
 from traces.requests_trace import RequestsOptions, requests_trace
+from traces.rowtrace import RowOptions
+from traces.servegen import ServeGenOptions, find_servegen, model_folders, servegen_trace
 from traces.synthetic import CALIBRATION, SyntheticOptions, load_calibration, synthetic_trace
+from traces.textio import open_text, read_header
 from traces.tokens import TokenSource, calibrated_tokens, empirical_tokens, fixed_tokens
 
 # name -> (format, [(located kind, sub-kind label)])
@@ -34,7 +44,16 @@ NAMES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "azure_llm_2024_conv": ("azure_llm_2024", [("azure_llm_2024_conv", "conv")]),
     "burstgpt": ("burstgpt", [("burstgpt", "")]),
     "synthetic": ("synthetic", []),
+    "servegen": ("servegen", []),
+    "mooncake": ("mooncake", [("mooncake_conversation", "conversation"), ("mooncake_toolagent", "toolagent")]),
+    "mooncake_conversation": ("mooncake", [("mooncake_conversation", "conversation")]),
+    "mooncake_toolagent": ("mooncake", [("mooncake_toolagent", "toolagent")]),
+    "mooncake_synthetic": ("mooncake", [("mooncake_synthetic", "synthetic")]),
+    "azure_lmm_2025": ("azure_lmm_2025", [("azure_lmm_2025", "multimodal")]),
+    "ghcp_coding_agent_2026": ("ghcp_coding_agent_2026", []),
 }
+# formats whose files are found by their own rules (folders of many files), not `traces.locate`
+OWN_FINDERS = {"servegen": find_servegen, "ghcp_coding_agent_2026": find_ghcp}
 DEFAULT = "azure_functions"
 
 
@@ -78,7 +97,63 @@ def _build(fmt: str, files: list[tuple[Path, str]], where: str, options: dict, d
         return azure2021_trace(files[0][0], opts, duration_s=duration_s, seed=seed, tokens=tokens)
     if fmt in ("azure_llm_2023", "azure_llm_2024", "burstgpt", "requests_csv"):
         return requests_trace(fmt, files, _split(options, RequestsOptions), where=where, duration_s=duration_s)
+    if fmt == "servegen":
+        opts = parse_options(ServeGenOptions, options, "servegen trace")
+        folders = sorted({p.parent for p, _ in files})
+        return servegen_trace(folders, opts, where=where, duration_s=duration_s, seed=seed)
+    if fmt in ("mooncake", "azure_lmm_2025", "ghcp_coding_agent_2026"):
+        row_opts = parse_options(RowOptions, options, f"{fmt} trace")
+        if fmt == "mooncake":
+            return mooncake_trace(files, row_opts, where=where, duration_s=duration_s)
+        if fmt == "azure_lmm_2025":
+            return azure_lmm_trace(files, row_opts, where=where, duration_s=duration_s)
+        return ghcp_trace([p for p, _ in files], row_opts, where=where, duration_s=duration_s)
     raise TraceError(f"{files[0][0]}: a {fmt} file holds no arrivals; pass the invocations file or its folder")
+
+
+def _servegen_files(folders: list[Path]) -> list[tuple[Path, str]]:
+    """Every file a ServeGen replay reads (for fingerprints), paired with its model folder's name."""
+    return [(f, d.name) for d in folders for f in sorted(d.iterdir())
+            if f.is_file() and f.name.startswith("chunk-") and ("-trace.csv" in f.name or "-dataset.json" in f.name)]
+
+
+def _first_json(path: Path) -> dict:
+    try:
+        with open_text(path) as f:
+            for text in f:
+                if text.strip():
+                    row = json.loads(text)
+                    return row if isinstance(row, dict) else {}
+    except (ValueError, OSError, EOFError):
+        return {}
+    return {}
+
+
+def sniff(path: Path) -> tuple[str, list[tuple[Path, str]]] | None:
+    """The formats `traces.locate.detect` cannot tell by a CSV header: Mooncake and Copilot JSON
+    lines, ServeGen folders (header-less CSVs), Azure LMM 2025; None for every other file."""
+    if path.is_dir():
+        folders = model_folders(path)
+        if folders:
+            return "servegen", _servegen_files(folders)
+        shards = shards_under(path)
+        if shards:
+            return "ghcp_coding_agent_2026", [(s, "") for s in shards]
+        jsonl = sorted(p for p in path.glob("*_trace.jsonl*") if p.is_file())
+        return ("mooncake", [(p, mooncake_kind(p)) for p in jsonl]) if jsonl else None
+    if ".jsonl" in path.name:
+        row = _first_json(path)
+        if "turns" in row:
+            return "ghcp_coding_agent_2026", [(path, "")]
+        return "mooncake", [(path, mooncake_kind(path))]
+    if path.name.startswith("chunk-") and "-trace.csv" in path.name:
+        return "servegen", _servegen_files([path.parent])
+    try:
+        if read_header(path) == LMM_COLUMNS:
+            return "azure_lmm_2025", [(path, "multimodal")]
+    except TraceError:
+        return None
+    return None
 
 
 def resolve(spec: str, trace_dir: str | None = None) -> tuple[str, list[tuple[Path, str]], str]:
@@ -89,6 +164,9 @@ def resolve(spec: str, trace_dir: str | None = None) -> tuple[str, list[tuple[Pa
     if spec not in NAMES and (path.exists() or "/" in spec or spec.endswith(".csv")):
         if not path.exists():
             raise TraceError(f"{path}: no such file or folder")
+        sniffed = sniff(path)
+        if sniffed:
+            return sniffed[0], sniffed[1], str(path)
         if not path.is_dir():
             return detect(path), [(path, _kind_of(path))], str(path)
         kind, hits = detect_dir(path)
@@ -101,6 +179,15 @@ def resolve(spec: str, trace_dir: str | None = None) -> tuple[str, list[tuple[Pa
     fmt, kinds = NAMES[spec]
     if fmt == "synthetic":
         return fmt, [], "traces/calibration/azure_functions_2019.json"
+    if fmt in OWN_FINDERS:
+        hits, found, looked_in = OWN_FINDERS[fmt](trace_dir)
+        if hits:
+            files = _servegen_files(hits) if fmt == "servegen" else [(h, "") for h in hits]
+            return fmt, files, str(found)
+        what = "model folders of chunk-<id>-trace.csv files" if fmt == "servegen" else \
+            "date=YYYY-MM-DD/shard-NNNN.jsonl.gz files"
+        raise TraceError(f"trace {spec}: no {what} found in {', '.join(map(str, looked_in))}; "
+                         f"fetch it with `python -m traces download {spec}` or pass --trace-dir")
     files: list[tuple[Path, str]] = []
     where: Path | None = None
     for kind, label in kinds:
