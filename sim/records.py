@@ -58,6 +58,7 @@ class RequestRecord:
     instance_id: int
     node: int
     gpu: int
+    tenant: str = ""  # who sent it, where the trace says (ServeGen clients, Copilot sessions)
 
     @classmethod
     def rejection(
@@ -72,12 +73,13 @@ class RequestRecord:
         output_tokens: int,
         reason: str,
         cold: bool = False,
+        tenant: str = "",
     ) -> RequestRecord:
         """A request that was never served: finished (dropped) at its arrival."""
         nan = math.nan
         return cls(
             policy, request_id, model, function, arrival_s, nan, arrival_s, nan, nan,
-            prompt_tokens, output_tokens, cold, 0.0, -1, 0.0, True, reason, -1, -1, -1,
+            prompt_tokens, output_tokens, cold, 0.0, -1, 0.0, True, reason, -1, -1, -1, tenant,
         )
 
 
@@ -176,6 +178,7 @@ class RecordWriter:
         c[17].append(r.instance_id)
         c[18].append(r.node)
         c[19].append(r.gpu)
+        c[20].append(r.tenant)
         self._n += 1
         if self._n >= self.chunk_rows:
             self.flush()

@@ -48,7 +48,7 @@ def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: 
         ttft_s=first_token_s - req.arrival_s, tpot_s=tpot_s if req.output_tokens > 1 else float("nan"),
         prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens, cold=cold, load_wait_s=load_wait_s,
         stage_at_first_token=stage, quality=quality, rejected=False, reason="", instance_id=inst.id,
-        node=inst.node_ref.index, gpu=inst.gpu_ref.index,
+        node=inst.node_ref.index, gpu=inst.gpu_ref.index, tenant=req.tenant,
     )
 
 

@@ -252,7 +252,7 @@ class Simulator:
         self.emit(RequestRecord.rejection(
             policy=self.label, request_id=req.request_id, model=req.model, function=req.function,
             arrival_s=req.arrival_s, prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
-            reason=reason,
+            reason=reason, tenant=req.tenant,
         ))
 
     def _try_place(self, req: Request, arrival: float, fallback: bool) -> bool:
