@@ -24,6 +24,10 @@ class StagePlan:
     no K/V for the tokens so far; the engine then computes the next token with a prefill
     over the whole context instead of a decode step (the simulator charges the same at
     iteration fidelity). False: the new layers see only the tokens after they bound.
+
+    `overlap_init`: the engine's KV-cache allocation and graph capture run while the weights
+    load instead of after the serving stage (the alpha gates keep the captured graph valid
+    before any weight arrives); a pipelined plan always overlaps them.
     """
 
     name: str
@@ -32,6 +36,7 @@ class StagePlan:
     serve_from: int
     pipelined: bool = False
     refill: bool = True
+    overlap_init: bool = False
 
     def __post_init__(self) -> None:
         seen = sorted(i for stage in self.stages for i in stage)
@@ -68,6 +73,7 @@ class StagePlan:
             "serve_from": self.serve_from,
             "pipelined": self.pipelined,
             "refill": self.refill,
+            "overlap_init": self.overlap_init,
         }
 
     @classmethod
@@ -79,6 +85,7 @@ class StagePlan:
             serve_from=int(d["serve_from"]),
             pipelined=bool(d.get("pipelined", False)),
             refill=bool(d.get("refill", True)),
+            overlap_init=bool(d.get("overlap_init", False)),
         )
 
 

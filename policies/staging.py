@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from contracts.plan import StagePlan, full_plan, pipelined_plan, progressive_plan
 from policies.base import StagingPolicy
 from policies.views import ModelView
@@ -31,12 +33,19 @@ class Progressive(StagingPolicy):
     `fractions` are the cumulative shares of layers bound after each stage, separated by
     '/': the default is the seed's 24, 28 and 32 of 32 layers. Stage 1 takes the most
     important layers by the profile's measured importance when it has one.
+
+    `overlap`: allocate the KV cache and capture the CUDA graph while the weights load, not after
+    stage 1 as the seed does. The alpha gate keeps the graph valid before any weight arrives
+    (an absent layer is gated off), so nothing in the capture waits for the weights; this is what
+    `pipelined` gets from overlapping, given to the progressive plan. Off, the label is the
+    seed's plan's (`progressive[fractions=...]`), as before the parameter existed.
     """
 
     name = "progressive"
 
-    def __init__(self, fractions: str = "0.75/0.875/1.0"):
+    def __init__(self, fractions: str = "0.75/0.875/1.0", overlap: bool = False):
         self.fractions = fractions
+        self.overlap = bool(overlap)
         try:
             self._fractions = tuple(float(f) for f in str(fractions).split("/"))
         except ValueError:
@@ -45,4 +54,10 @@ class Progressive(StagingPolicy):
 
     def plan(self, model: ModelView) -> StagePlan:
         importance = list(model.layer_importance) if model.layer_importance else None
-        return progressive_plan(model.num_layers, self._fractions, importance)
+        plan = progressive_plan(model.num_layers, self._fractions, importance)
+        return replace(plan, overlap_init=True) if self.overlap else plan
+
+    @property
+    def label(self) -> str:
+        return f"progressive[fractions={self.fractions},overlap=True]" if self.overlap else \
+            f"progressive[fractions={self.fractions}]"

@@ -38,14 +38,16 @@ def load_weights(sim: SimCore, inst: Instance, init_s: float):
 
     `init_s` (KV-cache allocation and graph capture) runs after the serving stage's weights,
     as in vLLM, or alongside the loads when the profile's engine overlaps them (the alpha
-    gates keep the graph valid before any weight arrives). A pipelined plan always overlaps
-    them: computing layer i while layer i+1 loads needs the KV cache before the first layer.
+    gates keep the graph valid before any weight arrives), or when the plan asks for it
+    (`StagePlan.overlap_init`). A pipelined plan always overlaps them: computing layer i
+    while layer i+1 loads needs the KV cache before the first layer.
     """
     env = sim.env
     eng = sim.profile.engine
     shape = inst.shape
     plan = inst.plan
-    init_done = env.timeout(init_s) if eng.init_overlaps_load or plan.pipelined else None
+    overlapped = eng.init_overlaps_load or plan.pipelined or plan.overlap_init
+    init_done = env.timeout(init_s) if overlapped else None
     if inst.state is S.EVICTED:
         return
     if inst.state is not S.LOADING:  # a level-2 wake is loading already
