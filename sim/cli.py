@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +82,7 @@ def replay_horizon(duration: float | None, details: dict) -> tuple[float | None,
 def build_parser() -> argparse.ArgumentParser:
     from policies.registry import KINDS, described
     from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS
-    from sim.profile import DEFAULT_PROFILE
+    from sim.profile import DEFAULT_PROFILE, shipped_profiles
 
     p = _Parser(
         prog="python -m sim",
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("workload")
     t.add_argument("--trace", default="azure_functions",
                    help="trace name (azure_functions, azure_functions_2021, azure_llm_2023, azure_llm_2024, "
-                        "burstgpt, synthetic) or a file path; a plain CSV with "
+                        "burstgpt, servegen, mooncake, azure_lmm_2025, ghcp_coding_agent_2026, synthetic; "
+                        "`python -m traces names` lists every name) or a file path; a plain CSV with "
                         "arrival_s,model,prompt_tokens,output_tokens works too (default: azure_functions, "
                         "which falls back to the calibrated synthetic trace when no files are found)")
     t.add_argument("--trace-dir", help="folder to look for trace files in (before $PROGRESSIVE_SERVE_TRACES "
@@ -108,11 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         pol.add_argument(f"--{kind}", default=DEFAULT_POLICIES[kind],
                          help=f"built-ins (with their parameters' defaults): {', '.join(described(kind))} "
                               f"(default: {DEFAULT_POLICIES[kind]})")
+    pol.add_argument("--preset", choices=["published"],
+                     help="run a named list of combinations instead of the lists above: published = each "
+                          "policy from the literature beside the baselines, one kind changed at a time "
+                          "(policies/presets.py)")
     c = p.add_argument_group("cluster and serving")
     c.add_argument("--profile", default=DEFAULT_PROFILE,
-                   help=f"profile name in profiles/ or a JSON path (default: {DEFAULT_PROFILE})")
-    c.add_argument("--nodes", type=int, default=2, help="GPU nodes (default 2)")
-    c.add_argument("--gpus-per-node", type=int, default=4, help="GPUs per node (default 4)")
+                   help=f"a shipped profile ({', '.join(shipped_profiles())}; README: which to pick) "
+                        f"or a JSON path (default: {DEFAULT_PROFILE})")
+    c.add_argument("--nodes", type=int, help="GPU nodes (default 2, or the cluster the trace suggests: servegen 1)")
+    c.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 4, or the trace's: servegen 8)")
     c.add_argument("--storage", choices=STORAGE, default="ssd",
                    help="where checkpoints start: ssd (on every node's local SSD) or remote "
                         "(fetched over the network, then cached) (default ssd)")
@@ -135,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="write requests.parquet, summary.csv/.md, models.csv (per model: "
                                             "requests, cold starts, loads, wakes, evictions, refills, GB loaded, GPU memory-hours), "
-                                            "plots and run.json (the run's manifest) here; a folder holding another run's "
+                                            "plots, report.html (one page: verdict, ranking, plots, inputs) and "
+                                            "run.json (the run's manifest) here; a folder holding another run's "
                                             "results is refused unless --resume or --overwrite")
     again = o.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -164,6 +173,9 @@ def _policy_sets(args: argparse.Namespace) -> list[PolicySet]:
     from policies.registry import KINDS, PolicySpecError, split_specs
     from sim.policyset import PolicySet
 
+    if getattr(args, "preset", None):
+        from policies.presets import preset_specs
+        return [PolicySet.from_specs(**specs) for specs in preset_specs(args.preset, args.slo_ttft)]
     lists = {}
     for kind in KINDS:
         specs = split_specs(getattr(args, kind))
@@ -181,12 +193,9 @@ def _policy_sets(args: argparse.Namespace) -> list[PolicySet]:
 
 def _profile_path(spec: str) -> Path:
     """The file `load_profile(spec)` reads."""
-    from sim.profile import PROFILES_DIR
+    from sim.profile import profile_path
 
-    path = Path(spec)
-    if not path.suffix and not path.exists():
-        path = PROFILES_DIR / f"{spec}.json"
-    return path
+    return profile_path(spec)
 
 
 def _policy_files(args: argparse.Namespace) -> list[Path]:
@@ -256,8 +265,10 @@ def _restored_row(summary: dict) -> dict:
 class _Run:
     """One invocation: its state is what an interruption's last line reports."""
 
-    def __init__(self, args: argparse.Namespace, argv: list[str], guard: SignalGuard) -> None:
+    def __init__(self, args: argparse.Namespace, argv: list[str], guard: SignalGuard,
+                 record_sink: Any = None) -> None:
         self.args = args
+        self.record_sink = record_sink  # without --out: where records go (sim.api), else nowhere
         self.argv = argv
         self.guard = guard
         self.store: RunStore | None = None
@@ -271,15 +282,14 @@ class _Run:
 
     # -- the run -------------------------------------------------------------------------------
     def main(self) -> int:
-        from tqdm import tqdm
-
         from policies.registry import PolicySpecError
         from sim.config import SimConfig
         from sim.errors import BadRequestError
         from sim.metrics import RunMetrics
         from sim.policyset import PolicyError
         from sim.profile import ProfileError, load_profile
-        from sim.report import PlotSeries, format_table
+        from sim.progress import RunProgress
+        from sim.report import CAPACITY_KEY, PlotSeries, format_summary
         from sim.runstore import ComboResult, OutError, RunStore, code_fingerprint
         from sim.simulator import Simulator
         from traces import TraceError, open_trace
@@ -292,7 +302,9 @@ class _Run:
                                  f"(366 days), got {args.duration:g}")
             if (args.resume or args.overwrite) and args.out is None:
                 raise ValueError(f"--{'resume' if args.resume else 'overwrite'} needs --out")
-            config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, fidelity=args.fidelity,
+            config = SimConfig(nodes=2 if args.nodes is None else args.nodes,
+                               gpus_per_node=4 if args.gpus_per_node is None else args.gpus_per_node,
+                               fidelity=args.fidelity,
                                slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
                                compute_sharing=args.compute_sharing, unknown_models=args.unknown_models,
                                hook_timeout_s=args.hook_timeout or None)
@@ -300,6 +312,9 @@ class _Run:
             self.combos = combos = _policy_sets(args)
             trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,
                                **_trace_options(args.trace_option))
+            if args.nodes is None and args.gpus_per_node is None and "cluster.nodes" in trace.details:
+                config = dataclasses.replace(config, nodes=int(trace.details["cluster.nodes"]),
+                                             gpus_per_node=int(trace.details["cluster.gpus_per_node"]))
             if args.out is not None:
                 inputs, sources = _run_inputs(args, config, profile, trace, combos)
                 self.store = RunStore.open(
@@ -319,7 +334,7 @@ class _Run:
              f"TTFT SLO {config.slo_ttft_s:g} s; {len(combos)} policy combinations")
         if store is not None and store.complete:
             say(f"resume: every combination of the run in {store.out} is done; nothing to simulate")
-            say(format_table([_restored_row(c["summary"]) for c in store.manifest["combinations"]]))
+            say(format_summary([_restored_row(c["summary"]) for c in store.manifest["combinations"]]))
             return 0
         if store is not None and store.done:
             left = len(combos) - len(store.done)
@@ -335,6 +350,7 @@ class _Run:
             "fidelity": config.fidelity,
             "storage": config.storage,
             "TTFT SLO (s)": config.slo_ttft_s,
+            CAPACITY_KEY: config.nodes * config.gpus_per_node * profile.hardware.usable_gpu_bytes / 1e9,
             "seed": config.seed,
         }
         horizon_s, horizon_from = replay_horizon(args.duration, trace.details)
@@ -349,21 +365,16 @@ class _Run:
                     self.results[i] = store.done[i]
                     continue
                 self.current = i
-                self.writer = store.part_writer(i) if store is not None else None
+                self.writer = store.part_writer(i) if store is not None else self.record_sink
                 metrics = RunMetrics(policies.label, config.slo_ttft_s, self.writer)
                 sim = Simulator(profile, policies, config, metrics)
-                bar = tqdm(desc=policies.label[:60], unit=" req", disable=args.quiet, leave=False,
-                           mininterval=0.5, file=sys.stderr)
-                done = [0]
-
-                def progress(n: int, bar=bar, done=done) -> None:
-                    bar.update(n - done[0])
-                    done[0] = n
-
+                bar = RunProgress(policies.label, horizon_s, lambda sim=sim: sim.env.now, disable=args.quiet)
                 try:
-                    row = sim.run(iter(trace), on_progress=progress, horizon_s=horizon_s)
+                    row = sim.run(iter(trace), on_progress=bar, horizon_s=horizon_s)
                 finally:
                     bar.close()
+                if profile.quality_note() and row["quality_mean"] < 1.0:  # tokens at a stage nobody measured
+                    row["quality_mean"] = math.nan
                 result = ComboResult(row, sim.usage.rows(policies.label),
                                      PlotSeries.of(metrics) if store is not None else None, None)
                 if store is not None:
@@ -393,9 +404,11 @@ class _Run:
             return 1
         elapsed = time.perf_counter() - started
         rows = [self.results[i].row for i in range(len(combos))]
-        say(format_table(rows))
+        say(format_summary(rows, [m for i in range(len(combos)) for m in self.results[i].models]))
         if self.model_note:
             say(self.model_note)
+        if any(r["quality_mean"] != r["quality_mean"] for r in rows) and profile.quality_note():
+            say(profile.quality_note())  # NaN: tokens of a stage whose quality nobody measured
         if simulated:
             print(f"simulated {simulated} requests in {elapsed:.1f} s "
                   f"({simulated / max(elapsed, 1e-9):,.0f} requests/s)", file=sys.stderr)
@@ -419,7 +432,7 @@ class _Run:
     def stop(self, code: int, status: str, message: str, line: str) -> int:
         """The run stopped early: write what is finished (marked partial), print the table of
         the finished combinations and one line on stderr."""
-        from sim.report import format_table
+        from sim.report import format_summary
 
         written = []
         if self.store is not None:
@@ -439,7 +452,7 @@ class _Run:
             self.guard.ignore()
         rows = [self.results[i].row for i in sorted(self.results)]
         if rows:
-            say(format_table(rows))
+            say(format_summary(rows, [m for i in sorted(self.results) for m in self.results[i].models]))
         if written:
             say("wrote " + ", ".join(str(p) for p in written))
         print(line, file=sys.stderr)
@@ -467,20 +480,25 @@ class _Run:
                 f"combinations are kept in {self.store.out} (--resume finishes the run)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, record_sink: Any = None,
+         on_run: Callable[[_Run], None] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]) and return the exit status.
 
     SIGINT and SIGTERM are handled for the duration of the call. Called as the program
     (`argv` None) it leaves them ignored on return, so that a signal while the interpreter
     exits cannot turn a finished run's status into a traceback; called with `argv` (tests,
-    other programs) it restores the previous handlers."""
+    other programs) it restores the previous handlers. `record_sink` (sim.api) takes each
+    request record of a run without --out; `on_run` is handed the run before it starts, to
+    read its results after."""
     as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     guard = SignalGuard()
     guard.install()
     run = None
     try:
-        run = _Run(build_parser().parse_args(argv), argv, guard)
+        run = _Run(build_parser().parse_args(argv), argv, guard, record_sink)
+        if on_run is not None:
+            on_run(run)
         return run.main()
     except Interrupted as e:
         # Before the run started, or a second signal: nothing half-written is left under a

@@ -12,21 +12,18 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from sim.atomic import atomic_open, write_text
 from sim.metrics import RunMetrics
+from sim.plots import PlotSeries, plot_gpu_memory, plot_pareto, plot_ttft_cdf
+from sim.verdict import DEFAULT_TOLERANCE_PP, RANK_COLUMNS, instance_counts, rank, ranked_rows, verdict
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["PlotSeries", "format_markdown", "format_summary", "format_table", "format_value", "write_csv",
+           "write_results"]
 
 _CSV_FLOAT = "{:.9g}"  # enough digits to round-trip the summary's precision, and stable
-_PNG_METADATA: dict[str, str | None] = {"Software": None}
-_CDF_POINTS = 400
 
 
 def _sig3(v: float) -> str:
@@ -101,11 +98,82 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def format_markdown(rows: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -> str:
-    """A header block (one bullet per item) followed by a Markdown table of the rows."""
+# The ranked table: (summary key, header), narrow enough for 120 columns with any label.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rank", "#"), ("id", "id"), ("pareto", "pareto"), ("slo_attainment_pct", "SLO %"),
+    ("ttft_p50_s", "TTFT p50 s"), ("ttft_p99_s", "TTFT p99 s"), ("cold_start_pct", "waited %"),
+    ("loads", "loads"), ("wakes", "wakes"), ("rejected", "rejected"), ("quality_mean", "quality"),
+    ("gpu_mem_gb_hours", "GPU GB-h"), ("gpu_idle_gb_hours", "idle GB-h"), ("load_wait_mean_s", "wait s"),
+)
+COLUMN_NOTES = (
+    "SLO %: requests with TTFT within the SLO (rejected ones count as missed); waited %: requests that waited for",
+    "weights (a cold start or a wake); loads / wakes: instances started from scratch / woken from sleep; wait s: mean",
+    "wait for weights per served request; GPU GB-h: GPU memory held x time (idle: with nothing in flight);",
+    "pareto: no other combination is at least as good on SLO %, GPU GB-h and quality and better on one.",
+)
+RANK_RULE = "ranked by SLO attainment, then fewer GPU GB-hours, then higher quality, then lower TTFT p99"
+
+
+def _summary_cells(rows: Sequence[Mapping[str, Any]],
+                   models: Sequence[Mapping[str, Any]] | None) -> tuple[list[list[str]], list[Any]]:
+    """The ranked table's cells, in rank order, and the ranking."""
+    counts = instance_counts(models) if models is not None else {}
+    ranked = rank(rows)
+    body = []
+    for r in ranked:
+        row = {**r.row, **counts.get(r.label, {}), "rank": r.rank, "id": r.id, "pareto": "yes" if r.pareto else ""}
+        body.append([format_value(k, row.get(k, math.nan)) for k, _ in SUMMARY_COLUMNS])
+    return body, ranked
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]] | None = None,
+                   tolerance_pp: float = DEFAULT_TOLERANCE_PP) -> str:
+    """What a run prints: the ranked table (short ids), each id's full label, what the columns
+    mean, and the two-line verdict. Every line fits 120 columns except a label longer than
+    that. `models` (the per-model rows) give the loads and wakes columns."""
+    if not rows:
+        return "(no results)\n"
+    body, ranked = _summary_cells(rows, models)
+    heads = [h for _, h in SUMMARY_COLUMNS]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(heads)]
+    left = {"id", "pareto"}
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.ljust(w) if k in left else c.rjust(w)
+                 for c, w, (k, _) in zip(cells, widths, SUMMARY_COLUMNS, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [f"policy combinations, {RANK_RULE}:", line(heads), "  ".join("-" * w for w in widths)]
+    out += [line(b) for b in body]
+    out.append("")
+    width = max(len(r.id) for r in ranked)
+    out += [f"{r.id.ljust(width)}  {r.label}" for r in sorted(ranked, key=lambda r: r.index)]
+    out.append("")
+    out += COLUMN_NOTES
+    v = verdict(rows, tolerance_pp)
+    if v is not None:
+        out.append("")
+        out += v.lines()
+    return "\n".join(out) + "\n"
+
+
+def format_markdown(rows: Sequence[Mapping[str, Any]], header: Mapping[str, Any],
+                    models: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """A header block (one bullet per item), the verdict and ranked table, then a Markdown
+    table of every column of the rows."""
     lines = ["# progressive-serve simulation summary", ""]
     lines += [f"- **{key}**: {value}" for key, value in header.items()]
     lines.append("")
+    v = verdict(rows)
+    if v is not None:
+        lines += ["## Verdict", ""] + [f"- {text}" for text in v.lines()] + [""]
+        body, ranked = _summary_cells(rows, models)
+        lines += [f"## Ranking ({RANK_RULE})", ""]
+        lines.append("| " + " | ".join([h for _, h in SUMMARY_COLUMNS] + ["policy"]) + " |")
+        lines.append("| " + " | ".join(":---" if k in ("id", "pareto") else "---:" for k, _ in SUMMARY_COLUMNS)
+                     + " | :--- |")
+        lines += ["| " + " | ".join([*b, r.label]) + " |" for b, r in zip(body, ranked, strict=True)]
+        lines += ["", "## Every column", ""]
     if rows:
         cols, body, numeric = _cells(rows)
         lines.append("| " + " | ".join(cols) + " |")
@@ -122,9 +190,10 @@ def _csv_value(v: Any) -> str:
     return str(v)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Full-precision CSV (NaN as an empty field), '\\n' line endings on every platform."""
-    cols = _columns(rows)
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Full-precision CSV (NaN as an empty field), '\\n' line endings on every platform.
+    Columns: `columns`, else the rows' keys as `format_table` orders them."""
+    cols = list(columns) if columns is not None else _columns(rows)
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(cols)
@@ -132,91 +201,13 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
             w.writerow([_csv_value(_cell(row, c)) for c in cols])
 
 
-def _figure() -> Figure:
-    """A figure on the Agg canvas. matplotlib loads here, not at import: `--help` stays fast."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 5))
-    FigureCanvasAgg(fig)
-    return fig
+SLO_KEY = "TTFT SLO (s)"  # the header items the plots read
+CAPACITY_KEY = "cluster GPU memory (GB)"
 
 
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100, metadata=_PNG_METADATA)
-
-
-@dataclass(frozen=True)
-class PlotSeries:
-    """What the plots draw of one policy combination: its TTFT CDF points and GPU memory
-    timeline. Kept apart from `RunMetrics` so that a resumed run can draw a combination
-    finished by an earlier process from the numbers it saved (`to_dict`/`from_dict` round
-    trip every float exactly)."""
-
-    label: str
-    ttft_x: np.ndarray
-    ttft_p: np.ndarray
-    mem_t: np.ndarray
-    mem_gb: np.ndarray
-
-    @classmethod
-    def of(cls, m: RunMetrics | PlotSeries) -> PlotSeries:
-        if isinstance(m, PlotSeries):
-            return m
-        xs, ps = m.ttft_sketch.cdf_points(_CDF_POINTS)
-        ts, gb = m.memory_timeline
-        return cls(m.label, np.asarray(xs, np.float64), np.asarray(ps, np.float64),
-                   np.asarray(ts, np.float64), np.asarray(gb, np.float64))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "ttft_x": self.ttft_x.tolist(), "ttft_p": self.ttft_p.tolist(),
-                "mem_t": self.mem_t.tolist(), "mem_gb": self.mem_gb.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PlotSeries:
-        return cls(str(d["label"]), *(np.asarray(d[k], dtype=np.float64) for k in ("ttft_x", "ttft_p", "mem_t", "mem_gb")))
-
-
-def plot_ttft_cdf(path: Path, metrics_list: Sequence[RunMetrics | PlotSeries]) -> None:
-    """One TTFT CDF per policy on a log time axis (values <= 0 cannot be drawn there)."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    drawn = False
-    for m in map(PlotSeries.of, metrics_list):
-        xs, ps = m.ttft_x, m.ttft_p
-        keep = xs > 0
-        if keep.any():
-            ax.step(xs[keep], ps[keep], where="post", label=m.label)
-            drawn = True
-    if drawn:
-        ax.set_xscale("log")
-        ax.legend(fontsize="small", loc="lower right")
-    ax.set_xlabel("time to first token (s)")
-    ax.set_ylabel("fraction of served requests")
-    ax.set_ylim(0.0, 1.0)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("TTFT CDF per policy")
-    _save(fig, path)
-
-
-def plot_gpu_memory(path: Path, metrics_list: Sequence[RunMetrics | PlotSeries]) -> None:
-    """GPU memory held by instances over time, one step curve per policy."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    drawn = False
-    for m in map(PlotSeries.of, metrics_list):
-        ts, gb = m.mem_t, m.mem_gb
-        if ts.size:
-            ax.step(ts / 3600.0, gb, where="post", label=m.label)
-            drawn = True
-    if drawn:
-        ax.legend(fontsize="small", loc="upper right")
-    ax.set_xlabel("simulated time (h)")
-    ax.set_ylabel("GPU memory in use (GB)")
-    ax.grid(True, alpha=0.3)
-    ax.set_title("GPU memory held by instances")
-    _save(fig, path)
+def _header_float(header: Mapping[str, Any], key: str) -> float | None:
+    v = header.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def write_results(
@@ -224,13 +215,24 @@ def write_results(
     rows: Sequence[Mapping[str, Any]],
     metrics_list: Sequence[RunMetrics | PlotSeries],
     header: Mapping[str, Any],
+    models: Sequence[Mapping[str, Any]] | None = None,
+    records: Sequence[Path] | None = None,
 ) -> dict[str, Path]:
-    """Write summary.csv, summary.md, ttft_cdf.png and gpu_memory.png into `out_dir`.
+    """Write summary.csv, summary.md, the plots and report.html into `out_dir`.
 
     `rows` are the `finish()` rows of `metrics_list` (or of the runs their `PlotSeries`
     were taken from), in the same order; `header` items (trace, profile, seed, cluster,
-    SLO, ...) head the Markdown file. Each file is replaced atomically. Returns the paths.
+    SLO, ...) head the Markdown file and the HTML report (`SLO_KEY` and `CAPACITY_KEY`, when
+    present, are drawn in the plots); `models` are the per-model rows (models.csv), for the
+    loads and wakes columns and the per-model plot; `records` are the per-request Parquet
+    files of the combinations (the run's parts), for the per-model TTFT and the quality over
+    time (sim.model_plots). summary.csv is the rows in run order,
+    full labels, with `id`, `rank` and `pareto` (1/0) last. Each file is replaced
+    atomically. Returns the paths.
     """
+    from sim.html_report import write_report
+    from sim.model_plots import load_records, plot_per_model, plot_quality_over_time
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -238,9 +240,21 @@ def write_results(
         "summary_md": out / "summary.md",
         "ttft_cdf": out / "ttft_cdf.png",
         "gpu_memory": out / "gpu_memory.png",
+        "pareto": out / "pareto.png",
     }
-    write_csv(paths["summary_csv"], rows)
-    write_text(paths["summary_md"], format_markdown(rows, header))
-    plot_ttft_cdf(paths["ttft_cdf"], metrics_list)
-    plot_gpu_memory(paths["gpu_memory"], metrics_list)
+    write_csv(paths["summary_csv"], ranked_rows(rows), [*_columns(rows), *RANK_COLUMNS])
+    write_text(paths["summary_md"], format_markdown(rows, header, models))
+    plot_ttft_cdf(paths["ttft_cdf"], metrics_list, rows, _header_float(header, SLO_KEY))
+    plot_gpu_memory(paths["gpu_memory"], metrics_list, _header_float(header, CAPACITY_KEY))
+    plot_pareto(paths["pareto"], rows)
+    table = load_records(records) if records else None
+    if models:
+        paths["per_model"] = out / "per_model.png"
+        plot_per_model(paths["per_model"], [str(r.get("policy")) for r in rows], models, table)
+    horizon = max((float(r["horizon_s"]) for r in rows if _is_numeric(r.get("horizon_s"))), default=0.0)
+    if table is not None and horizon > 0:
+        paths["quality_over_time"] = out / "quality_over_time.png"
+        plot_quality_over_time(paths["quality_over_time"], rows, table, horizon)
+    paths["report_html"] = out / "report.html"
+    write_report(paths["report_html"], rows, header, models, paths)
     return paths

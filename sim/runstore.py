@@ -45,7 +45,8 @@ MANIFEST = "run.json"
 PARTS = "parts"
 RECORDS = "requests.parquet"
 PARTIAL_RECORDS = "requests.partial.parquet"
-SUMMARY_FILES = ("summary.csv", "summary.md", "models.csv", "ttft_cdf.png", "gpu_memory.png")
+SUMMARY_FILES = ("summary.csv", "summary.md", "models.csv", "ttft_cdf.png", "gpu_memory.png", "pareto.png",
+                 "per_model.png", "quality_over_time.png", "report.html")
 # Everything a run writes into --out: a folder holding any of these holds a run's results.
 OUTPUT_NAMES = (MANIFEST, *SUMMARY_FILES, RECORDS, PARTIAL_RECORDS, PARTS)
 MANIFEST_KIND = "progressive-serve simulation run"
@@ -404,15 +405,18 @@ class RunStore:
     def save(self) -> None:
         write_text(self.out / MANIFEST, json.dumps(self.manifest, indent=1, allow_nan=False) + "\n")
 
-    def _write_summaries(self, results: Sequence[ComboResult], header: Mapping[str, Any]) -> list[Path]:
-        paths = write_results(self.out, [r.row for r in results], [r.plot for r in results], header)
+    def _write_summaries(self, results: Sequence[ComboResult], header: Mapping[str, Any],
+                         indices: Sequence[int]) -> list[Path]:
+        parts = [self._part_paths(i)[1] for i in indices] if self.records else None  # for the per-request plots
+        paths = write_results(self.out, [r.row for r in results], [r.plot for r in results], header,
+                              [m for r in results for m in r.models], parts)
         write_csv(self.out / "models.csv", [m for r in results for m in r.models])
         return [*paths.values(), self.out / "models.csv"]
 
     def write_final(self, results: Sequence[ComboResult], header: Mapping[str, Any]) -> list[Path]:
         """All combinations are done: write the summaries and requests.parquet, mark the
         run complete, drop the parts. Returns the files written."""
-        written = self._write_summaries(results, header)
+        written = self._write_summaries(results, header, range(len(results)))
         if self.records:
             sources = [self._part_paths(i)[1] for i in range(len(results))]
             concat_records(sources, self.out / RECORDS, critical=self.guard.critical)
@@ -450,7 +454,7 @@ class RunStore:
             except Exception:  # its records cannot be saved; the finished ones still can
                 writer.discard()
         if done:
-            written += self._write_summaries([results[i] for i in done], header)
+            written += self._write_summaries([results[i] for i in done], header, done)
         if self.records and (done or partial_part is not None):
             sources = [self._part_paths(i)[1] for i in done] + ([partial_part] if partial_part else [])
             meta = {**PARTIAL_METADATA, "progressive_serve.combinations_done": str(len(done)),

@@ -116,8 +116,9 @@ def test_default_run_writes_everything(two_runs):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("trace:") and "requests.csv" in lines[0]
-    for label in DEFAULT_LABELS:
-        assert any(line.startswith(label + " ") for line in lines), f"{label!r} missing from the table"
+    for i, label in enumerate(DEFAULT_LABELS):  # the table's ids, listed with their full labels
+        assert f"P{i + 1}  {label}" in lines, f"{label!r} missing under the table"
+    assert any(line.startswith("best: P") for line in lines)
     assert "Traceback" not in done.stderr
     for name in ("requests.parquet", "summary.csv", "summary.md", "ttft_cdf.png", "gpu_memory.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -195,8 +196,9 @@ def test_slightly_unsorted_requests_csv_is_reordered(capsys, tmp_path):
     path.write_text("arrival_s,model,prompt_tokens,output_tokens\n5,a,10,10\n1,a,10,10\n")
     code, out, err = main_in_process(capsys, "--trace", str(path), "--staging", "full", "--keepalive", "none")
     assert code == 0, err
-    row = next(line for line in out.splitlines() if line.startswith("full + none "))
-    assert row.split()[3:5] == ["2", "2"]  # requests, served
+    assert "P1  full + none" in out.splitlines() and "simulated 2 requests" in err
+    row = next(line for line in out.splitlines() if line.startswith("1  P1 "))
+    assert row.split()[-5] == "0"  # rejected
 
 
 @pytest.mark.parametrize("args", [["--nodes", "0"], ["--slo-ttft", "0"]])
@@ -209,8 +211,8 @@ def test_user_policy_from_a_file(requests_csv, policy_file):
     done = run_sim("--trace", str(requests_csv), "--staging", "full", "--quiet",
                    "--keepalive", f"{policy_file}:KeepFor[seconds=30],none")
     assert done.returncode == 0, done.stderr
-    assert "full + keep_for[seconds=30.0] " in done.stdout
-    assert "full + none " in done.stdout
+    lines = done.stdout.splitlines()  # each id is listed with its full label under the table
+    assert "P1  full + keep_for[seconds=30.0]" in lines and "P2  full + none" in lines
 
 
 def test_policy_that_raises_names_policy_hook_and_time(requests_csv, policy_file):

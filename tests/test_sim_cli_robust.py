@@ -34,7 +34,8 @@ LABELS = [
     "progressive[fractions=0.75/0.875/1.0] + none",
     "progressive[fractions=0.75/0.875/1.0] + fixed[ttl=600.0]",
 ]
-OUTPUTS = ("summary.csv", "summary.md", "models.csv", "requests.parquet", "ttft_cdf.png", "gpu_memory.png")
+OUTPUTS = ("summary.csv", "summary.md", "models.csv", "requests.parquet", "ttft_cdf.png", "gpu_memory.png",
+           "pareto.png", "per_model.png", "quality_over_time.png", "report.html")
 KILL_SEED = 14
 N_KILL_REQUESTS = 1000
 N_SMALL = 60
@@ -131,6 +132,8 @@ def assert_readable(out: Path) -> None:
             assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), p
         elif p.suffix == ".md":
             assert p.read_text().endswith("\n"), p
+        elif p.suffix == ".html":
+            assert p.read_text().endswith("</html>\n"), p
         else:
             raise AssertionError(f"unexpected file {p}")
 

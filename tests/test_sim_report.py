@@ -89,17 +89,19 @@ def test_markdown_has_header_block_then_table():
     assert "- **trace**: azure_functions (synthetic)" in lines
     assert "- **seed**: 7" in lines
     table = [line for line in lines if line.startswith("|")]
-    assert len(table) == 4 and table[1].startswith("| :--- | ---:")
-    assert lines.index("- **seed**: 7") < lines.index(table[0])
+    # the ranked table (header, rule, 2 rows), then every column (header, rule, 2 rows)
+    assert len(table) == 8 and table[0].startswith("| # | id | pareto |") and table[5].startswith("| :--- | ---:")
+    assert lines.index("- **seed**: 7") < lines.index("## Verdict") < lines.index(table[0])
+    assert any(line.startswith("- best: P") for line in lines)
 
 
 def test_write_results_files_and_csv_content(tmp_path):
     rows, ms = results()
     paths = write_results(tmp_path / "out", rows, ms, {"trace": "t"})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "gpu_memory.png", "summary.csv", "summary.md", "ttft_cdf.png",
+        "gpu_memory.png", "pareto.png", "report.html", "summary.csv", "summary.md", "ttft_cdf.png",
     ]
-    for key in ("ttft_cdf", "gpu_memory"):
+    for key in ("ttft_cdf", "gpu_memory", "pareto"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with paths["summary_csv"].open() as fh:
         parsed = list(csv.DictReader(fh))
@@ -107,6 +109,10 @@ def test_write_results_files_and_csv_content(tmp_path):
     assert float(parsed[0]["ttft_p50_s"]) == pytest.approx(rows[0]["ttft_p50_s"], rel=1e-8)
     assert parsed[0]["gb_network"] == "0" and parsed[1]["gb_ssd"] == "0"
     assert int(parsed[1]["requests"]) == 3000
+    # the ranking's columns come last; the run order and full labels stay
+    assert list(parsed[0])[-3:] == ["id", "rank", "pareto"]
+    assert [(r["id"], r["pareto"]) for r in parsed][0][0] == "P1" and parsed[1]["id"] == "P2"
+    assert sorted(r["rank"] for r in parsed) == ["1", "2"]
 
 
 def test_outputs_are_byte_identical_on_repeat(tmp_path):
@@ -116,7 +122,7 @@ def test_outputs_are_byte_identical_on_repeat(tmp_path):
         paths = write_results(tmp_path / str(k), rows, ms, {"trace": "t", "seed": 0})
         blobs.append({name: p.read_bytes() for name, p in paths.items()})
     assert blobs[0] == blobs[1]
-    for name in ("ttft_cdf", "gpu_memory"):  # no software or time stamp in the PNGs
+    for name in ("ttft_cdf", "gpu_memory", "pareto"):  # no software or time stamp in the PNGs
         assert b"Software" not in blobs[0][name] and b"tIME" not in blobs[0][name]
 
 
@@ -126,3 +132,15 @@ def test_empty_runs_still_write_files(tmp_path):
     paths = write_results(tmp_path, rows, ms, {"trace": "empty"})
     assert all(p.exists() for p in paths.values())
     assert ",," in paths["summary_csv"].read_text()  # NaN percentiles are empty fields
+
+
+def test_cdf_steps_put_rejected_requests_at_the_right_edge():
+    from sim.plots import cdf_steps
+
+    xs, ps = np.array([1.0, 2.0]), np.array([0.45, 0.9])  # 90 % served
+    px, py = cdf_steps(xs, ps, 0.9, 10.0, 15.0)
+    assert px.tolist() == [1.0, 2.0, 10.0, 10.0, 15.0] and py.tolist() == [0.45, 0.9, 0.9, 1.0, 1.0]
+    px, py = cdf_steps(xs, np.array([0.5, 1.0]), 1.0, 10.0, 15.0)
+    assert px.tolist() == [1.0, 2.0, 15.0] and py.tolist() == [0.5, 1.0, 1.0]
+    px, py = cdf_steps(np.array([]), np.array([]), 0.0, 10.0, 15.0)  # nothing served
+    assert py.tolist() == [0.0, 1.0, 1.0]
