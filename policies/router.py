@@ -86,7 +86,7 @@ class TtftEstimator:
 
     An instance's expected TTFT is the time until it can serve (0 when serving; when starting
     or loading, the cold-start estimate from the tier its node holds the checkpoint in, less the
-    time since it was first seen loading; when sleeping, a start from host DRAM) plus its queue
+    time since it was first seen loading; when sleeping, its wake) plus its queue
     (`running + waiting + 1 - slots` slot releases, each `slots`-th of a typical request's time
     in a slot: its prefill plus its decode steps at that batch) plus this request's own prefill.
 
@@ -181,8 +181,8 @@ class TtftEstimator:
         elif state in _STARTING:
             tier = cluster.checkpoint_tier(name, inst.node)
             ready_in = max(0.0, model.cold_start_s(tier) - (now - rec[1]))
-        else:  # sleeping: weights in host DRAM (level 1), or most likely in its page cache
-            ready_in = model.cold_start_s("dram")
+        else:  # sleeping: a wake, its weights from host DRAM (level 1) or reloaded (level 2)
+            ready_in = model.wake_s(inst.sleep_level or 1, cluster.checkpoint_tier(name, inst.node))
         starts = running + ahead + 1 - slots  # slot releases needed before this request starts
         wait = 0.0 if starts <= 0 else starts * self.service_s(model, int(slots)) / slots
         return ready_in + wait + model.prefill_s(request.prompt_tokens)

@@ -62,6 +62,10 @@ class InstanceView(Protocol):
     def last_used(self) -> float: ...
     @property
     def can_serve(self) -> bool: ...
+    @property
+    def sleep_level(self) -> int:
+        """While sleeping: 1 with its weights in host DRAM, 2 with only the process kept; else 0."""
+        ...
 
 
 class GpuView(Protocol):
@@ -104,6 +108,9 @@ class ModelView(Protocol):
         ...
     def cold_start_s(self, tier: str = "ssd") -> float:
         """A full cold start from "dram", "ssd" or "remote" on idle links (profile estimate)."""
+        ...
+    def wake_s(self, level: int, tier: str = "dram") -> float:
+        """Waking a sleeping instance of it (sleep level 1 or 2, weights from `tier` at level 2)."""
         ...
 
 

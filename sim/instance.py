@@ -85,15 +85,32 @@ class Deployment:
         hw, eng = self.hardware, self.engine
         if hw is None or eng is None:
             raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a cold start")
-        links = {"dram": (hw.h2d_gbps,), "ssd": (hw.ssd_read_gbps, hw.h2d_gbps),
-                 "remote": (hw.network_gbps, hw.h2d_gbps)}
-        if tier not in links:
-            raise ValueError(f"tier must be one of {sorted(links)}, got {tier!r}")
-        load = self.shape.weight_bytes / (min(links[tier]) * 1e9 * eng.loader_efficiency)
+        load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
         load += eng.bind_s_per_layer * self.shape.num_layers
         init = eng.kv_cache_alloc_s + eng.graph_capture_s
         body = max(load, init) if eng.init_overlaps_load else load + init
         return eng.process_start_s + eng.cuda_context_s + body
+
+    def wake_s(self, level: int, tier: str = "dram") -> float:
+        """Waking a sleeping instance on idle links: the engine's wake, then at level 1 its
+        weights back from host DRAM over PCIe; at level 2 a load from `tier` with a bind per
+        layer and the KV cache allocated again (process, context and graphs are kept)."""
+        hw, eng = self.hardware, self.engine
+        if hw is None or eng is None:
+            raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a wake")
+        if level == 1:
+            return eng.wake_from_sleep_s + self.shape.weight_bytes / (hw.h2d_gbps * 1e9 * eng.loader_efficiency)
+        load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
+        return eng.wake_from_sleep_s + load + eng.bind_s_per_layer * self.shape.num_layers + eng.kv_cache_alloc_s
+
+    def _links(self, tier: str) -> tuple[float, ...]:
+        """The bandwidths (GB/s) on the path from a checkpoint tier to the GPU."""
+        hw = self.hardware
+        links = {"dram": (hw.h2d_gbps,), "ssd": (hw.ssd_read_gbps, hw.h2d_gbps),
+                 "remote": (hw.network_gbps, hw.h2d_gbps)}
+        if tier not in links:
+            raise ValueError(f"tier must be one of {sorted(links)}, got {tier!r}")
+        return links[tier]
 
     @property
     def num_layers(self) -> int:
