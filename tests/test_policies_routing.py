@@ -255,6 +255,26 @@ def test_expected_wait_starts_no_extra_instance_under_light_load():
     assert loads["expected_wait"] == loads["least_loaded"] == 1
 
 
+
+def test_a_wake_costs_the_engine_wake_and_the_copy_not_a_cold_start():
+    # level 1: 0.5 s wake + 2 GB over PCIe at 0.5 x 4 GB/s; level 2 from SSD: 0.5 s wake +
+    # 2 GB at 1 GB/s + 0.5 s of KV allocation (no process start, context or graph capture)
+    assert DEP.wake_s(1) == pytest.approx(1.5)
+    assert DEP.wake_s(2, "ssd") == pytest.approx(3.0)
+    assert DEP.wake_s(1) < DEP.cold_start_s("dram") == pytest.approx(6.0)
+
+
+def test_expected_wait_wakes_a_sleeper_rather_than_start_a_new_instance():
+    # a sleeper on node 0, and room for a cold start from host DRAM (6 s) on node 1: waking it
+    # (1.5 s) is under the SLO; priced as a cold start (6 s) it would ask for a new instance
+    sleeper = inst(0, state="sleeping", node=0)
+    sleeper.sleep_level = 1
+    c = cluster([gpu(0, 0, 0), gpu(1, 0, 10 * GB)], {0: "dram", 1: "dram"})
+    assert ExpectedWait().route(req(0), [sleeper], c) == 0
+    _, t = ExpectedWait()._est.best(req(0), [sleeper], c)
+    assert t == pytest.approx(1.5 + DEP.prefill_s(100))
+
+
 # ---------------------------------------------------------------------------------------------
 # admission under a 2x overload burst (TopFull's goal: requests served within the SLO)
 
