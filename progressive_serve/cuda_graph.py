@@ -16,18 +16,13 @@ and the token id and position are copied into static device tensors before repla
 
 from __future__ import annotations
 
-import threading
-
 import torch
 
+from progressive_serve import device_guard
 from progressive_serve.kv_cache import KVCache
 from progressive_serve.model import AlphaGatedLlama
 
 MODES = ("whole", "per_layer")
-
-# torch allows one capture at a time per process, and entering a capture synchronises the
-# whole device: engines built in parallel threads (the replay server) take turns here.
-_CAPTURE_LOCK = threading.Lock()
 
 
 class DecodeGraph:
@@ -116,10 +111,14 @@ class DecodeGraph:
         allocator), then capture. Absent layers hold zeros (or `cuda_vmm`'s zero placeholder),
         so running them in the warm-up is harmless; their K/V slots are refilled later.
         """
-        if self.emulate:
-            self._capture_all()
-        else:
-            with _CAPTURE_LOCK:
+        # torch allows one capture at a time per process, entering one synchronises the whole
+        # device and empties the allocator's cache, and another thread's device-wide call would
+        # invalidate it: the whole window is held through `device_guard`, the one owner of such
+        # calls. The emulation takes the same window, so CPU tests see the same ordering.
+        with device_guard.capture_window(self.model.device):
+            if self.emulate:
+                self._capture_all()
+            else:
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(stream):
@@ -127,7 +126,7 @@ class DecodeGraph:
                         self._whole()
                 torch.cuda.current_stream().wait_stream(stream)
                 self._capture_all()
-                torch.cuda.synchronize()
+                device_guard.synchronize(self.model.device)  # re-entrant: this thread holds the window
         self.captured = True
 
     def _capture_all(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from progressive_serve import device_guard
 from progressive_serve.config import LlamaShape
 
 
@@ -213,7 +214,7 @@ class LayerArena:
         self.driver.set_access(self.base, self.size)
         self.bytes = torch.as_tensor(_DeviceBytes(self.base, self.size), device=device)
         self.bytes[: self.slot_size].zero_()  # zeroes the placeholder under every absent layer
-        torch.cuda.synchronize(device)
+        device_guard.synchronize(device)
         self.handles: dict[int, int] = {}
 
     def attach(self, model: nn.Module) -> None:
@@ -237,26 +238,29 @@ class LayerArena:
 
         The device is synchronised first: no kernel may be reading the placeholder under
         this range while it is swapped (in `per_layer` mode none does; in `whole` mode the
-        captured graph would).
+        captured graph would). The sync and the remap run under the device lock
+        (`device_guard`), so neither meets another engine's capture.
         """
         if layer is None or layer in self.handles:
             return
         ptr = self.base + self.slots[layer].start
         self.driver.make_current()
-        torch.cuda.synchronize(self.device)
-        self.driver.unmap(ptr, self.slot_size)
-        handle = self.driver.create(self.slot_size)
-        self.driver.map_handle(ptr, self.slot_size, handle)
-        self.driver.set_access(ptr, self.slot_size)
+        with device_guard.exclusive():
+            device_guard.synchronize(self.device)
+            self.driver.unmap(ptr, self.slot_size)
+            handle = self.driver.create(self.slot_size)
+            self.driver.map_handle(ptr, self.slot_size, handle)
+            self.driver.set_access(ptr, self.slot_size)
         self.handles[layer] = handle
 
     def release(self) -> None:
         self.driver.make_current()
-        torch.cuda.synchronize(self.device)
-        self.bytes = None
-        for slot in self.slots:
-            self.driver.unmap(self.base + slot.start, self.slot_size)
-        for handle in [*self.handles.values(), self.placeholder]:
-            self.driver.release(handle)
-        self.handles.clear()
-        self.driver.free(self.base, self.size)
+        with device_guard.exclusive():
+            device_guard.synchronize(self.device)
+            self.bytes = None
+            for slot in self.slots:
+                self.driver.unmap(self.base + slot.start, self.slot_size)
+            for handle in [*self.handles.values(), self.placeholder]:
+                self.driver.release(handle)
+            self.handles.clear()
+            self.driver.free(self.base, self.size)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from progressive_serve import device_guard
 from progressive_serve.config import LlamaShape
 from progressive_serve.kv_cache import KVCache
 from progressive_serve.loader import StagedLoader
@@ -55,6 +56,7 @@ class GenerationResult:
     layers_at_first_token: int = 0
     total_s: float = 0.0
     refills: int = 0
+    overlapped_layers: int = 0  # prefill layers computed while later layers were still loading
 
     @property
     def decode_s_per_token(self) -> float:
@@ -78,7 +80,21 @@ class ProgressiveEngine:
         refill_on_stage: bool | None = None,
         graph_mode: str = "per_layer",
         use_vmm: bool = False,
+        emulate_graph: bool = False,
+        max_batch: int = 1,
     ) -> None:
+        """`emulate_graph=True` (CPU only) builds the decode graph's runner with every piece
+        replayed eagerly (`DecodeGraph(emulate=True)`): the graph path's logic and its capture
+        window without a GPU (tests, the GPU run's CPU rehearsal). `max_batch > 1` serves
+        concurrent `generate` calls with continuous batching (`progressive_serve.batching`):
+        one KV slot per sequence, joining at step boundaries; eager decode (the captured
+        decode graph is batch 1)."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if plan.pipelined and [i for st in plan.stages for i in st] != list(range(plan.num_layers)):
+            raise ValueError(f"pipelined plan {plan.name!r} must bind layers in order 0..{plan.num_layers - 1}")
+        if max_batch > 1 and use_cuda_graph:
+            raise ValueError("continuous batching (max_batch > 1) decodes eagerly: use_cuda_graph=False")
         self.timings = EngineTimings(process_s=process_age_s())
         self.ckpt_dir = Path(ckpt_dir)
         self.plan = plan
@@ -86,14 +102,14 @@ class ProgressiveEngine:
         self.dtype = as_dtype(dtype)
         self.shape = LlamaShape.from_dir(self.ckpt_dir)
         self.refill_on_stage = plan.refill if refill_on_stage is None else refill_on_stage
+        if self.device.type == "cuda" and emulate_graph:
+            raise ValueError("emulate_graph is for the CPU; on CUDA the graph is captured")
+        with Stopwatch() as sw:
+            device_guard.init_context(self.device)  # CUDA: the context (device-wide); else nothing
         if self.device.type == "cuda":
-            with Stopwatch() as sw:
-                torch.cuda.init()
-                torch.empty(1, device=self.device)
-                torch.cuda.synchronize(self.device)
             self.timings.context_s = sw.s
-        elif use_cuda_graph or use_vmm:
-            raise ValueError("use_cuda_graph and use_vmm need device='cuda'")
+        elif use_vmm or (use_cuda_graph and not emulate_graph):
+            raise ValueError("use_cuda_graph and use_vmm need device='cuda' (emulate_graph=True on the CPU)")
         if use_vmm and (not skip_inactive or (use_cuda_graph and graph_mode != "per_layer")):
             raise ValueError("use_vmm needs skip_inactive=True and, with graphs, graph_mode='per_layer'")
         self.arena = None
@@ -111,7 +127,7 @@ class ProgressiveEngine:
         self.timings.alloc_s = sw.s
         with Stopwatch() as sw:
             self.cache = KVCache.allocate(
-                self.shape, batch=1, max_tokens=max_tokens, device=self.device, dtype=self.dtype
+                self.shape, batch=max_batch, max_tokens=max_tokens, device=self.device, dtype=self.dtype
             )
             self._sync()
         self.timings.kv_alloc_s = sw.s
@@ -134,15 +150,24 @@ class ProgressiveEngine:
             from progressive_serve.cuda_graph import DecodeGraph
 
             with Stopwatch() as sw:
-                self.graph = DecodeGraph(model=self.model, cache=self.cache, mode=graph_mode)
+                self.graph = DecodeGraph(
+                    model=self.model, cache=self.cache, mode=graph_mode, emulate=self.device.type != "cuda"
+                )
                 self.graph.capture()
             self.timings.capture_s = sw.s
         self._thread: threading.Thread | None = None
         self._t_start = 0.0
+        self.pipelined_progress = 0  # layers an execute-while-load prefill has computed (tests watch it)
+        self.batcher = None
+        if max_batch > 1:
+            from progressive_serve.batching import ContinuousBatcher
+
+            self.batcher = ContinuousBatcher(self, self.cache)
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Wait for this thread's stream (allocations run there): never device-wide, so it
+        cannot meet another engine's capture (see `device_guard`)."""
+        device_guard.stream_synchronize(self.device)
 
     # -- loading ---------------------------------------------------------------------------------
     def start(self, background: bool = True) -> ProgressiveEngine:
@@ -202,10 +227,10 @@ class ProgressiveEngine:
             self._thread.join(timeout)
 
     # -- serving ---------------------------------------------------------------------------------
-    def _forward(self, ids: list[int], start_pos: int) -> torch.Tensor:
+    def _forward(self, ids: list[int], start_pos: int, cache: KVCache | None = None) -> torch.Tensor:
         x = torch.tensor([ids], dtype=torch.long, device=self.device)
         pos = torch.arange(start_pos, start_pos + len(ids), device=self.device)
-        return self.model(x, positions=pos, cache=self.cache, last_only=True)[0, -1]
+        return self.model(x, positions=pos, cache=cache or self.cache, last_only=True)[0, -1]
 
     def _decode(self, token: int, pos: int) -> torch.Tensor:
         if self.graph is not None:
@@ -218,38 +243,42 @@ class ProgressiveEngine:
     ) -> GenerationResult:
         """Greedy generation; waits for the plan's serve_from stage first.
 
-        Requests are served one at a time (batch 1; concurrent callers queue, and their wait
-        counts in their TTFT). `on_token(i)` runs after token i, outside the step lock (tests
+        With `max_batch=1` requests are served one at a time (concurrent callers queue, and
+        their wait counts in their TTFT); with more, concurrent callers share decode steps
+        (continuous batching). `on_token(i)` runs after token i, outside the step lock (tests
         bind a stage there).
         """
         t0 = time.perf_counter()
+        if self.batcher is not None:
+            self._check_request(prompt_ids, max_new_tokens)
+            self.wait_for_stage(self.plan.serve_from)
+            return self.batcher.submit(prompt_ids, max_new_tokens, on_token, t0, time.perf_counter() - t0)
         with self._request_lock:
             return self._generate(prompt_ids, max_new_tokens, on_token, t0)
 
     def _generate(
         self, prompt_ids: list[int], max_new_tokens: int, on_token: Callable[[int], None] | None, t0: float
     ) -> GenerationResult:
-        if self.model is None:
-            raise RuntimeError("engine unloaded")
-        if not prompt_ids:
-            raise ValueError("empty prompt")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if len(prompt_ids) + max_new_tokens > self.cache.max_tokens:
-            raise ValueError(
-                f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.cache.max_tokens}"
-            )
-        self.wait_for_stage(self.plan.serve_from)
-        wait_s = time.perf_counter() - t0
+        self._check_request(prompt_ids, max_new_tokens)
         tokens: list[int] = []
         stages: list[int] = []
-        refills = 0
-        with self._step_lock:
-            version = self.model.gate_version
-            logits = self._forward(prompt_ids, 0)
-            tokens.append(int(torch.argmax(logits)))
-            stages.append(self.loader.bound_stage)
-            layers_first = sum(self.model.active)
+        refills = overlapped = 0
+        if self.plan.pipelined and self.stage < self.plan.serve_from:
+            logits, wait_s, overlapped = self._pipelined_prefill(prompt_ids)
+            with self._step_lock:
+                version = self.model.gate_version
+                tokens.append(int(torch.argmax(logits)))
+                stages.append(self.loader.bound_stage)
+                layers_first = sum(self.model.active)
+        else:
+            self.wait_for_stage(self.plan.serve_from)
+            wait_s = time.perf_counter() - t0
+            with self._step_lock:
+                version = self.model.gate_version
+                logits = self._forward(prompt_ids, 0)
+                tokens.append(int(torch.argmax(logits)))
+                stages.append(self.loader.bound_stage)
+                layers_first = sum(self.model.active)
         ttft = time.perf_counter() - t0
         for i in range(max_new_tokens - 1):
             if on_token is not None:
@@ -273,19 +302,69 @@ class ProgressiveEngine:
             layers_at_first_token=layers_first,
             total_s=time.perf_counter() - t0,
             refills=refills,
+            overlapped_layers=overlapped,
         )
+
+    def _pipelined_prefill(self, ids: list[int]) -> tuple[torch.Tensor, float, int]:
+        """Execute-while-load: the prompt's prefill runs layer by layer, each layer as soon as
+        its stage is bound, while the loader moves the next ones. The operations are the
+        full forward pass's, in its order, so the logits are the fully loaded model's.
+        Returns (last position's logits, seconds blocked on the loader, layers computed
+        before the last one was bound)."""
+        waited = 0.0
+        overlapped = 0
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        pos = torch.arange(len(ids), device=self.device)
+
+        def wait(stage: int) -> None:
+            nonlocal waited
+            t = time.perf_counter()
+            self.wait_for_stage(stage)
+            waited += time.perf_counter() - t
+
+        wait(0)  # the embedding unit binds with stage 0
+        with self._step_lock:
+            h = self.model.embed(x)
+            rope = self.model.rope(pos)
+        stage_of = {i: j for j, st in enumerate(self.plan.stages) for i in st}
+        for i in range(self.shape.num_layers):
+            wait(stage_of[i])
+            with self._step_lock:
+                h = self.model.run_layer(i, h, positions=pos, rope=rope, cache=self.cache, kv_len=len(ids))
+                if self.loader.bound_stage < self.plan.num_stages - 1:
+                    overlapped += 1
+            self.pipelined_progress = i + 1
+        with self._step_lock:
+            logits = self.model.head(h[:, -1:])[0, -1]
+        return logits, waited, overlapped
+
+    def _check_request(self, prompt_ids: list[int], max_new_tokens: int) -> None:
+        if self.model is None:
+            raise RuntimeError("engine unloaded")
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if len(prompt_ids) + max_new_tokens > self.cache.max_tokens:
+            raise ValueError(
+                f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.cache.max_tokens}"
+            )
 
     def unload(self) -> None:
         """Stop loading, drop weights, cache and graphs (a cold instance again)."""
+        if self.batcher is not None:
+            self.batcher.close()  # requests in flight finish; waiting ones fail
         self.loader.cancel()
         if self._thread is not None:
             self._thread.join()
-        self.graph = None
-        self.model = None  # type: ignore[assignment]
-        self.cache = None  # type: ignore[assignment]
-        self.loader.release()  # its views into the arena must go before the arena does
-        if self.arena is not None:
-            self.arena.release()
-            self.arena = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        # dropping captured graphs and mapped memory are device calls too: done under the
+        # device lock, so they never meet another engine's capture window
+        with device_guard.exclusive():
+            self.graph = None
+            self.model = None  # type: ignore[assignment]
+            self.cache = None  # type: ignore[assignment]
+            self.loader.release()  # its views into the arena must go before the arena does
+            if self.arena is not None:
+                self.arena.release()
+                self.arena = None
+            device_guard.empty_cache(self.device)  # under the device lock: never inside a capture

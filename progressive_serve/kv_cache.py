@@ -48,3 +48,21 @@ class KVCache:
         kc.index_copy_(2, positions, k)
         vc.index_copy_(2, positions, v)
         return kc[:, :, :kv_len], vc[:, :, :kv_len]
+
+
+@dataclass
+class SlotBatch:
+    """One decode step of several sequences at once, each with its own cache and position.
+
+    Continuous batching (`progressive_serve.batching`): the linear layers run over the whole
+    batch, attention runs per sequence over that sequence's own cache, exactly as a batch-1
+    step would, so a sequence's tokens do not depend on who else is in the batch.
+    """
+
+    caches: list[KVCache]
+    positions: list[int]
+
+
+def slot_views(cache: KVCache) -> list[KVCache]:
+    """Per-sequence caches as views into one batch allocation (no copy: slot b is row b)."""
+    return [KVCache(cache.keys[:, b : b + 1], cache.values[:, b : b + 1]) for b in range(cache.keys.shape[1])]

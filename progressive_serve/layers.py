@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progressive_serve.config import LlamaShape
-from progressive_serve.kv_cache import KVCache
+from progressive_serve.kv_cache import KVCache, SlotBatch
 
 
 def _weight(*shape: int, device: torch.device | str | None, dtype: torch.dtype) -> nn.Parameter:
@@ -82,7 +82,7 @@ class LlamaAttention(nn.Module):
         *,
         positions: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        cache: KVCache,
+        cache: KVCache | SlotBatch,
         kv_len: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
@@ -90,6 +90,11 @@ class LlamaAttention(nn.Module):
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = rope
+        if isinstance(cache, SlotBatch):  # one token per sequence, each at its own position
+            cos, sin = cos.view(b, 1, 1, -1), sin.view(b, 1, 1, -1)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            out = torch.cat([self._attend_one(q, k, v, cache, i, positions) for i in range(b)])
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys, values = cache.write(self.layer_idx, positions, k, v, kv_len)
         # A key is visible to a query at or after its position; masking by position (not by a
@@ -99,6 +104,25 @@ class LlamaAttention(nn.Module):
             q, keys, values, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+    def _attend_one(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        batch: SlotBatch,
+        i: int,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Sequence i of a slot batch: its K/V into its own cache, attention over its own slots,
+        the same call (shapes, mask) as a batch-1 decode step at that position."""
+        pos = positions[i : i + 1]
+        kv_len = batch.positions[i] + 1
+        keys, values = batch.caches[i].write(self.layer_idx, pos, k[i : i + 1], v[i : i + 1], kv_len)
+        mask = torch.arange(kv_len, device=q.device)[None, :] <= pos[:, None]
+        return F.scaled_dot_product_attention(
+            q[i : i + 1], keys, values, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
+        )
 
 
 class _Linear(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progressive_serve.config import LlamaShape
-from progressive_serve.kv_cache import KVCache
+from progressive_serve.kv_cache import KVCache, SlotBatch
 from progressive_serve.layers import LlamaDecoderLayer, RMSNorm, RotaryEmbedding, _Linear, _weight
 
 _LAYER_NAME = re.compile(r"^model\.layers\.(\d+)\.")
@@ -135,6 +135,21 @@ class AlphaGatedLlama(nn.Module):
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.model.norm(h)).float()
+
+    def decode_rows(self, tokens: list[int], positions: list[int], caches: list[KVCache]) -> torch.Tensor:
+        """One decode step for several sequences (continuous batching): token i at position
+        `positions[i]` with cache `caches[i]`. Linear layers see the whole batch; attention
+        is per sequence (`SlotBatch`). Returns float32 logits (batch, vocab)."""
+        ids = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self.device)
+        pos = torch.tensor(positions, dtype=torch.long, device=self.device)
+        batch = SlotBatch(caches, list(positions))
+        h = self.embed(ids)
+        rope = self.rope(pos)
+        for i in range(self.shape.num_layers):
+            if self.skip_inactive and not self.active[i]:
+                continue
+            h = self.run_layer(i, h, positions=pos, rope=rope, cache=batch, kv_len=0)  # type: ignore[arg-type]
+        return self.head(h)[:, -1]
 
     def forward(
         self,

@@ -116,3 +116,43 @@ def test_cuda_engine_without_graphs_matches_cpu(tiny, cpu_tokens):
     assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
     assert eng.timings.context_s > 0
     eng.unload()
+
+
+@cuda
+def test_engines_built_captured_and_unloaded_in_parallel_threads(tiny, cpu_tokens):
+    """The replay server's pattern on a real device: captures in some threads while others
+    build, serve and unload (device-wide calls go through `device_guard`); no capture error."""
+    import threading
+
+    errors: list[BaseException] = []
+    tokens: list[list[int]] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(3):
+                eng = ProgressiveEngine(tiny, full_plan(6), device="cuda", use_cuda_graph=True, max_tokens=64)
+                eng.start(background=False)
+                tokens.append(eng.generate(random_prompt(eng.shape, 6), 8).tokens)
+                eng.unload()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, repr(errors[0])
+    assert tokens == [cpu_tokens[-1]] * 12
+
+
+@cuda
+def test_cuda_batching_and_pipelined_prefill_give_the_cpu_tokens(tiny, cpu_tokens):
+    from policies.plan import pipelined_plan
+
+    eng = ProgressiveEngine(tiny, full_plan(6), device="cuda", max_tokens=64, max_batch=2).start(background=False)
+    assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
+    eng.unload()
+    eng = ProgressiveEngine(tiny, pipelined_plan(6), device="cuda", max_tokens=64).start()
+    assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
+    eng.unload()

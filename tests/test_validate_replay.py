@@ -87,8 +87,13 @@ def test_segment_of_the_real_trace_has_real_token_counts():
 
 
 def test_errors_against_hand_computed_percentiles():
-    real = pd.DataFrame({"ttft_s": [1.0, 1.0, 1.0, 1.0, 5.0], "cold": [True, False, False, False, True],
-                         "refills": [1, 0, 0, 2, 0]})
+    real = pd.DataFrame(
+        {
+            "ttft_s": [1.0, 1.0, 1.0, 1.0, 5.0],
+            "cold": [True, False, False, False, True],
+            "refills": [1, 0, 0, 2, 0],
+        }
+    )
     sim = pd.DataFrame({
         "ttft_s": [2.0, 2.0, 2.0, 2.0, 10.0, 99.0],
         "cold": [True, True, False, False, True, True],
@@ -219,3 +224,52 @@ def test_server_evicts_idle_lru_instance_when_memory_is_full(monkeypatch, tmp_pa
     )
     assert list(rows["cold"]) == [True, True, True]  # b's start evicted idle a
     assert server.counters["overcommits"] == 0
+
+
+class ConcurrentFakeEngine(FakeEngine):
+    """Like FakeEngine, and records how many generate calls overlap (a batching engine's view)."""
+
+    inside = 0
+    most = 0
+
+    def generate(self, prompt, n):
+        with FakeEngine.lock:
+            ConcurrentFakeEngine.inside += 1
+            ConcurrentFakeEngine.most = max(ConcurrentFakeEngine.most, ConcurrentFakeEngine.inside)
+        time.sleep(0.4)
+        with FakeEngine.lock:
+            ConcurrentFakeEngine.inside -= 1
+        return _Result(self.GEN_S)
+
+
+def test_server_with_two_slots_sends_concurrent_requests_to_one_batching_instance(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner_mod, "make_engine", lambda spec, plan: ConcurrentFakeEngine())
+    monkeypatch.setattr(runner_mod, "drop_file_cache", lambda files: None)
+    FakeEngine.made = FakeEngine.unloaded = 0
+    ConcurrentFakeEngine.most = 0
+    seg = pd.DataFrame({"arrival_s": [0.0, 0.25, 0.3, 0.35], "model": ["a"] * 4,
+                        "prompt_tokens": 4, "output_tokens": 2})  # fmt: skip
+    spec = ServerSpec(engine=None, files=(), keepalive="fixed", ttl_s=5.0, capacity_bytes=10.0,
+                      footprint_bytes=1.0, vocab_size=100, slots=2)  # fmt: skip
+    from policies.plan import full_plan
+
+    server = ReplayServer(spec, full_plan(2))
+    rows = server.run(seg)
+    # 0.25 shares the serving instance (ready at 0.15, busy until 0.55); 0.3 finds both of its
+    # slots taken and starts a second instance; 0.35 joins that one while it loads
+    assert list(rows["instance_id"]) == [0, 0, 1, 1]
+    assert list(rows["cold"]) == [True, False, True, True]
+    assert ConcurrentFakeEngine.most >= 2 and FakeEngine.made == 2 and FakeEngine.unloaded == 2
+
+
+def test_replay_profile_carries_the_replay_batch_and_its_kv():
+    from test_validate_units import sample_measurements
+
+    measured = build_profile_dict(sample_measurements(), "toy")
+    four = profile_from_dict(json.loads(json.dumps(replay_profile(measured, 512, max_instances=2, batch=4))))
+    assert four.models[0].max_batch == 4 and four.models[0].max_tokens_in_flight == 4 * 512
+    # each instance's memory holds four KV slots: the simulator's capacity says the same
+    per_instance = 500_000_000 + 1024 * 4 * 512
+    assert four.hardware.gpu_memory_gb - four.hardware.gpu_reserved_gb == pytest.approx(
+        2 * per_instance / 1e9, rel=1e-3
+    )

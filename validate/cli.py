@@ -17,8 +17,24 @@ from pathlib import Path
 from validate.config import RunConfig, default_cache_dir, default_trace_dir
 from validate.errors import ValidateError
 
-SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 1}
-FULL_REPLAY = {"start": 240, "end": 300, "compress": 60.0, "per_minute": 0}
+ALL_POLICIES = "full/none,full/fixed,progressive/none,progressive/fixed"
+# Replay presets: where the segment comes from, how compressed, how many requests, which policies.
+SMALL_REPLAY = {"start": 255, "end": 285, "compress": 120.0, "per_minute": 1, "max_requests": 0,
+                "policies": ALL_POLICIES}  # CPU --small: about a minute  # fmt: skip
+FULL_REPLAY = {"start": 240, "end": 300, "compress": 60.0, "per_minute": 0, "max_requests": 0,
+               "policies": ALL_POLICIES}  # fmt: skip
+# GPU short: 30 requests over ~27 s of wall time, every one a cold start (no keep-alive), the
+# two stagings the question is about; about 2 minutes for a 7B model (docs/validate.md)
+GPU_SHORT_REPLAY = {"start": 240, "end": 300, "compress": 120.0, "per_minute": 1, "max_requests": 30,
+                    "policies": "full/none,progressive/none"}  # fmt: skip
+
+
+def replay_preset(name: str | None, small: bool, gpu: bool) -> dict:
+    """`--replay-preset`: short (default with --small) or full; short means the CPU's or the GPU's."""
+    name = name or ("short" if small else "full")
+    if name == "full":
+        return FULL_REPLAY
+    return GPU_SHORT_REPLAY if gpu else SMALL_REPLAY
 
 
 def parse_policies(text: str) -> tuple[tuple[str, str], ...]:
@@ -68,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=default_cache_dir(), help="where generated checkpoints are kept"
     )
     p.add_argument("--trace-dir", type=Path, default=default_trace_dir(), help="folder of the trace samples")
-    p.add_argument("--policies", default="full/none,full/fixed,progressive/none,progressive/fixed",
-                   help="replayed STAGING/KEEPALIVE pairs, comma-separated")  # fmt: skip
+    p.add_argument("--policies", default=None,
+                   help=f"replayed STAGING/KEEPALIVE pairs, comma-separated (default {ALL_POLICIES}; "
+                   "the GPU's short preset: full/none,progressive/none)")  # fmt: skip
+    p.add_argument("--replay-preset", choices=("short", "full"), default=None,
+                   help="short (default with --small): CPU 30 trace minutes at 120x; GPU 30 requests, two "
+                   "policies, ~2 min; full: minutes 240-300 at 60x, four policies")  # fmt: skip
     p.add_argument("--replay-window", help="trace minutes START:END (default 240:300; --small 255:285)")
     p.add_argument("--replay-compress", type=float, help="time compression (default 60; --small 120)")
     p.add_argument("--replay-models", type=int, default=3, help="busiest functions mapped to models")
@@ -77,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replay-max-requests", type=int, default=0, help="cap on the segment's requests (0: none)"
     )
+    p.add_argument(
+        "--replay-batch", type=int, default=1,
+        help="requests an engine serves at once in the replay (>1: the engine's continuous batching, eager decode)",
+    )  # fmt: skip
+    p.add_argument(
+        "--replay-max-instances", type=int, default=4,
+        help="GPU: most engines held at once; fewer if measured free memory says so (default 4)",
+    )  # fmt: skip
     p.add_argument(
         "--ttl", type=float, help="fixed keep-alive seconds (default: 10 trace minutes, compressed)"
     )
@@ -97,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
-    preset = SMALL_REPLAY if args.small and not args.gpu else FULL_REPLAY
+    preset = replay_preset(args.replay_preset, args.small, args.gpu)
+    if args.replay_batch < 1:
+        raise ValidateError(f"--replay-batch must be at least 1, got {args.replay_batch}.")
     start, end = preset["start"], preset["end"]
     if args.replay_window:
         try:
@@ -120,7 +150,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         network_gbps=args.network_gbps,
         seed=args.seed,
         command=" ".join(["python -m validate", *(shlex.quote(a) for a in argv)]),
-        policies=parse_policies(args.policies),
+        policies=parse_policies(args.policies or str(preset["policies"])),
         replay_start_min=start,
         replay_end_min=end,
         replay_compress=args.replay_compress or preset["compress"],
@@ -128,7 +158,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         replay_max_per_minute=preset["per_minute"]
         if args.replay_max_per_minute is None
         else args.replay_max_per_minute,
-        replay_max_requests=args.replay_max_requests,
+        replay_max_requests=args.replay_max_requests or int(preset["max_requests"]),
+        replay_max_instances=args.replay_max_instances,
+        replay_batch=args.replay_batch,
         keepalive_ttl_s=args.ttl,
     )
 

@@ -26,14 +26,16 @@ class EngineSpec:
     dtype: str
     use_cuda_graph: bool
     max_tokens: int
+    max_batch: int = 1  # > 1: continuous batching, which decodes eagerly (no decode graph)
 
 
 def make_engine(spec: EngineSpec, plan: StagePlan):
     from progressive_serve.engine import ProgressiveEngine
 
     return ProgressiveEngine(
-        spec.ckpt_dir, plan, device=spec.device, dtype=spec.dtype, use_cuda_graph=spec.use_cuda_graph,
-        max_tokens=spec.max_tokens,
+        spec.ckpt_dir, plan, device=spec.device, dtype=spec.dtype,
+        use_cuda_graph=spec.use_cuda_graph and spec.max_batch == 1, max_tokens=spec.max_tokens,
+        max_batch=spec.max_batch,
     )  # fmt: skip
 
 

@@ -39,6 +39,9 @@ class Sizes:
     overhead_steps: int
     engine_max_tokens: int
     probe_repeats: int  # disk reads and fresh processes: each costs seconds
+    engine_batches: tuple[int, ...] = (1, 4)  # the engine's own continuous batching (validate/batching.py)
+    engine_batch_tokens: int = 8
+    served_contexts: tuple[int, ...] = (16, 128, 448)  # positions of the engine's own decode step
 
 
 CPU_SIZES = Sizes(
@@ -60,12 +63,15 @@ GPU_SIZES = Sizes(
     decode_context=128,
     repeats=5,
     copy_bytes=512 * 2**20,
-    disk_probe_bytes=4 * 2**30,
+    disk_probe_bytes=2 * 2**30,  # 3 cold reads of it; at 2+ GB/s each still lasts a second
     quality_tokens=1024,
     ttft_prompt_tokens=128,
     overhead_steps=128,
     engine_max_tokens=4096,
     probe_repeats=3,
+    engine_batches=(1, 8, 32),
+    engine_batch_tokens=32,
+    served_contexts=(128, 1024, 4000),
 )
 
 
@@ -98,6 +104,8 @@ class RunConfig:
     replay_models: int = 3
     replay_max_per_minute: int = 0
     replay_max_requests: int = 0
+    replay_batch: int = 1  # requests an engine serves at once in the replay (continuous batching if > 1)
+    replay_max_instances: int = 4  # GPU: at most this many engines at once (validate/replay/capacity.py)
     keepalive_ttl_s: float | None = None  # None: 10 trace minutes, compressed
 
     @property

@@ -102,10 +102,13 @@ def usable_cores() -> int:
 
 
 def synchronize(device: str) -> None:
+    """Device-wide, through the engine's one owner of such calls (never inside a capture)."""
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.synchronize()
+        from progressive_serve import device_guard
+
+        device_guard.synchronize(torch.device(device))
 
 
 def timed(fn: Callable[[], object], device: str) -> tuple[float, object]:

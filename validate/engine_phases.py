@@ -4,7 +4,9 @@ A process start and a CUDA context can only be measured in a fresh process (this
 already has both), so each is timed in a child interpreter: the wall time of
 `python -c "import progressive_serve.engine"` is what a serverless worker pays before
 its engine exists, and the child's own stopwatch around the first CUDA call is the
-context. The median of a few children discounts one slow outlier.
+context. The median of a few children discounts one slow outlier. The memory a context
+holds is the child's view of used memory minus everyone else's, read in this process just
+before the child (`probe_context`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +31,81 @@ CUDA_CONTEXT_SNIPPET = (
     "free, total = torch.cuda.mem_get_info()\n"
     "print(s, total - free)\n"
 )
+
+
+class DeviceMemory(Protocol):
+    """The two device calls the context probe needs from the measuring (parent) process."""
+
+    def quiesce(self) -> None:
+        """Finish this process's work and hand its cached blocks back (sync, empty_cache)."""
+
+    def used_bytes(self) -> int:
+        """Device-wide bytes in use now (total - free), whoever holds them."""
+
+
+class TorchDeviceMemory:
+    """`DeviceMemory` on CUDA device 0, through the engine's one owner of device-wide calls."""
+
+    def quiesce(self) -> None:
+        import torch
+
+        from progressive_serve import device_guard
+
+        dev = torch.device("cuda:0")
+        device_guard.synchronize(dev)
+        device_guard.empty_cache(dev)
+
+    def used_bytes(self) -> int:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(0)
+        return int(total - free)
+
+
+@dataclass(frozen=True)
+class ContextProbe:
+    """Median seconds of a fresh process's first CUDA call and the bytes its context holds."""
+
+    seconds: float
+    own_bytes: int
+    samples: tuple[tuple[float, int], ...]  # (seconds, own bytes) per child
+    parent_drift_bytes: int  # largest change of everyone else's usage across one child: ~0 if clean
+
+    @property
+    def reserved_gb(self) -> float:
+        return self.own_bytes / 1e9
+
+
+def probe_context(
+    memory: DeviceMemory, run_child: Callable[[], tuple[float, int]], repeats: int
+) -> ContextProbe:
+    """Only the child's own reservation: everyone else's usage is read just before each child
+    (this process quiesced first, so its cached blocks are gone and nothing is in flight) and
+    subtracted from what the child sees. The child's `total - free` alone counted this
+    process's context and the copy probe's 512 MiB cache as well."""
+    samples, drift = [], 0
+    for _ in range(repeats):
+        memory.quiesce()
+        before = memory.used_bytes()
+        seconds, child_used = run_child()
+        after = memory.used_bytes()
+        drift = max(drift, abs(after - before))
+        samples.append((seconds, max(0, child_used - before)))
+    return ContextProbe(
+        statistics.median(s for s, _ in samples),
+        int(statistics.median(b for _, b in samples)),
+        tuple(samples),
+        drift,
+    )
+
+
+def _context_child() -> tuple[float, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", CUDA_CONTEXT_SNIPPET],
+        check=True, env=_child_env(), cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    seconds, used = out.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(float(used))
 
 
 def _child_env() -> dict:
@@ -47,18 +127,9 @@ def process_start_s(repeats: int = 3) -> float:
     return statistics.median(secs)
 
 
-def cuda_context(repeats: int = 3) -> tuple[float, float]:
-    """(median seconds of a fresh process's first CUDA call, GB of device memory the context holds)."""
-    secs, held = [], []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", CUDA_CONTEXT_SNIPPET],
-            check=True, env=_child_env(), cwd=PROJECT_ROOT, capture_output=True, text=True,
-        )  # fmt: skip
-        seconds, used = out.stdout.strip().splitlines()[-1].split()
-        secs.append(float(seconds))
-        held.append(float(used) / 1e9)
-    return statistics.median(secs), statistics.median(held)
+def cuda_context(repeats: int = 3) -> ContextProbe:
+    """A fresh process's first CUDA call, timed in children; the memory only their context holds."""
+    return probe_context(TorchDeviceMemory(), _context_child, repeats)
 
 
 def summarize_layers(records: list[dict]) -> dict[str, float]:

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Run `python -m validate` on a lent GPU machine, one step per call (each fits a 10-minute call).
+# Run `python -m validate` on a lent GPU machine.
 #
+#   bash validate/gpu_run.sh all           # everything in one call of at most 8 minutes (validate/gpu_all.py):
+#                                          # CUDA tests, small model, GPU bench, 7B measure, 7B short replay
+#   bash validate/gpu_run.sh all --dry-run # the CPU rehearsal of that call (CI runs it)
+#
+# or one step per call (each fits a 10-minute call):
 #   bash validate/gpu_run.sh small     # every GPU code path on SmolLM2's shape, with replay: ~2-3 min
 #   bash validate/gpu_run.sh measure   # LLaMA-2-7B shapes (13.5 GB written once to runs/cache): ~4-6 min
 #   bash validate/gpu_run.sh replay    # replay on the 7B profile measured by `measure`: ~6-8 min
@@ -24,8 +29,11 @@ mkdir -p "$OUT" runs
 nvidia-smi --query-gpu=name,memory.total,pcie.link.gen.max,pcie.link.width.max --format=csv > "$OUT/nvidia-smi.csv" || true
 rc=0
 case "${1:-}" in
+  all)
+    shift
+    python3 -m validate.gpu_all --out "$OUT" --cache-dir runs/cache "$@" || rc=$? ;;
   small)
-    python3 -m validate --gpu --small --replay --cache-dir runs/cache --out runs/gpu-small 2>&1 \
+    python3 -m validate --gpu --small --replay --replay-preset short --cache-dir runs/cache --out runs/gpu-small 2>&1 \
       | tee "$OUT/small.log" || rc=$?
     tar czf "$OUT/gpu-small.tgz" --exclude='*.parquet' runs/gpu-small || true ;;
   measure)
@@ -40,7 +48,7 @@ case "${1:-}" in
       --out runs/gpu-7b-replay 2>&1 | tee "$OUT/replay.log" || rc=$?
     tar czf "$OUT/gpu-7b-replay.tgz" --exclude='*.parquet' runs/gpu-7b-replay || true ;;
   *)
-    echo "usage: bash validate/gpu_run.sh small|measure|replay" >&2
+    echo "usage: bash validate/gpu_run.sh all [--dry-run]|small|measure|replay" >&2
     exit 2 ;;
 esac
 exit $rc

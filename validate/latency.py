@@ -116,10 +116,39 @@ def lerp_seconds_per_step(hidden_size: int, num_layers: int, dtype: str, device:
 
     fn = run
     if device.startswith("cuda"):
+        from progressive_serve import device_guard
+
         graph = torch.cuda.CUDAGraph()
         run()
-        torch.cuda.synchronize()
-        with torch.cuda.graph(graph):
-            run()
+        with device_guard.capture_window(torch.device(device)):  # the one owner of captures
+            device_guard.synchronize(torch.device(device))
+            with torch.cuda.graph(graph):
+                run()
         fn = graph.replay
     return statistics.median(repeat_timed(fn, device, repeats)) / inner
+
+
+def served_decode_by_context(engine, device: str, contexts: tuple[int, ...], repeats: int) -> dict:
+    """Median seconds of the decode step the engine itself serves (its captured graph on CUDA,
+    eager elsewhere) at several positions. The graph attends over all of the cache's slots
+    whatever the position (a fixed shape), so on CUDA the step should not grow with context;
+    the eager step attends over position + 1 slots."""
+    import torch
+
+    usable = [c for c in contexts if c < engine.cache.max_tokens]
+
+    def at(pos: int):
+        @torch.inference_mode()
+        def step():
+            return engine._decode(1, pos)
+
+        return step
+
+    secs = [statistics.median(repeat_timed(at(c), device, repeats)) for c in usable]
+    return {
+        "contexts": usable,
+        "seconds": secs,
+        "cuda_graph": engine.graph is not None,
+        "kv_slots_attended": engine.cache.max_tokens if engine.graph is not None else "position + 1",
+        "method": "engine._decode at each position, fully loaded, batch 1",
+    }

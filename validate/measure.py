@@ -18,12 +18,13 @@ from tqdm import tqdm
 
 from contracts.plan import full_plan, pipelined_plan, progressive_plan
 from validate import engine_phases
+from validate.batching import measure_batching
 from validate.coldstart import EngineSpec, make_engine, measure_cold_start, release
 from validate.config import PROGRESSIVE_FRACTIONS, RunConfig
 from validate.device import DeviceInfo, host_memory_gb, select_device
 from validate.errors import ValidateError
 from validate.graphs import check_graph_invariance
-from validate.latency import gate_overhead, lerp_seconds_per_step, stage_tables
+from validate.latency import gate_overhead, lerp_seconds_per_step, served_decode_by_context, stage_tables
 from validate.limits import LinkLimit, block_device_limit, gpu_pcie_limit
 from validate.models import ModelChoice, checkpoint_summary, choose_model
 from validate.probes import Bandwidth, copy_bandwidths, disk_read
@@ -37,7 +38,7 @@ from validate.stage_quality import (
     stage_names,
 )
 
-STEPS = 8
+STEPS = 9
 KV_UTILIZATION = 0.9  # share of memory left after weights that the KV cache may take (vLLM's default)
 
 
@@ -115,9 +116,10 @@ def run_measurements(cfg: RunConfig) -> Measurements:
 
     step("process start")
     process_s = engine_phases.process_start_s(sizes.probe_repeats)
-    context_s, reserved_gb = (
-        engine_phases.cuda_context(sizes.probe_repeats) if dev.kind == "cuda" else (0.0, 0.0)
-    )
+    context_s, reserved_gb = 0.0, 0.0
+    if dev.kind == "cuda":
+        ctx = engine_phases.cuda_context(sizes.probe_repeats)
+        context_s, reserved_gb = ctx.seconds, ctx.reserved_gb
     bar.update()
 
     step("cold starts")
@@ -144,9 +146,13 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     lerp_s = lerp_seconds_per_step(engine.shape.hidden_size, n, cfg.dtype, device, sizes.repeats)
     overhead = gate_overhead(engine, prompt, sizes.overhead_steps, lerp_s)
     overhead["lerp_s_per_step"] = lerp_s
+    served = served_decode_by_context(engine, device, sizes.served_contexts, sizes.repeats)
     release(engine)
     bar.update()
 
+    step("batching")
+    batching = measure_batching(spec, full_plan(n), prompt, sizes.engine_batches, sizes.engine_batch_tokens)
+    bar.update()
     step("graph check")
     graph = check_graph_invariance(spec, prog)
     bar.update()
@@ -184,6 +190,8 @@ def run_measurements(cfg: RunConfig) -> Measurements:
         ),
         notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in),
         run_seconds=run_seconds,
+        batching=batching,
+        served_decode=served,
     )
 
 
@@ -265,7 +273,7 @@ def _notes(dev: DeviceInfo, eng: dict, quality: QualityResult, stand_in: bool) -
             f"{eng['loader_efficiency_warm']:.2f} of pinned host-to-device"
         ),
         "models[0].max_tokens_in_flight": f"{KV_UTILIZATION:.0%} of the memory left after weights and reserve",
-        "models[0].decode": "model forward with a batch KV cache (the engine itself serves batch 1)",
+        "models[0].decode": "model forward with a batch KV cache; the engine's own batched serving and its served decode step vs context are in provenance.measured.batching and served_decode",
     }
     if stand_in:
         notes["models[0].layer_importance"] = "not written: the timed checkpoint has random weights"

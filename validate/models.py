@@ -55,7 +55,7 @@ def random_checkpoint_dir(cache_dir: Path, shape: str, dtype: str) -> Path:
     done = out / ".complete"
     if not done.exists():
         print(f"writing a random {shape}-shaped checkpoint to {out} (once) ...", file=sys.stderr, flush=True)
-        write_random_checkpoint(out, shape=shape, seed=0, dtype=dtype)
+        write_random_checkpoint(out, shape=shape, seed=0, dtype=dtype, tiled=True)  # disk-bound, not RNG-bound
         done.write_text("ok\n")
     return out
 

@@ -107,6 +107,8 @@ def build_profile_dict(m: Measurements, name: str, network_gbps: float = DEFAULT
         "cold_start": [c.__dict__ for c in m.cold_starts],
         "gate_overhead": m.gate_overhead,
         "cuda_graph": m.graph_check,
+        "batching": m.batching,
+        "served_decode": m.served_decode,
         "stage_latency": {
             k: {"prefill": _table(m.prefill[k]), "decode": _table(m.decode[k])}
             for k in m.prefill

@@ -168,6 +168,30 @@ def render_report(
                 ]
             ],
         )
+    sd = m.served_decode
+    if sd.get("contexts"):
+        how = (
+            "captured graph: attends every cache slot"
+            if sd.get("cuda_graph")
+            else "eager: attends position + 1 slots"
+        )
+        lines += [f"## The engine's own decode step vs context ({how})", ""]
+        rows = [[str(c), fmt(t)] for c, t in zip(sd["contexts"], sd["seconds"], strict=False)]
+        lines += _table(["position", "seconds"], rows)
+    if m.batching:
+        lines += ["## Continuous batching (the engine serving B requests at once)", ""]
+        lines += _table(
+            ["batch", "decode s/step", "tokens/s", "largest shared step"],
+            [
+                [
+                    str(r["batch"]),
+                    fmt(r["decode_s_per_step"]),
+                    fmt(r["tokens_per_s"]),
+                    str(r["largest_shared_step"]),
+                ]
+                for r in m.batching
+            ],
+        )
     lines += ["## CUDA-graph invariance across stages", ""]
     gc = m.graph_check
     if gc.get("skipped"):

@@ -77,6 +77,10 @@ class Measurements:
     max_tokens_in_flight: int = 1
     notes: dict[str, str] = field(default_factory=dict)
     run_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step of this run
+    # the engine's continuous batching (validate/batching.py)
+    batching: list[dict] = field(default_factory=list)
+    # the engine's own decode step vs context (validate/latency.py)
+    served_decode: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

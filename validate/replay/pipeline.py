@@ -2,9 +2,9 @@
 
 The simulator gets a *replay profile*: the measured profile with the two phases this
 in-process server never pays set to zero (process start, CUDA context: one process hosts
-every engine here), and batch 1 with the engine's KV size (the engine serves one request
-at a time). Everything else (bandwidths, loader efficiency, allocation, latency tables,
-stage quality) is the measured profile's, so the error measures the simulator's model,
+every engine here), and the engine's batch (1 unless `--replay-batch`) with the engine's
+KV size. Everything else (bandwidths, loader efficiency, allocation, latency tables, stage
+quality) is the measured profile's, so the error measures the simulator's model,
 not a mismatch of inputs.
 """
 
@@ -24,6 +24,7 @@ from validate.coldstart import EngineSpec
 from validate.config import PROGRESSIVE_FRACTIONS, RunConfig
 from validate.errors import ValidateError
 from validate.profile_writer import write_profile
+from validate.replay.capacity import ReplayCapacity, activation_bytes, measured_free_bytes, size_replay
 from validate.replay.compare import PolicyError, compare_policy, format_table, markdown_table
 from validate.replay.runner import ReplayServer, ServerSpec
 from validate.replay.segment import SegmentSpec, build_segment, write_requests_csv
@@ -44,7 +45,9 @@ def footprint_bytes(profile: dict) -> int:
     return profile_from_dict(profile, "replay profile").models[0].footprint_bytes
 
 
-def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | None = None) -> dict:
+def replay_profile(
+    profile: dict, engine_max_tokens: int, max_instances: int | None = None, batch: int = 1
+) -> dict:
     """The measured profile adjusted to what the in-process replay server does (see module doc).
 
     `max_instances` caps the device's memory at that many instances: on the CPU, where
@@ -57,11 +60,11 @@ def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | N
     d["engine"]["process_start_s"] = 0.0
     d["engine"]["cuda_context_s"] = 0.0
     for m in d["models"]:
-        m["max_batch"] = 1
-        m["max_tokens_in_flight"] = engine_max_tokens
+        m["max_batch"] = batch
+        m["max_tokens_in_flight"] = engine_max_tokens * batch  # one KV slot of max_tokens per sequence
     note = (
         "for replay only: process start and CUDA context 0 (one process hosts every engine), "
-        f"batch 1 and {engine_max_tokens} KV tokens (the engine's own)"
+        f"batch {batch} and {engine_max_tokens * batch} KV tokens (the engine's own)"
     )
     if max_instances:
         hw = d["hardware"]
@@ -71,6 +74,27 @@ def replay_profile(profile: dict, engine_max_tokens: int, max_instances: int | N
         note += f"; device memory for {max_instances} instances"
     d["provenance"].setdefault("notes", {})["replay"] = note
     return d
+
+
+def gpu_capacity(cfg: RunConfig, profile: dict, ckpt_dir: Path, max_prompt_tokens: int) -> ReplayCapacity:
+    """Instances the replay may hold on the GPU, from free memory measured now (see `capacity`)."""
+    conf = json.loads((ckpt_dir / "config.json").read_text())
+    footprint = footprint_bytes(replay_profile(profile, cfg.sizes.engine_max_tokens, batch=cfg.replay_batch))
+    extra = activation_bytes(
+        hidden=int(conf["hidden_size"]),
+        intermediate=int(conf["intermediate_size"]),
+        heads=int(conf["num_attention_heads"]),
+        prompt_tokens=max_prompt_tokens,
+        kv_tokens=cfg.sizes.engine_max_tokens,
+        element_size=2 if cfg.dtype in ("float16", "bfloat16") else 4,
+    )
+    return size_replay(
+        measured_free_bytes("cuda:0"),
+        footprint,
+        extra,
+        max_instances=cfg.replay_max_instances,
+        where="cuda:0",
+    )
 
 
 def plan_for(staging: str, num_layers: int, importance: list[float] | None) -> StagePlan:
@@ -115,14 +139,19 @@ def run_replay(
     segment = build_segment(spec)
     csv = write_requests_csv(segment, out_dir / "requests.csv")
     sizes = cfg.sizes
-    rprof = replay_profile(profile, sizes.engine_max_tokens, None if cfg.gpu else cfg.replay_models)
+    capacity = None
+    if cfg.gpu:
+        capacity = gpu_capacity(cfg, profile, ckpt_dir, int(segment["prompt_tokens"].max()))
+        print(f"replay capacity: {capacity.describe()}", flush=True)
+    instances = capacity.instances if capacity is not None else cfg.replay_models
+    rprof = replay_profile(profile, sizes.engine_max_tokens, instances, cfg.replay_batch)
     rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
     model = rprof["models"][0]
     hw = rprof["hardware"]
     footprint = footprint_bytes(rprof)
     device = "cuda:0" if cfg.gpu else "cpu"
     vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
-    engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens)
+    engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens, cfg.replay_batch)
     have_sim = sim_cli_available()
     errors, commands = [], []
     bar = tqdm(total=len(segment) * len(cfg.policies), desc="replay", unit="req")
@@ -133,7 +162,7 @@ def run_replay(
         server = ReplayServer(
             ServerSpec(
                 engine, tuple(files), keepalive, cfg.ttl_s, (hw["gpu_memory_gb"] - hw.get("gpu_reserved_gb", 0.0)) * 1e9,
-                footprint, vocab, cfg.seed,
+                footprint, vocab, cfg.seed, cfg.replay_batch,
             ),
             plan,
         )  # fmt: skip
@@ -160,6 +189,9 @@ def run_replay(
         "requests": len(segment),
         "ttl_s": cfg.ttl_s,
         "sim_commands": commands,
+        "capacity": capacity.to_dict()
+        if capacity is not None
+        else {"instances": instances, "rule": "CPU: one per model"},
     }
     pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
     (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")

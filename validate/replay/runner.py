@@ -5,8 +5,9 @@ The server mirrors what the simulator models for one GPU, with its default route
 else joins a loading one with a free slot, else a new instance is started (a cold start:
 engine construction, then staged loading), evicting idle instances least recently used
 first when memory would overflow (and, where nothing can be evicted, it queues on the
-least-loaded instance). An instance serves one request at a time (the engine's batch is
-1, and the replay profile says so), and is kept for the keep-alive TTL after it goes
+least-loaded instance). An instance serves `slots` requests at once (1 by default; more
+with `--replay-batch`, through the engine's continuous batching, and the replay profile
+says the same batch), and is kept for the keep-alive TTL after it goes
 idle ("none": evicted at once). A model's first load reads its checkpoint with the page cache dropped, the
 simulator's "from SSD"; later loads find it in the page cache, the simulator's "from
 host DRAM". All model names share one checkpoint folder, so the cache is dropped
@@ -41,9 +42,7 @@ class ServerSpec:
     footprint_bytes: float
     vocab_size: int
     seed: int = 0
-
-
-SLOTS = 1  # requests an instance serves at once: the engine's batch
+    slots: int = 1  # requests an instance serves at once: the engine's batch (continuous batching if > 1)
 
 
 @dataclass(eq=False)
@@ -85,10 +84,10 @@ class ReplayServer:
     def _route(self, model: str) -> _Instance:
         """The simulator's least_loaded router (lock held): serving, then loading, then a new instance."""
         mine = [i for i in self.instances if i.model == model]
-        serving = [i for i in mine if i.ready and i.active < SLOTS]
+        serving = [i for i in mine if i.ready and i.active < self.spec.slots]
         if serving:
             return min(serving, key=lambda i: (i.active, i.iid))
-        loading = [i for i in mine if not i.ready and i.active < SLOTS]
+        loading = [i for i in mine if not i.ready and i.active < self.spec.slots]
         if loading:
             return min(loading, key=lambda i: (i.active, i.iid))
         inst = self._start_instance(model)
@@ -127,6 +126,7 @@ class ReplayServer:
     # -- one instance's life ------------------------------------------------------------------------
     def _worker(self, inst: _Instance, first_load: bool) -> None:
         engine = None
+        serving: list[threading.Thread] = []
         try:
             if first_load:
                 drop_file_cache(list(self.spec.files))
@@ -137,11 +137,17 @@ class ReplayServer:
                 inst.ready = True
             while True:
                 timeout = self.spec.ttl_s if self.spec.keepalive == "fixed" else 0.0
+                busy = inst.active > 0  # batched requests still in flight: not idle yet
                 try:
-                    item = inst.inbox.get(timeout=timeout) if timeout > 0 else inst.inbox.get_nowait()
+                    if busy:
+                        item = inst.inbox.get(timeout=0.005)
+                    else:
+                        item = inst.inbox.get(timeout=timeout) if timeout > 0 else inst.inbox.get_nowait()
                 except queue.Empty:
+                    if busy:  # a poll while requests were in flight: idleness starts now, not then
+                        continue
                     with self.lock:
-                        if inst.inbox.empty():
+                        if inst.inbox.empty() and inst.active == 0:
                             inst.evicted = True
                             if inst in self.instances:
                                 self.instances.remove(inst)
@@ -152,7 +158,14 @@ class ReplayServer:
                     with self.lock:
                         self.counters["evictions"] += 1
                     return
-                self._serve(engine, inst, *item)
+                if self.spec.slots == 1:
+                    self._serve(engine, inst, *item)
+                else:  # the engine batches concurrent calls: each request in its own thread
+                    t = threading.Thread(
+                        target=self._serve_or_record, args=(engine, inst, *item), daemon=True
+                    )
+                    t.start()
+                    serving.append(t)
         except BaseException as e:  # surfaced by run(); a worker must never die silently
             self.errors.append(e)
             with self.lock:
@@ -160,8 +173,16 @@ class ReplayServer:
                 if inst in self.instances:
                     self.instances.remove(inst)
         finally:
+            for t in serving:  # batched requests finish before their engine goes
+                t.join()
             if engine is not None:
                 release(engine)
+
+    def _serve_or_record(self, engine, inst: _Instance, *item) -> None:
+        try:
+            self._serve(engine, inst, *item)
+        except BaseException as e:  # surfaced by run()
+            self.errors.append(e)
 
     def _serve(
         self, engine, inst: _Instance, request_id: int, arrival: float, cold: bool, prompt, out_tokens
