@@ -140,8 +140,6 @@ class FlowNetwork:
                 link.bytes_carried += t.remaining  # account for rounding so totals are exact
                 if self.on_bytes is not None:
                     self.on_bytes(link.kind, t.nbytes)
-            t.remaining = 0.0
-            t.rate = 0.0
             self._reallocate()
             t.done.succeed()
 

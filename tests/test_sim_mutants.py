@@ -24,6 +24,7 @@ from test_sim_properties import run_sim, small_profile_dict
 from policies import Keep, KeepAlivePolicy, Place, PlacementPolicy, StagePlan, StagingPolicy, load_policy
 from policies.decisions import SERVE
 from sim.config import SimConfig
+from sim.flows import FlowNetwork, Link
 from sim.profile import profile_from_dict
 from sim.simulator import gpus_can_be_shared, move_clock
 from traces.request import Request
@@ -478,3 +479,28 @@ def test_a_request_spanning_several_stages_gets_the_quality_of_each(fidelity):
     assert r.finish_s == pytest.approx(7.3, rel=1e-12)
     assert r.quality == pytest.approx(0.3, rel=1e-12)
     assert total(sim, "refills") == 3  # three stages bind mid-request
+
+
+# ---------------------------------------------------------------------------------------------
+# the link solver (sim/flows.py): what its mutation run left alive
+
+
+def test_a_link_of_under_one_byte_per_second_is_a_link():
+    """Fractional bandwidths are legal, and a transfer over one runs at its rate: 1 byte at
+    0.25 B/s lands at 4 s (not at once, not at a floor of 1 B/s, not never)."""
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    slow = Link("slow", "network", 0.25)
+    done = net.transfer((slow,), 1.0)
+    landed = []
+    done.callbacks.append(lambda _: landed.append(env.now))
+    env.run()
+    assert landed == [4.0] and slow.bytes_carried == 1.0
+
+
+def test_a_transfer_is_refused_without_a_path_or_with_no_efficiency():
+    net = FlowNetwork(simpy.Environment())
+    with pytest.raises(ValueError, match="at least one link"):
+        net.transfer((), 10.0)
+    with pytest.raises(ValueError, match="efficiency"):
+        net.transfer((Link("l", "ssd", 1.0),), 10.0, efficiency=0.0)
