@@ -16,6 +16,7 @@ from typing import Any
 from traces.azure_lmm2025 import COLUMNS as LMM_COLUMNS
 from traces.azure_lmm2025 import azure_lmm_trace
 from traces.base import Trace
+from traces.catalog import CatalogOptions, catalog_trace
 from traces.errors import TraceError
 from traces.functions2019 import Azure2019Options, azure2019_trace
 from traces.functions2021 import Azure2021Options, azure2021_trace
@@ -79,9 +80,10 @@ def _split(options: dict[str, Any], cls: type) -> Any:
 
 
 def _synthetic(options: dict, duration_s: float | None, seed: int, trace_dir: str | None, name: str) -> Trace:
-    opts = _split(options, SyntheticOptions)
+    opts = parse_options(CatalogOptions, options, "Synthetic trace")  # the generator's options + catalog_size
     tokens = token_source(opts.tokens, trace_dir, load_calibration(opts.calibration), opts.calibration)
-    return synthetic_trace(opts, duration_s=duration_s, seed=seed, tokens=tokens, name=name)
+    build = catalog_trace if opts.catalog_size else synthetic_trace
+    return build(opts, duration_s=duration_s, seed=seed, tokens=tokens, name=name)
 
 
 def _build(fmt: str, files: list[tuple[Path, str]], where: str, options: dict, duration_s: float | None,

@@ -1,0 +1,227 @@
+"""A full day of a serverless LLM platform: wall time and peak memory per policy combination.
+
+The workload is the calibrated Azure Functions generator at full volume (the whole
+population of `--functions` functions, uniformly drawn over the full rate spread: about
+6.6e8 invocations a day), mapped by application onto a catalogue of `--catalog` models
+(`traces/catalog.py`), on a cluster of `--nodes` x `--gpus-per-node` GPUs (default 64 x 8 = 512 H100s: a Llama-3.1-8B
+instance takes one GPU (72 GB with its KV cache), every one of the 300 entries is busy all
+day, and decode alone asks about 1.5M tokens/s on average against about 12k tokens/s per GPU
+at batch 256, so 128 GPUs cannot hold the catalogue nor serve the load).
+Target (issue 16): <= 10 minutes per combination for 24 h at full volume on one core,
+<= 2 GB peak memory.
+
+A full-volume day is hundreds of millions of requests, so the bench replays what it is
+asked to: `--hours` of the day at `--volume` (a fraction of full volume: every function's
+rate multiplied by it). Each leg and combination runs in its own process (so its peak RSS
+is its own, records off, the trace streamed). Every leg prints its measured rate and the
+wall time a full-volume day would take at that rate (the generator's expected request
+count for the day divided by the rate per CPU second of the leg's process, since the target is
+one core's time and a shared machine's wall clock is not): an extrapolation, labelled as one. The last line
+is machine-readable key=value pairs. Run, e.g.:
+    python bench/bench_day.py --hours 0.05,24 --volume 1,0.002
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TARGET_S = 600.0
+TARGET_MB = 2048.0
+DAY_S = 86400.0
+POLICY_KINDS = ("staging", "keepalive", "prewarm", "placement", "router", "admission")
+DEFAULT_COMBOS = "full+fixed,progressive+hybrid_histogram"
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One replay: `hours` of the day at `volume` of full volume, under one policy combination."""
+
+    hours: float
+    volume: float
+    combo: str
+    functions: int
+    catalog: int
+    nodes: int
+    gpus_per_node: int
+    profile: str
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"h{self.hours:g}_v{self.volume:g}".replace(".", "p")
+
+
+def split_top(text: str, sep: str = ",") -> list[str]:
+    """Split on `sep` outside brackets (policy parameters hold commas: `fixed[ttl=60]`)."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def combo_specs(combo: str) -> dict[str, str]:
+    """`staging+keepalive[+prewarm+placement+router+admission]` -> PolicySet.from_specs keywords."""
+    parts = split_top(combo, "+")
+    if not 1 <= len(parts) <= len(POLICY_KINDS):
+        raise SystemExit(f"bench_day: combo {combo!r}: expected staging+keepalive[+prewarm+placement+router+admission]")
+    return dict(zip(POLICY_KINDS, parts, strict=False))
+
+
+def slug(combo: str) -> str:
+    return "_".join(p.split("[")[0] for p in split_top(combo, "+"))
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def open_day(leg: Leg, duration_s: float, volume: float):
+    """The catalogue-mapped generator trace for `duration_s` of the day at `volume`."""
+    from sim.profile import load_profile
+    from traces.registry import open_trace
+
+    base = load_profile(leg.profile).default_model.name
+    return open_trace("azure_functions", duration_s=duration_s, seed=leg.seed, functions=leg.functions,
+                      draw="sample", rate_scale=volume, catalog_size=leg.catalog, catalog=base)
+
+
+def run_leg(leg: Leg) -> dict:
+    """Replay one leg in this process; the measurements as a dict."""
+    from sim.config import SimConfig
+    from sim.metrics import RunMetrics
+    from sim.policyset import PolicySet
+    from sim.profile import load_profile
+    from sim.simulator import Simulator
+
+    rss_start = current_rss_mb()
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    duration = leg.hours * 3600.0
+    trace = open_day(leg, duration, leg.volume)
+    policies = PolicySet.from_specs(**combo_specs(leg.combo))
+    metrics = RunMetrics(policies.label, 5.0)  # no writer: records off
+    sim = Simulator(load_profile(leg.profile), policies,
+                    SimConfig(nodes=leg.nodes, gpus_per_node=leg.gpus_per_node, seed=leg.seed), metrics)
+    rss_samples: list[float] = []
+
+    def progress(n: int) -> None:
+        if not n % (1 << 20):  # every ~1M requests: is memory flat?
+            rss_samples.append(round(current_rss_mb(), 1))
+
+    row = sim.run(iter(trace), on_progress=progress, horizon_s=duration)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rate = row["requests"] / wall if wall > 0 else float("nan")
+    cpu_rate = row["requests"] / cpu if cpu > 0 else float("nan")
+    return {
+        **asdict(leg), "requests": row["requests"], "expected_requests": trace.details["expected_requests"],
+        "wall_s": wall, "cpu_s": cpu, "req_per_s": rate, "cpu_req_per_s": cpu_rate, "peak_rss_mb": peak_rss_mb(), "rss_start_mb": rss_start,
+        "rss_every_1m_requests_mb": rss_samples, "cold_start_pct": row["cold_start_pct"],
+        "ttft_p99_s": row["ttft_p99_s"], "slo_pct": row["slo_attainment_pct"],
+        "deployments": len(sim.deployments), "label": policies.label,
+    }
+
+
+def run_in_child(leg: Leg) -> dict:
+    """`run_leg` in a fresh interpreter, so peak RSS and imports are the leg's own."""
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(asdict(leg))], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_day: leg {leg.tag} {leg.combo} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def floats(text: str, name: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"bench_day: --{name} {text!r}: expected comma-separated numbers") from None
+    if not vals or not all(v > 0 for v in vals):
+        raise SystemExit(f"bench_day: --{name} {text!r}: expected positive numbers")
+    return vals
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hours", default="24", help="simulated hours per leg, comma list (default 24: the target)")
+    ap.add_argument("--volume", default="1",
+                    help="fraction of full volume per leg, comma list paired with --hours (default 1)")
+    ap.add_argument("--combos", default=DEFAULT_COMBOS,
+                    help=f"policy combinations staging+keepalive[+prewarm+placement+router+admission], comma list "
+                         f"(default {DEFAULT_COMBOS})")
+    ap.add_argument("--functions", type=int, default=46_000, help="functions in the workload (default 46,000)")
+    ap.add_argument("--catalog", type=int, default=300, help="catalogue entries (models) (default 300)")
+    ap.add_argument("--nodes", type=int, default=64)
+    ap.add_argument("--gpus-per-node", type=int, default=8)
+    ap.add_argument("--profile", default="h100-llama3.1-8b-published")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_leg(Leg(**json.loads(args.worker)))))
+        return
+    hours, volumes = floats(args.hours, "hours"), floats(args.volume, "volume")
+    if len(volumes) == 1:
+        volumes *= len(hours)
+    if len(hours) == 1:
+        hours *= len(volumes)
+    if len(hours) != len(volumes):
+        raise SystemExit(f"bench_day: --hours has {len(hours)} values, --volume {len(volumes)}: pair them")
+    combos = split_top(args.combos)
+    for c in combos:
+        combo_specs(c)
+    probe = Leg(24.0, 1.0, combos[0], args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
+                args.seed)
+    full_day = float(open_day(probe, DAY_S, 1.0).details["expected_requests"])  # the generator's expectation
+    print(f"workload: {args.functions} functions -> catalogue of {args.catalog} ({args.profile}), "
+          f"{args.nodes}x{args.gpus_per_node} = {args.nodes * args.gpus_per_node} GPUs, request fidelity, records off")
+    print(f"{'combination':34s} {'hours':>6s} {'volume':>7s} {'requests':>10s} {'wall s':>8s} {'req/s':>8s} {'cpu r/s':>8s} "
+          f"{'peak MB':>8s} {'cold %':>7s} {'day@full (extrapolated)':>24s}")
+    figures: dict[str, object] = {"full_day_requests": round(full_day)}
+    for combo in combos:
+        for h, v in zip(hours, volumes, strict=True):
+            leg = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
+                      args.seed)
+            r = run_in_child(leg)
+            day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
+            print(f"{combo:34s} {h:6g} {v:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} {r['cpu_req_per_s']:8.0f} "
+                  f"{r['peak_rss_mb']:8.0f} {r['cold_start_pct']:7.2f} {day / 60:9.0f} min = "
+                  f"{day / TARGET_S:5.1f}x target", flush=True)
+            if r["rss_every_1m_requests_mb"]:
+                print(f"{'':34s} RSS every 1M requests (MB): {r['rss_every_1m_requests_mb']}")
+            key = f"{slug(combo)}_{leg.tag}"
+            figures[f"{key}_requests"] = r["requests"]
+            figures[f"{key}_wall_s"] = round(r["wall_s"], 1)
+            figures[f"{key}_req_per_s"] = round(r["req_per_s"])
+            figures[f"{key}_cpu_req_per_s"] = round(r["cpu_req_per_s"])
+            figures[f"{key}_peak_mem_mb"] = round(r["peak_rss_mb"])
+            figures[f"{key}_cold_start_pct"] = round(r["cold_start_pct"], 3)
+            figures[f"{key}_day_extrapolated_s"] = round(day)
+            figures[f"{key}_ratio_to_10min"] = round(day / TARGET_S, 2)
+            figures[f"{key}_ratio_to_2gb"] = round(r["peak_rss_mb"] / TARGET_MB, 3)
+    print(f"target: a full-volume day (~{figures['full_day_requests']:.3g} requests) in <= {TARGET_S / 60:g} min "
+          f"and <= {TARGET_MB:g} MB per combination; 'day@full' divides that count by the leg's rate per CPU second")
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
