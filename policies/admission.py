@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from contracts.decisions import SERVE, Admit
 from policies.base import AdmissionPolicy
-from policies.router import TtftEstimator, room_for
+from policies.router import TtftEstimator
 from policies.views import ClusterView
 
 if TYPE_CHECKING:  # a type only: importing traces here would load its readers
@@ -47,7 +47,7 @@ def _overloaded(est: TtftEstimator, request: Request, cluster: ClusterView, limi
     if not insts:
         return False, 0.0
     _, ttft = est.best(request, insts, cluster)
-    if ttft <= limit or room_for(cluster.model(request.model), cluster):
+    if ttft <= limit or est.room_for(cluster.model(request.model), cluster):
         return False, ttft
     return True, ttft
 

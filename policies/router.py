@@ -77,8 +77,7 @@ def room_for(model: ModelView, cluster: ClusterView) -> bool:
 
 def cold_start_estimate(model: ModelView, cluster: ClusterView) -> float:
     """Seconds until a new instance serves: a cold start from the best tier any node holds the checkpoint in."""
-    nodes = {g.node for g in cluster.gpus}
-    return min(model.cold_start_s(t) for t in {cluster.checkpoint_tier(model.name, n) for n in nodes})
+    return min(model.cold_start_s(t) for t in cluster.checkpoint_tiers(model.name))
 
 
 class TtftEstimator:
@@ -114,6 +113,8 @@ class TtftEstimator:
         self._seen: dict[str, dict[int, list]] = {}
         self._asked: dict[str, float] = {}  # model -> when the caller last asked for a new instance
         self._now = float("-inf")
+        self._room_key: tuple[int, int] | None = None  # (memory epoch, bytes) `_room` answers for
+        self._room = False
 
     def observe(self, request: Request, cluster: ClusterView) -> None:
         """Learn from one arrival (once per request, before `ttft`)."""
@@ -147,6 +148,14 @@ class TtftEstimator:
         elif rec[2] is None:
             rec[2] = now
         return rec
+
+    def room_for(self, model: ModelView, cluster: ClusterView) -> bool:
+        """`room_for`, remembered until GPU memory or idleness changes (`memory_epoch`): under
+        overload every arrival asks, and the answer is a walk over every GPU."""
+        key = (cluster.memory_epoch, model.footprint_bytes)
+        if key != self._room_key:
+            self._room_key, self._room = key, room_for(model, cluster)
+        return self._room
 
     def service_s(self, model: ModelView, batch: int) -> float:
         """A typical request's time in a slot: its prefill plus its decode steps at `batch`."""
@@ -236,7 +245,7 @@ class ExpectedWait(RouterPolicy):
         best, best_t = est.best(request, candidates, cluster)
         model = cluster.model(request.model)
         cold_t = cold_start_estimate(model, cluster) + model.prefill_s(request.prompt_tokens)
-        if best is not None and (best_t <= min(self.slo, cold_t) or not room_for(model, cluster)):
+        if best is not None and (best_t <= min(self.slo, cold_t) or not est.room_for(model, cluster)):
             return best.id
         if best is not None and best_t <= cold_t:
             # Over the SLO but sooner than a cold start: add capacity, one start at a time.

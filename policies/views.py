@@ -137,3 +137,12 @@ class ClusterView(Protocol):
     def loads_in_flight(self, node: int, gpu: int) -> int:
         """Transfers now crossing the node's SSD or network link or that GPU's PCIe link."""
         ...
+    def checkpoint_tiers(self, model: str) -> frozenset[str]:
+        """The tiers a new instance of the model could load from now, over all nodes (each
+        node's `checkpoint_tier`): what a cold start anywhere could cost, in one call."""
+        ...
+    @property
+    def memory_epoch(self) -> int:
+        """A number that changes whenever GPU memory or an instance's idleness changes: a
+        policy may cache what it derives from `gpus` (room for a new instance) until then."""
+        ...

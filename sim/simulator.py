@@ -143,6 +143,18 @@ class Simulator:
         n = self.nodes[node]
         return "dram" if model in n.dram else "ssd" if model in n.ssd else "remote"
 
+    def checkpoint_tiers(self, model: str) -> frozenset[str]:
+        tiers = set()
+        for n in self.nodes:
+            tiers.add("dram" if model in n.dram else "ssd" if model in n.ssd else "remote")
+            if len(tiers) == 3:
+                break
+        return frozenset(tiers)
+
+    @property
+    def memory_epoch(self) -> int:
+        return self.memory.epoch
+
     def loads_in_flight(self, node: int, gpu: int) -> int:
         """Transfers now crossing the node's SSD or network link or the GPU's PCIe link."""
         n = self.nodes[node]

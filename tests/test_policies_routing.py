@@ -9,6 +9,7 @@ from host DRAM at 2 GB/s, from remote at 0.5 GB/s, plus 3 s of start and 2 s of 
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,7 @@ from sim.profile import profile_from_dict
 from traces.request import Request
 
 GB = 10**9
+EPOCHS = itertools.count()
 
 
 def req(t, i=0, model="small", prompt=100, out=16):
@@ -79,6 +81,8 @@ def cluster(gpus, tiers, in_flight=None, now=0.0, instances=()):
     return SimpleNamespace(
         now=now, gpus=gpus, model=lambda name: DEP, instances_of=lambda m: list(instances),
         checkpoint_tier=lambda model, node: tiers[node],
+        checkpoint_tiers=lambda model: frozenset(tiers[g.node] for g in gpus),
+        memory_epoch=next(EPOCHS),  # each hand-made cluster is a new state of memory
         loads_in_flight=lambda node, g: in_flight.get((node, g), 0),
     )
 

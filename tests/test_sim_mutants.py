@@ -114,6 +114,24 @@ def test_cluster_view_model_and_arrivals():
     assert sim.models_seen == ["small"]
 
 
+def test_cluster_view_checkpoint_tiers_and_memory_epoch():
+    """Two nodes: after `small` loads on node 0 from SSD its checkpoint is in node 0's host
+    DRAM (page cache) and node 1 would read it from SSD; the epoch moved with the memory."""
+    epochs = []
+
+    class NoteEpoch(Watch):
+        def admit(self, request, cluster):
+            epochs.append(cluster.memory_epoch)
+            return SERVE
+
+    _, _, sim = run_sim([req(0.0, 0), req(1.0, 1)], nodes=2, keepalive="fixed[ttl=100]",
+                        admission=NoteEpoch("small"))
+    tiers = {sim.checkpoint_tier("small", n) for n in range(2)}
+    assert sim.checkpoint_tiers("small") == frozenset(tiers) and len(tiers) == 2
+    assert sim.checkpoint_tiers("never-seen") == frozenset({sim.checkpoint_tier("never-seen", 0)})
+    assert epochs[0] != epochs[1]  # the first request's instance took GPU memory in between
+
+
 class Watch:
     """Admission that admits everything and notes what `waiting` says at each arrival."""
 
