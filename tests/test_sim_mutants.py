@@ -522,3 +522,31 @@ def test_a_transfer_is_refused_without_a_path_or_with_no_efficiency():
         net.transfer((), 10.0)
     with pytest.raises(ValueError, match="efficiency"):
         net.transfer((Link("l", "ssd", 1.0),), 10.0, efficiency=0.0)
+
+
+def test_a_completion_made_stale_by_a_rate_change_does_nothing():
+    """A (1000 B) starts alone on a 100 B/s link at 0 s; B (100 B) joins at 5 s, so both move at
+    50 B/s; B lands at 7 s, A alone again lands at 11 s. A's completions planned at 10 s
+    (alone) and at 15 s (shared) went stale; firing, they must change nothing and plan
+    nothing: the events are the 4 completions the three rate changes planned (A at 0 s; A and
+    B at 5 s; A at 7 s) and the 2 `done` events."""
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    link = Link("pcie", "pcie", 100.0)
+    landed = {}
+    a = net.transfer((link,), 1000.0)
+    a.callbacks.append(lambda _: landed.setdefault("a", env.now))
+
+    def later():
+        yield env.timeout(5.0)
+        b = net.transfer((link,), 100.0)
+        b.callbacks.append(lambda _: landed.setdefault("b", env.now))
+
+    env.process(later())
+    events = 0
+    while env.peek() < math.inf:
+        env.step()
+        events += 1
+    assert landed == {"b": 7.0, "a": 11.0} and link.bytes_carried == 1100.0
+    # the process `later`: its start, its timeout and its end are 3 events of its own
+    assert events == 4 + 2 + 3
