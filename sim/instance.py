@@ -150,6 +150,7 @@ class Live:
     stage: int = -1
     join_step: int = 0  # the instance's `steps` before the step it joined in
     q_at_join: float = 0.0  # the instance's `q_integral` then
+    woke: bool = False  # it waited for the instance to wake from sleep
 
 
 @dataclass(slots=True, eq=False)
@@ -170,6 +171,7 @@ class Solo:
     quality: float
     start_s: float  # when its prefill step began
     epoch: int  # the simulator's events_processed then
+    woke: bool = False  # it waited for the instance to wake from sleep
 
 
 class DecodeRun:
@@ -279,6 +281,7 @@ class Instance:
         self.stepped_stage = -1  # the stage the last batch step computed with
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
+        self.woken = False  # its weights are (being) loaded by a wake, not a cold start
         self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
         self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
         self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way

@@ -26,8 +26,8 @@ _BYTE_SECONDS_PER_GB_HOUR = GB * 3600.0
 _FLUSH = 4096  # latencies buffered in a list before one vectorised sketch update
 
 SUMMARY_KEYS: tuple[str, ...] = (
-    "policy", "requests", "served", "rejected", "cold_start_pct",
-    "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "slo_attainment_pct",
+    "policy", "requests", "served", "rejected", "cold_start_pct", "wake_pct",
+    "cold_ttft_p50_s", "wake_ttft_p50_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "slo_attainment_pct",
     "quality_mean", "load_wait_mean_s", "gpu_mem_gb_hours", "gpu_idle_gb_hours",
     "horizon_s", "fidelity",
 )  # followed by one gb_<link> column per link kind in LINK_KINDS, then any other kind seen
@@ -107,7 +107,10 @@ class MemoryTimeline:
 class RunMetrics:
     """Accumulates one policy combination's results; `finish()` gives its summary row.
 
-    Counting rules: `cold_start_pct` is cold requests over all requests; TTFT, TPOT, load
+    Counting rules: `cold_start_pct` is the requests that waited for weights (a load from
+    scratch or a wake) over all requests, `wake_pct` those that waited for a wake, and
+    `cold_ttft_p50_s` / `wake_ttft_p50_s` the TTFT medians of the served ones that waited for
+    a load from scratch / a wake (a high `cold_start_pct` with a low TTFT is many cheap wakes); TTFT, TPOT, load
     wait and quality are over served requests only (TPOT only for requests with more than
     one output token, where it is defined); SLO attainment counts a served request with
     `ttft_s <= slo_ttft_s` as met and every rejected request as missed; quality is weighted
@@ -132,12 +135,16 @@ class RunMetrics:
         self.served = 0
         self.rejected = 0
         self.cold = 0
+        self.woke = 0
         self.slo_met = 0
         self._tokens = 0
         self._quality_tokens = 0.0
         self._load_wait = 0.0
         self._ttft = QuantileSketch(alpha)
         self._tpot = QuantileSketch(alpha)
+        # TTFT of the requests that waited for a load from scratch / a wake
+        self._cold_ttft = QuantileSketch(alpha)
+        self._wake_ttft = QuantileSketch(alpha)
         self._ttft_buf: list[float] = []
         self._tpot_buf: list[float] = []
         # GPU memory, integrated as a piecewise-constant function of time.
@@ -159,11 +166,15 @@ class RunMetrics:
         self.requests += 1
         if rec.cold:
             self.cold += 1
+            if rec.woke:
+                self.woke += 1
         if rec.rejected:
             self.rejected += 1
         else:
             self.served += 1
             ttft = rec.ttft_s
+            if rec.cold:
+                (self._wake_ttft if rec.woke else self._cold_ttft).add(ttft)
             if ttft <= self.slo_ttft_s:
                 self.slo_met += 1
             n = rec.output_tokens
@@ -246,6 +257,9 @@ class RunMetrics:
             "served": self.served,
             "rejected": self.rejected,
             "cold_start_pct": 100.0 * self.cold / self.requests if self.requests else nan,
+            "wake_pct": 100.0 * self.woke / self.requests if self.requests else nan,
+            "cold_ttft_p50_s": self._cold_ttft.quantile(0.5),
+            "wake_ttft_p50_s": self._wake_ttft.quantile(0.5),
             "ttft_p50_s": float(ttft[0]),
             "ttft_p90_s": float(ttft[1]),
             "ttft_p99_s": float(ttft[2]),

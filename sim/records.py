@@ -59,6 +59,7 @@ class RequestRecord:
     node: int
     gpu: int
     tenant: str = ""  # who sent it, where the trace says (ServeGen clients, Copilot sessions)
+    woke: bool = False  # it waited for a sleeping instance to wake (`cold` too), not for a load from scratch
 
     @classmethod
     def rejection(
@@ -179,6 +180,7 @@ class RecordWriter:
         c[18].append(r.node)
         c[19].append(r.gpu)
         c[20].append(r.tenant)
+        c[21].append(r.woke)
         self._n += 1
         if self._n >= self.chunk_rows:
             self.flush()

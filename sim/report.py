@@ -101,14 +101,14 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 # The ranked table: (summary key, header), narrow enough for 120 columns with any label.
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rank", "#"), ("id", "id"), ("pareto", "pareto"), ("slo_attainment_pct", "SLO %"),
-    ("ttft_p50_s", "TTFT p50 s"), ("ttft_p99_s", "TTFT p99 s"), ("cold_start_pct", "waited %"),
+    ("ttft_p50_s", "TTFT p50 s"), ("ttft_p99_s", "TTFT p99 s"), ("cold_pct", "cold %"), ("wake_pct", "wake %"),
     ("loads", "loads"), ("wakes", "wakes"), ("rejected", "rejected"), ("quality_mean", "quality"),
-    ("gpu_mem_gb_hours", "GPU GB-h"), ("gpu_idle_gb_hours", "idle GB-h"), ("load_wait_mean_s", "wait s"),
+    ("gpu_mem_gb_hours", "GPU GB-h"), ("gpu_idle_gb_hours", "idle GB-h"),
 )
 COLUMN_NOTES = (
-    "SLO %: requests with TTFT within the SLO (rejected ones count as missed); waited %: requests that waited for",
-    "weights (a cold start or a wake); loads / wakes: instances started from scratch / woken from sleep; wait s: mean",
-    "wait for weights per served request; GPU GB-h: GPU memory held x time (idle: with nothing in flight);",
+    "SLO %: requests with TTFT within the SLO (rejected ones count as missed); cold % / wake %: requests that waited",
+    "for a load from scratch / for a sleeping instance to wake (summary.csv: their TTFT p50s); loads / wakes:",
+    "instances started from scratch / woken; GPU GB-h: GPU memory held x time (idle: with nothing in flight);",
     "pareto: no other combination is at least as good on SLO %, GPU GB-h and quality and better on one.",
 )
 RANK_RULE = "ranked by SLO attainment, then fewer GPU GB-hours, then higher quality, then lower TTFT p99"
@@ -122,6 +122,9 @@ def _summary_cells(rows: Sequence[Mapping[str, Any]],
     body = []
     for r in ranked:
         row = {**r.row, **counts.get(r.label, {}), "rank": r.rank, "id": r.id, "pareto": "yes" if r.pareto else ""}
+        # waited for weights = waited for a load from scratch + waited for a wake
+        cold = row.get("cold_start_pct", math.nan) - row.get("wake_pct", math.nan)
+        row["cold_pct"] = abs(cold) if abs(cold) < 1e-9 else cold  # no "-0.0" from rounding
         body.append([format_value(k, row.get(k, math.nan)) for k, _ in SUMMARY_COLUMNS])
     return body, ranked
 

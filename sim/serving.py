@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the interface only: importing the simulator here would be c
 
 
 def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: float, finish_s: float, tpot_s: float,
-                  cold: bool, load_wait_s: float, stage: int, quality: float) -> RequestRecord:
+                  cold: bool, load_wait_s: float, stage: int, quality: float, woke: bool = False) -> RequestRecord:
     """The record of a request `inst` served: the one place a served record is built."""
     return RequestRecord(
         policy=sim.label, request_id=req.request_id, model=req.model, function=req.function,
@@ -48,15 +48,15 @@ def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: 
         ttft_s=first_token_s - req.arrival_s, tpot_s=tpot_s if req.output_tokens > 1 else float("nan"),
         prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens, cold=cold, load_wait_s=load_wait_s,
         stage_at_first_token=stage, quality=quality, rejected=False, reason="", instance_id=inst.id,
-        node=inst.node_ref.index, gpu=inst.gpu_ref.index, tenant=req.tenant,
+        node=inst.node_ref.index, gpu=inst.gpu_ref.index, tenant=req.tenant, woke=woke,
     )
 
 
 def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
-          prefill_fraction: float = 1.0) -> None:
-    """Give `req` to `inst`, which can serve, at the run's fidelity."""
+          prefill_fraction: float = 1.0, woke: bool = False) -> None:
+    """Give `req` to `inst`, which can serve, at the run's fidelity (`woke`: it waited for a wake)."""
     if sim.iteration:
-        enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction)
+        enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction, woke)
         return
     now = sim.env.now
     solo = inst.solo
@@ -67,7 +67,7 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         # It started this instant and no event has run since: the literal loop would not have
         # begun its first step yet (its process starts on the next event): both share it.
         inst.solo = None
-        enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s)
+        enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s, woke=solo.woke)
         solo = None
     if (solo is None and inst.state is InstanceState.FULL and not inst.loop_running
             and prefill_fraction == 1.0):
@@ -77,12 +77,12 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         step = shape.decode(1) * scale
         finish = first + (req.output_tokens - 1) * step
         inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
-                         sim.events_processed)
+                         sim.events_processed, woke)
         sim.mark_busy(inst, finish)
         return
     if solo is not None:
         _solo_joins_the_batch(sim, inst, now)
-    enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction)
+    enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction, woke)
 
 
 def flush_solo(sim: SimCore, inst: Instance) -> None:
@@ -93,7 +93,7 @@ def flush_solo(sim: SimCore, inst: Instance) -> None:
     inst.solo = None
     sim.emit(served_record(sim, inst, s.req, first_token_s=s.first_token_s, finish_s=s.finish_s,
                            tpot_s=s.step_s, cold=s.cold, load_wait_s=s.load_wait_s, stage=s.stage,
-                           quality=s.quality))
+                           quality=s.quality, woke=s.woke))
 
 
 def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
@@ -112,7 +112,7 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
         m = steps_begun(s.first_token_s, s.step_s, now) if s.step_s > 0 else out
         tokens = min(out, 1 + m)
         boundary = s.finish_s if tokens >= out else s.first_token_s + m * s.step_s
-    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage)
+    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage, woke=s.woke)
     sim.outstanding += 1
     inst.tokens_in_flight += s.req.prompt_tokens + out
     inst.loop_running = True
@@ -125,9 +125,9 @@ def finalize(sim: SimCore, inst: Instance) -> None:
 
 
 def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
-                      prefill_fraction: float = 1.0) -> None:
+                      prefill_fraction: float = 1.0, woke: bool = False) -> None:
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
-    inst.queue.append(Live(req, cold, load_wait_s, prefill_fraction))
+    inst.queue.append(Live(req, cold, load_wait_s, prefill_fraction, woke=woke))
     sim.outstanding += 1
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
@@ -310,7 +310,7 @@ def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
     tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
     sim.emit(served_record(sim, inst, req, first_token_s=live.first_token_s, finish_s=now, tpot_s=tpot,
                            cold=live.cold, load_wait_s=live.load_wait_s, stage=live.stage,
-                           quality=_clamped((inst.q_integral - live.q_at_join) / out)))
+                           quality=_clamped((inst.q_integral - live.q_at_join) / out), woke=live.woke))
 
 
 def _clamped(quality: float) -> float:

@@ -327,8 +327,9 @@ class Simulator:
         # only the last layer's share is left once the last layer lands.
         fraction = 1.0 / inst.num_layers if pipelined else 1.0
         self.usage.of(inst.model).cold += len(pending)
+        woke = inst.woken
         for p in pending:
-            serve(self, inst, p.req, True, now - p.arrival_s, fraction)
+            serve(self, inst, p.req, True, now - p.arrival_s, fraction, woke)
 
     def _wake(self, inst: Instance) -> bool:
         """Bring a sleeping instance back onto its GPU; False if its GPU has no room now."""
@@ -336,6 +337,7 @@ class Simulator:
         if gpu.free_bytes < inst.memory_bytes:
             return False
         inst.move_to(S.LOADING)
+        inst.woken = True
         self.reserve(inst)
         self.env.process(wake(self, inst))
         return True

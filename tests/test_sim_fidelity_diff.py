@@ -174,13 +174,13 @@ def check_exact(runs, quality: bool = True) -> None:
         assert (a.rejected, a.reason) == (b.rejected, b.reason), (a, b)
         if a.rejected:
             continue
-        assert (a.cold, a.instance_id, a.node, a.gpu) == (b.cold, b.instance_id, b.node, b.gpu), (a, b)
+        assert (a.cold, a.woke, a.instance_id, a.node, a.gpu) == (b.cold, b.woke, b.instance_id, b.node, b.gpu), (a, b)
         for field in ("ttft_s", "first_token_s", "finish_s", "tpot_s", "load_wait_s"):
             assert close(getattr(a, field), getattr(b, field)), (field, a, b)
         if quality:
             assert a.stage_at_first_token == b.stage_at_first_token, (a, b)
             assert close(a.quality, b.quality, 1e-9), (a, b)
-    for key in ("served", "rejected", "cold_start_pct"):
+    for key in ("served", "rejected", "cold_start_pct", "wake_pct"):
         assert row_r[key] == row_i[key], key
     for key in ("gpu_mem_gb_hours", "gpu_idle_gb_hours"):
         assert math.isclose(row_r[key], row_i[key], rel_tol=1e-9, abs_tol=1e-12), (key, row_r[key], row_i[key])

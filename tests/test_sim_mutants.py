@@ -231,6 +231,24 @@ def test_a_sleeper_wakes_into_exactly_the_memory_it_left():
     r = by_id(recs)
     assert r[3].cold and r[3].ttft_s == 0.5 + 1.0 + PREFILL
     assert total(sim, "wakes") == 1 and total(sim, "loads") == 3
+    # the record and the summary tell the wake from the three loads from scratch
+    assert r[3].woke and not any(r[i].woke for i in range(3)) and all(r[i].cold for i in range(3))
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+def test_the_summary_splits_waits_for_a_load_from_waits_for_a_wake(fidelity):
+    """`small` loads from SSD (6 s + prefill), sleeps in host DRAM 1 s after its request and
+    wakes at 100 s (1.5 s + prefill), as at 50 s; at 102 s it is awake: 3 of 4 waited,
+    2 of them for a wake."""
+    ka = PerModel({"small": [("gpu", 1.0), ("dram", 1000.0)]})
+    row, recs, _ = run_sim([req(0.0, 0), req(50.0, 1), req(100.0, 2), req(102.0, 3)], keepalive=ka,
+                           fidelity=fidelity)
+    r = by_id(recs)
+    assert [(x.cold, x.woke) for x in (r[0], r[1], r[2], r[3])] == [
+        (True, False), (True, True), (True, True), (False, False)]
+    assert row["cold_start_pct"] == 75.0 and row["wake_pct"] == 50.0
+    assert row["cold_ttft_p50_s"] == pytest.approx(r[0].ttft_s, rel=0.01)
+    assert row["wake_ttft_p50_s"] == pytest.approx(0.5 + 1.0 + PREFILL, rel=0.01)
 
 
 def test_a_process_prewarmed_ahead_of_a_request_skips_the_process_start():
