@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from policies import admission, forecast, keepalive, placement, prewarm, router, staging
+from policies import admission, forecast, keepalive, placement, planner, prewarm, router, staging
 from policies.base import (
     AdmissionPolicy,
     KeepAlivePolicy,
@@ -56,7 +56,7 @@ def register(kind: str, cls: type[Policy]) -> type[Policy]:
 
 
 for _kind, _module in [
-    ("staging", staging), ("keepalive", keepalive), ("prewarm", prewarm), ("prewarm", forecast),
+    ("staging", staging), ("staging", planner), ("keepalive", keepalive), ("prewarm", prewarm), ("prewarm", forecast),
     ("placement", placement), ("router", router), ("admission", admission),
 ]:
     for _obj in vars(_module).values():

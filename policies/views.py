@@ -112,6 +112,18 @@ class ModelView(Protocol):
     def wake_s(self, level: int, tier: str = "dram") -> float:
         """Waking a sleeping instance of it (sleep level 1 or 2, weights from `tier` at level 2)."""
         ...
+    def layer_load_s(self, tier: str = "ssd") -> float:
+        """Seconds to load and bind one decoder layer from `tier` on idle links (profile estimate)."""
+        ...
+    @property
+    def profile_model(self) -> str:
+        """The name of the profile model whose shape it has."""
+        ...
+    @property
+    def partial_stages(self) -> tuple[tuple[str, int, float | None], ...]:
+        """(name, layers, measured quality or None: not measured) of each stage of fewer layers
+        than the model that the profile lists."""
+        ...
 
 
 class ClusterView(Protocol):

@@ -103,6 +103,32 @@ class Deployment:
         load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
         return eng.wake_from_sleep_s + load + eng.bind_s_per_layer * self.shape.num_layers + eng.kv_cache_alloc_s
 
+    def layer_load_s(self, tier: str = "ssd") -> float:
+        """Seconds to load and bind one decoder layer from `tier` on idle links (the loader's
+        share of the slowest link on the path, plus the bind)."""
+        hw, eng = self.hardware, self.engine
+        if hw is None or eng is None:
+            raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a load")
+        rate = min(self._links(tier)) * 1e9 * eng.loader_efficiency
+        return self.shape.layer_bytes / rate + eng.bind_s_per_layer
+
+    @property
+    def profile_model(self) -> str:
+        """The name of the profile model whose shape this deployment has."""
+        return self.shape.name
+
+    @property
+    def partial_stages(self) -> tuple[tuple[str, int, float | None], ...]:
+        """(name, layers, measured quality or None) of each stage with fewer layers than the
+        model, as the profile lists them; a layer count listed twice counts once (the first)."""
+        shape = self.shape
+        out, seen = [], set()
+        for st in shape.stages:
+            if st.num_layers < shape.num_layers and st.num_layers not in seen:
+                seen.add(st.num_layers)
+                out.append((st.name, st.num_layers, None if st.quality is None else float(st.quality)))
+        return tuple(out)
+
     def _links(self, tier: str) -> tuple[float, ...]:
         """The bandwidths (GB/s) on the path from a checkpoint tier to the GPU."""
         hw = self.hardware
