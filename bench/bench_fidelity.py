@@ -1,8 +1,8 @@
-"""Request fidelity against iteration fidelity on whole workloads: how far the closed form is off.
+"""Request fidelity against iteration fidelity on whole workloads: whether the fast path is exact.
 
-`request` fidelity serves each request in closed form (a slot, a prefill, a decode step at
-the concurrency it found); `iteration` fidelity runs continuous batching step by step and
-is the reference. This bench runs both on the same input and prints, per workload, the
+`request` fidelity computes continuous batching with few events (a lone request in closed
+form, a step and the run of identical decode steps after it as one event); `iteration`
+fidelity runs it step by step and is the reference. This bench runs both on the same input and prints, per workload, the
 summary figures side by side with the relative difference (request - iteration) /
 iteration:
 
