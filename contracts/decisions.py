@@ -57,12 +57,16 @@ class Prewarm:
             raise ValueError(f"prewarm tier must be one of {PREWARM_TIERS}, got {self.tier!r}")
 
 
-ADMIT_ACTIONS = ("serve", "reject")
+ADMIT_ACTIONS = ("serve", "reject", "degrade")
 
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """`serve` lets the request in (it may queue); `reject` sheds it with `reason`."""
+    """`serve` lets the request in (it may queue); `reject` sheds it with `reason`; `degrade`
+    lets it in and has the model's fully loaded progressive instances serve at their first
+    serving stage (the later stages' alpha gates closed: fewer layers, lower quality, a step as
+    fast as the profile measured that stage) until an arrival of the model is admitted with
+    `serve` again."""
 
     action: str = "serve"
     reason: str = ""

@@ -172,3 +172,40 @@ class _Aimd:
         self.arrived = 0
         self.admitted = 0
         self.last_ttft = 0.0
+
+
+class Degrade(AdmissionPolicy):
+    """Under overload, serve from a progressive instance's first stage rather than queue for
+    the full model: quality for latency.
+
+    The alpha gates that let a progressive engine serve before its last stage binds also let a
+    fully loaded one skip its later stages: a step over fewer layers is as fast as the profile
+    measured that stage (`latency_scale`) at that stage's quality. When the model is
+    overloaded (as `deadline` predicts it: the best expected TTFT on its instances exceeds
+    `slo` x `factor` and no GPU has room for another instance) the request is admitted with
+    `degrade`, and the simulator closes those gates on the model's fully loaded instances with
+    a multi-stage plan; the first arrival admitted while the model is not overloaded opens
+    them again (the tokens produced meanwhile then need a refill, as after a bind). In the
+    spirit of quality-scalable serving under load (e.g. early-exit and layer-skipping
+    inference); the trade is the progressive engine's.
+
+    Simplified: every instance of the model degrades together; the decision is re-made at
+    each arrival of the model, not on a timer; with `full` or `pipelined` staging (one stage)
+    nothing changes.
+    """
+
+    name = "degrade"
+
+    def __init__(self, factor: float = 1.0, slo: float = 5.0):
+        if not float(factor) > 0 or not float(slo) > 0:
+            raise ValueError(f"factor and slo must be > 0, got factor={factor}, slo={slo}")
+        self.factor = float(factor)
+        self.slo = float(slo)
+        self._est = TtftEstimator()
+
+    def admit(self, request: Request, cluster: ClusterView) -> Admit:
+        self._est.observe(request, cluster)
+        over, ttft = _overloaded(self._est, request, cluster, self.slo * self.factor)
+        if over:
+            return Admit("degrade", f"predicted TTFT {ttft:.1f} s > {self.slo * self.factor:g} s")
+        return SERVE

@@ -243,23 +243,25 @@ class DecodeRun:
 
 
 class Signal:
-    """A condition that processes wait for; each wait gets an event that fires at the next `fire()`."""
+    """Callbacks to run at the next `fire()`, once each, at that moment.
 
-    __slots__ = ("env", "_waiting")
+    Keep-alive (sim/lifecycle.py) listens for a request given to an instance and for its
+    batch loop running out of work. Performance: callbacks, not SimPy events, because both
+    happen on every request's warm path and an event costs a heap push and pop.
+    """
 
-    def __init__(self, env):
-        self.env = env
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
         self._waiting: list = []
 
-    def wait(self):
-        ev = self.env.event()
-        self._waiting.append(ev)
-        return ev
+    def add(self, callback) -> None:
+        self._waiting.append(callback)
 
     def fire(self) -> None:
         waiting, self._waiting = self._waiting, []
-        for ev in waiting:
-            ev.succeed()
+        for callback in waiting:
+            callback()
 
     def __bool__(self) -> bool:
         return bool(self._waiting)
@@ -282,7 +284,8 @@ class Instance:
         self.stage = -1  # last finished stage (0-based)
         self.quality = 0.0
         self.latency_scale = 1.0
-        self.bound_at = -1.0  # when the last stage bound (step_view)
+        self.degraded = False  # serving at its first stage although fully loaded (admission `degrade`)
+        self.bound_at = -1.0  # when the last stage bound or the gates changed (step_view)
         self.prev_view: tuple[int, float, float] = (-1, 0.0, 1.0)
         self.capacity = dep.shape.max_batch
         self.memory_bytes = dep.footprint_bytes
@@ -308,8 +311,9 @@ class Instance:
         self.keeper = 0
         self.sleep_level = 0  # 1: weights in host DRAM, 2: weights dropped
         self.woken = False  # its weights are (being) loaded by a wake, not a cold start
-        self.idle_signal = Signal(sim.env)  # the batch loop ran out of work
-        self.used_signal = Signal(sim.env)  # it was given a request (ends a keep-alive wait)
+        self.idle_signal = Signal()  # the batch loop ran out of work
+        self.used_signal = Signal()  # it was given a request (ends a keep-alive wait)
+        self.keeper_state = None  # its keep-alive (sim/lifecycle.py's Keeper), once one started
         self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way
 
     # --- InstanceView -------------------------------------------------------------------
@@ -366,14 +370,38 @@ class Instance:
 
     def bind_stage(self, stage: int, layers: int, now: float) -> None:
         """Record that `stage` finished: its layers are bound, quality and speed change."""
+        self.bound_layers += layers
+        self._set_view(stage, self.bound_layers, now)
+        if self.bound_layers >= self.shape.num_layers and self._state is InstanceState.READY:
+            self.move_to(InstanceState.FULL)
+
+    @property
+    def can_degrade(self) -> bool:
+        """Whether it could serve with fewer layers than it has bound: fully loaded, and its plan
+        has a serving stage before the last."""
+        return self._state is InstanceState.FULL and self.plan.serve_from < len(self.plan.stages) - 1
+
+    def set_degraded(self, on: bool, now: float) -> bool:
+        """Serve at the plan's first serving stage (the later stages' gates closed) or with every
+        bound layer again; True when that changed what its steps compute."""
+        if on == self.degraded or not self.can_degrade:
+            return False
+        self.degraded = on
+        if on:
+            first = self.plan.serve_from
+            self._set_view(first, sum(len(s) for s in self.plan.stages[:first + 1]), now)
+        else:
+            self._set_view(len(self.plan.stages) - 1, self.bound_layers, now)
+        return True
+
+    def _set_view(self, stage: int, layers: int, now: float) -> None:
+        """Steps from the next boundary compute with `layers` layers (stage `stage`): the one
+        writer of what `step_view` answers."""
         if self.bound_at != now:
             self.prev_view = (self.stage, self.quality, self.latency_scale)
         self.bound_at = now
         self.stage = stage
-        self.bound_layers += layers
-        self.quality = self.shape.quality_at(self.bound_layers)
-        self.latency_scale = self.shape.latency_scale_at(self.bound_layers)
+        self.quality = self.shape.quality_at(layers)
+        self.latency_scale = self.shape.latency_scale_at(layers)
         if self.segment is not None:
             self.segment.cut(now)  # the run of decode steps ends at its next boundary
-        if self.bound_layers >= self.shape.num_layers and self._state is InstanceState.READY:
-            self.move_to(InstanceState.FULL)

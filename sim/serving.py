@@ -119,6 +119,19 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
     inst.loop_process = sim.env.process(batch_loop(sim, inst, resume=(live, boundary, tokens, s.quality)))
 
 
+def gates_changed(sim: SimCore, inst: Instance) -> None:
+    """What the instance's steps compute changed now (`Instance.set_degraded`): a solo
+    request's later steps are no longer the ones its closed form assumed, so it joins the
+    batch loop at its next step boundary (a run under way was cut by the change itself)."""
+    s = inst.solo
+    if s is None:
+        return
+    if s.finish_s <= sim.env.now:
+        flush_solo(sim, inst)
+    else:
+        _solo_joins_the_batch(sim, inst, sim.env.now)
+
+
 def finalize(sim: SimCore, inst: Instance) -> None:
     """Record whatever the instance has served but not recorded (the run ends or it is evicted)."""
     flush_solo(sim, inst)
@@ -164,7 +177,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     try:
         if resume is not None:
             live, boundary, tokens, quality = resume  # counts as of the boundary
-            inst.stepped_stage = inst.stage
+            inst.stepped_stage = live.stage  # what its steps so far computed with
             _join(inst, live, inst.steps - tokens, inst.q_integral - quality * tokens)
             if boundary > env.now:
                 yield timeout_at(env, boundary)
@@ -175,10 +188,10 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
             stage, q, scale = inst.step_view(env.now, continuing=last_end == env.now)
-            if refill and decoding and stage != inst.stepped_stage:
-                # A stage bound since the last step: its layers have no K/V for the tokens
-                # so far, so every running request re-runs the prefill over its context
-                # (as the engine does) instead of a decode step.
+            if refill and decoding and stage > inst.stepped_stage:
+                # A stage bound (or gates opened) since the last step: its layers have no K/V
+                # for the tokens so far, so every running request re-runs the prefill over its
+                # context (as the engine does) instead of a decode step. Closing gates needs none.
                 context = inst.prompt_in_batch + decoding * inst.steps - inst.join_steps_sum
                 prompt_tokens = prefill_work = context
                 decoding = 0

@@ -28,7 +28,7 @@ from sim.placing import prewarm_loop, start_instance
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
 from sim.records import RequestRecord
-from sim.serving import finalize, serve
+from sim.serving import finalize, gates_changed, serve
 from sim.usage import UsageLedger
 from sim.watchdog import HookWatchdog
 
@@ -106,6 +106,7 @@ class Simulator:
         self._next_id = 0
         self._retrying = False
         self._no_room: tuple[int, int] | None = None
+        self._degraded: set[str] = set()  # models admission last said `degrade` for
         self.defaulted_models: list[str] = []  # names that took the default model's shape
         # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
         self.iteration = config.fidelity == "iteration" or shared
@@ -247,6 +248,8 @@ class Simulator:
         if action == "reject":
             self.reject(req, decision.reason or "rejected by admission")
             return
+        if action == "degrade" or req.model in self._degraded:
+            self._degrade(req.model, action == "degrade")
         if dep.footprint_bytes > self._largest_gpu_bytes:
             self.reject(req, f"model needs {dep.footprint_bytes / 1e9:.1f} GB, more than any GPU has")
             return
@@ -259,6 +262,18 @@ class Simulator:
         if not self._try_place(req, req.arrival_s, fallback=True):
             self.memory_queue.append(Pending(req, req.arrival_s))
             self._unplace(req.model, 1)
+
+    def _degrade(self, model: str, on: bool) -> None:
+        """Admission said `degrade` (on) or `serve` (off) for `model`: its fully loaded
+        progressive instances serve at their first serving stage, or at every layer again."""
+        if on:
+            self._degraded.add(model)
+        else:
+            self._degraded.discard(model)
+        now = self.env.now
+        for inst in self.by_model.get(model, ()):
+            if inst.set_degraded(on, now):
+                gates_changed(self, inst)
 
     def reject(self, req: Request, reason: str) -> None:
         self.emit(RequestRecord.rejection(
@@ -303,8 +318,6 @@ class Simulator:
                 return False
         inst.uses += 1
         inst.last_used = now
-        if inst.used_signal:
-            inst.used_signal.fire()
         self.set_idle(inst, False)
         if inst.can_serve:
             waited = now - arrival
@@ -312,9 +325,11 @@ class Simulator:
             if cold:
                 self.usage.of(req.model).cold += 1
             serve(self, inst, req, cold, waited)
-            return True
-        inst.pending.append(Pending(req, arrival))
-        self.pending_total += 1
+        else:
+            inst.pending.append(Pending(req, arrival))
+            self.pending_total += 1
+        if inst.used_signal:  # keep-alive reacts at once, to the request in place (sim/lifecycle.py)
+            inst.used_signal.fire()
         return True
 
     # --- lifecycle hooks ------------------------------------------------------------------------

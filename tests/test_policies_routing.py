@@ -318,3 +318,39 @@ def test_admission_never_sheds_a_model_without_an_instance_or_with_room_to_grow(
     for a in ("deadline[slo=1]", "goodput[slo=1]"):
         row, _, _ = run_sim(reqs, admission=a, keepalive="fixed[ttl=600]")
         assert row["rejected"] == 0
+
+
+def _skippable_big():
+    """`big` whose first stage (6 of 8 layers) runs at 0.6 of the full model's step time at
+    quality 0.25 (test numbers: what a profile would measure with the later layers' gates shut)."""
+    d = small_profile_dict()
+    big = next(m for m in d["models"] if m["name"] == "big")
+    big["stages"] = [{"name": "s1", "num_layers": 6, "quality": 0.25, "latency_scale": 0.6}]
+    return profile_from_dict(d, "skippable-big")
+
+
+@pytest.mark.parametrize("fidelity", ["request", "iteration"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_degrade_trades_quality_for_latency_under_overload(fidelity, seed):
+    """The 2x burst on one GPU with progressive staging: closing the later stages' gates
+    while overloaded serves faster steps, so the TTFT tail falls and quality with it."""
+    rows = {a: run_sim(burst(seed), _skippable_big(), fidelity=fidelity, staging="progressive", admission=a,
+                       keepalive="fixed[ttl=600]")[0]
+            for a in ("always", "degrade")}
+    assert rows["degrade"]["ttft_p99_s"] < rows["always"]["ttft_p99_s"]
+    assert rows["degrade"]["slo_attainment_pct"] > rows["always"]["slo_attainment_pct"]
+    assert rows["degrade"]["quality_mean"] < rows["always"]["quality_mean"]
+    assert rows["degrade"]["rejected"] == 0
+
+
+def test_degrade_changes_nothing_without_a_partial_stage_or_overload():
+    reqs = burst(0)
+    for staging in ("full", "pipelined"):  # one stage: no gate to close
+        a = run_sim(reqs, _skippable_big(), staging=staging, admission="always", keepalive="fixed[ttl=600]")[0]
+        d = run_sim(reqs, _skippable_big(), staging=staging, admission="degrade", keepalive="fixed[ttl=600]")[0]
+        same = {k: (v if v == v else "nan") for k, v in a.items() if k != "policy"}
+        assert same == {k: (v if v == v else "nan") for k, v in d.items() if k != "policy"}
+    light = [req(10.0 * i, i, model="big") for i in range(10)]  # never overloaded
+    a = run_sim(light, _skippable_big(), staging="progressive", admission="always", keepalive="fixed[ttl=600]")[0]
+    d = run_sim(light, _skippable_big(), staging="progressive", admission="degrade", keepalive="fixed[ttl=600]")[0]
+    assert a["quality_mean"] == d["quality_mean"] and a["ttft_p99_s"] == d["ttft_p99_s"]

@@ -18,7 +18,7 @@ meet the same ties: the hardest case for an event-light reimplementation) and
 batch-dependent decode tables, batch sizes 1-8, KV caches that do and do not bind, traces of
 up to 30 requests to up to four deployments with gaps from 0 to 700 s, every staging
 (progressive with and without refills included), keep-alive, prewarm, placement, router,
-admission and storage. A run whose GPUs can be shared steps literally at both fidelities
+admission (`degrade` included: gates closed and opened mid-batch) and storage. A run whose GPUs can be shared steps literally at both fidelities
 (`gpus_can_be_shared`), so those draws use `compute_sharing="none"` to compare something.
 
 Every run goes through `run_sim` (its `time_limit` turns a livelock into a failure).
@@ -81,7 +81,9 @@ def model_dicts(draw, name, max_batch, alone=False):
         # batch-dependent decode: a larger batch takes longer per step (but less per token)
         "decode": draw(tables([1, 2, 4, 8], st.sampled_from([1 / 64, 1 / 32, 1 / 16]),
                               st.sampled_from([0.0, 1 / 128, 1 / 64, 1 / 16]))),
-        "stages": [{"name": "s1", "num_layers": stage_layers, "quality": draw(st.sampled_from([0.25, 0.5]))}],
+        # a partial stage as fast as the whole model, or faster (its skipped layers' compute saved)
+        "stages": [{"name": "s1", "num_layers": stage_layers, "quality": draw(st.sampled_from([0.25, 0.5])),
+                    "latency_scale": draw(st.sampled_from([1.0, 1.0, 0.5]))}],
     }
 
 
@@ -230,7 +232,8 @@ STAGINGS = st.sampled_from(["full", "pipelined", "progressive", ProgressiveNoRef
 @budget(120)
 @given(data=st.data(), profile=profiles(max_batch=st.integers(1, 8)), reqs=traces(), nodes=st.integers(1, 2),
        gpus=st.integers(1, 3), staging=STAGINGS, keepalive=KEEPALIVE, prewarm=PREWARM, placement=PLACEMENT,
-       router=ROUTER, admission=st.sampled_from(["always", "always", "max_queue[depth=2]"]), storage=STORAGE)
+       router=ROUTER, admission=st.sampled_from(["always", "always", "max_queue[depth=2]", "degrade[slo=0.5]"]),
+       storage=STORAGE)
 def test_the_fidelities_agree_exactly(data, profile, reqs, nodes, gpus, staging, keepalive, prewarm, placement,
                                       router, admission, storage):
     runs = both(reqs, profile, nodes, gpus, sharing_for(profile, data.draw), staging=staging, keepalive=keepalive,
