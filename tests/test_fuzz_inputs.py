@@ -22,6 +22,7 @@ import itertools
 import json
 import lzma
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -254,6 +255,95 @@ def _write(folder: Path, name: str, data: bytes) -> Path:
     path = folder / name
     path.write_bytes(data)
     return path
+
+
+# -- the multi-file formats: a damaged file among valid ones ----------------------------------------
+
+def _mooncake(t: int, inp: int, out: int) -> str:
+    return json.dumps({"timestamp": t, "input_length": inp, "output_length": out,
+                       "hash_ids": list(range(-(-inp // 512)))})
+
+
+def _ghcp_session(sid: str, calls: list[tuple[str, str, int, int]]) -> str:
+    return json.dumps({"session_id": sid, "date": "2026-06-01", "turns": [{"turn_id": "t0", "llm_calls": [
+        {"message_id": "m", "timestamp": ts, "duration_ms": 900.0, "initiator_type": "agent", "model": model,
+         "result": "Success", "status_code": "OK",
+         "tokens": {"total": p + c, "prompt": p, "completion": c, "cached": 0, "cached_pct": 0.0}}
+        for ts, model, p, c in calls]}]})
+
+
+SERVEGEN_SERIES = "0,0.5,1.4,Gamma,0.5,2.0\n600,0,0,,0,0\n1200,0.25,1.2,Weibull,0.4,2.0\n"
+SERVEGEN_LENGTHS = json.dumps({"0": {"input_tokens": "{100: 0.5, 200: 0.5}", "output_tokens": "{7: 0.9, 0: 0.1}"},
+                               "1200": {"input_tokens": "{64: 1.0}", "output_tokens": "{3: 1.0}"}}, indent=1)
+# format -> (the file damaged, its valid text, the valid files beside it, what is opened: "" the
+# damaged file itself, else a folder), all paths relative to the case's folder
+TREES = {
+    "mooncake": ("conversation_trace.jsonl", "\n".join([_mooncake(0, 600, 5), _mooncake(1000, 1030, 7),
+                                                        _mooncake(2000, 100, 0), _mooncake(2500, 40, 3)]) + "\n",
+                 {}, ""),
+    "azure_lmm_2025": ("AzureLMMInferenceTrace_multimodal.csv",
+                       "TIMESTAMP,NumImages,ContextTokens,GeneratedTokens\n"
+                       "2024-10-15T12:00:00.269Z,0,770,491\n2024-10-15T12:00:00.900Z,1,949,126\n"
+                       "2024-10-15T12:00:02.269Z,1,964,79\n2024-10-15T12:00:05.000Z,0,78,0\n", {}, ""),
+    "ghcp_coding_agent_2026": ("date=2026-06-01/shard-0000.jsonl", "\n".join([
+        _ghcp_session("s1", [("2026-06-01T23:59:00Z", "Model A", 100, 10), ("2026-06-02T00:00:30.5Z", "Model B", 200, 0)]),
+        _ghcp_session("s2", [("2026-06-01T10:00:00Z", "Model A", 50, 5)])]) + "\n",
+        {"date=2026-06-02/shard-0000.jsonl": _ghcp_session("s3", [("2026-06-02T00:00:10Z", "Model C", 7, 3)]) + "\n"},
+        "."),
+    "servegen_series": ("m-a/chunk-0-trace.csv", SERVEGEN_SERIES, {"m-a/chunk-0-dataset.json": SERVEGEN_LENGTHS},
+                        "m-a"),
+    "servegen_lengths": ("m-a/chunk-0-dataset.json", SERVEGEN_LENGTHS, {"m-a/chunk-0-trace.csv": SERVEGEN_SERIES},
+                         "m-a"),
+}
+TREE_OPTIONS = {"servegen_series": {"rate_scale": 0.1}, "servegen_lengths": {"rate_scale": 0.1}}
+NO_LENIENT = {"servegen_series", "servegen_lengths"}  # ServeGen has no bad rows to skip: it refuses the file
+
+
+def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+
+@pytest.mark.parametrize("fmt", list(TREES))
+def test_damaged_files_of_folder_formats_read_or_fail_with_one_located_line(fmt, scratch):
+    """ServeGen folders, Mooncake JSON lines, Azure LMM 2025 and Copilot shards: one file damaged
+    (the others valid), opened as a user would; the error names the damaged file or, for a
+    folder-level refusal, the folder opened."""
+    name, base, beside, target = TREES[fmt]
+    options = TREE_OPTIONS.get(fmt, {})
+    folder = scratch / f"tree-{fmt}"
+
+    def read(files: dict[str, bytes], damaged: str, lenient: bool) -> Path:
+        _write_tree(folder, files)
+        opened = folder / (target or damaged)
+        trace = open_trace(str(opened), **options, **({} if fmt in NO_LENIENT else {"lenient": lenient}))
+        for _ in itertools.islice(trace, READ_LIMIT):
+            pass
+        return opened
+
+    valid = {rel: text.encode() for rel, text in {name: base, **beside}.items()}
+    read(valid, name, lenient=False)  # the sample itself is valid
+
+    @fuzz_settings(100)
+    @given(edits=text_damage(), damage=byte_damage(), suffix=st.sampled_from(["", "", "", "", ".gz", ".xz"]),
+           lenient=st.booleans())
+    def case(edits, damage, suffix, lenient):
+        CASES[f"trace.{fmt}"] += 1
+        data = COMPRESS[suffix](apply_text(base, edits).encode("utf-8", "surrogatepass"))
+        files = {**{rel: text.encode() for rel, text in beside.items()}, name + suffix: apply_bytes(data, damage)}
+        damaged = folder / (name + suffix)
+        try:
+            read(files, name + suffix, lenient)
+        except TraceError as e:
+            REFUSED[f"trace.{fmt}"] += 1
+            one_line(str(e))
+            opened = folder / (target or name + suffix)
+            assert str(damaged) in str(e) or str(opened.resolve()) in str(e) or str(opened) in str(e), str(e)
+
+    case()
 
 
 # -- JSON damage ---------------------------------------------------------------------------------

@@ -213,11 +213,11 @@ def test_roofline_reproduces_the_default_profiles_tables():
 
 
 def test_published_weights_phase_reproduces_serverlessllm():
-    """H100 + Llama-3.1-8B from the SSD: 0.678 s as published; Qwen3-32B: 3.22 s; Qwen3-32B
-    from the host-DRAM cache: 1.25 s."""
+    """H100 + Llama-3.1-8B from the SSD: 0.678 s as published; Qwen3-32B: 3.216 s; Qwen3-32B
+    loaded repeatedly (read as the host-DRAM cache): 1.253 s (ServerlessLLM's h100_2025 results)."""
     for name, tier, want in [("h100-llama3.1-8b-published", "ssd", 0.678),
-                             ("h100-qwen3-32b-published", "ssd", 3.22),
-                             ("h100-qwen3-32b-published", "dram", 1.25)]:
+                             ("h100-qwen3-32b-published", "ssd", 3.216),
+                             ("h100-qwen3-32b-published", "dram", 1.253)]:
         p = load_profile(name)
         hw, m = p.hardware, p.default_model
         link = min(hw.ssd_read_gbps, hw.h2d_gbps) if tier == "ssd" else hw.h2d_gbps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -74,6 +75,12 @@ def test_help_and_names(capsys):
     assert main(["names"]) == 0
     out = capsys.readouterr().out
     assert "within_minute" in out and "azure_llm_2024" in out
+    from traces.catalog import CatalogOptions
+    from traces.rowtrace import RowOptions
+    from traces.servegen import ServeGenOptions
+    for cls in (CatalogOptions, ServeGenOptions, RowOptions):  # every option a trace accepts is listed
+        for f in dataclasses.fields(cls):
+            assert f"  {f.name} = " in out, (cls.__name__, f.name)
     with pytest.raises(SystemExit) as exit_:
         main(["info"])  # argparse usage error
     assert exit_.value.code == 2

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from traces.catalog import CatalogOptions
 from traces.functions2019 import Azure2019Options
 from traces.functions2021 import Azure2021Options
 from traces.requests_trace import RequestsOptions
-from traces.synthetic import SyntheticOptions
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "traces.md"
 
@@ -25,7 +25,7 @@ def test_python_example_runs(monkeypatch, tmp_path):
         exec(compile(block, str(DOC), "exec"), {})
 
 
-@pytest.mark.parametrize("cls", [Azure2019Options, Azure2021Options, RequestsOptions, SyntheticOptions])
+@pytest.mark.parametrize("cls", [Azure2019Options, Azure2021Options, RequestsOptions, CatalogOptions])
 def test_every_option_is_documented(cls):
     text = DOC.read_text()
     for f in dataclasses.fields(cls):

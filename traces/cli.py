@@ -19,7 +19,8 @@ def _add_trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="cut the trace at this many seconds")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a trace option, e.g. -o select=top -o functions=4 (see `names`)")
+                   help="a trace option, e.g. -o select=top -o functions=4 -o catalog_size=300 "
+                        "(`names` lists every option of every trace)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +122,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_names(args) -> int:
+    from traces.catalog import CatalogOptions
     from traces.functions2019 import Azure2019Options
     from traces.functions2021 import Azure2021Options
     from traces.options import describe
@@ -128,10 +130,9 @@ def cmd_names(args) -> int:
     from traces.requests_trace import RequestsOptions
     from traces.rowtrace import RowOptions
     from traces.servegen import ServeGenOptions
-    from traces.synthetic import SyntheticOptions
     print("names: " + ", ".join(NAMES))
     for title, cls in (("azure_functions_2019", Azure2019Options), ("azure_functions_2021", Azure2021Options),
-                       ("azure_llm_* / burstgpt / requests CSV", RequestsOptions), ("synthetic", SyntheticOptions),
+                       ("azure_llm_* / burstgpt / requests CSV", RequestsOptions), ("synthetic", CatalogOptions),
                        ("servegen", ServeGenOptions), ("mooncake* / azure_lmm_2025 / ghcp_coding_agent_2026", RowOptions)):
         print(f"\noptions of {title}:")
         for name, default, help_ in describe(cls):

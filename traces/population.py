@@ -10,7 +10,7 @@ daily invocations, ATC'20 Fig. 5(a)), and everything else is drawn given u:
   `top`: the busiest `functions` of a workload of `population` functions, drawn as the top
   order statistics of that many uniforms (exact, without drawing the others).
 - trigger: the paper gives each trigger's share of functions and of invocations
-  (Fig. 2(a)); invocations come mostly from the busiest functions, so the trigger mix
+  (Fig. 2); invocations come mostly from the busiest functions, so the trigger mix
   depends on u. The simplest mix that honours both columns is piecewise constant: one mix
   below a split quantile u*, another above it, solved exactly (`trigger_model`). Both
   columns then hold over the population by construction; the mix within a band is the

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import lzma
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +128,7 @@ def _first_json(path: Path) -> dict:
                 if text.strip():
                     row = json.loads(text)
                     return row if isinstance(row, dict) else {}
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, zlib.error, lzma.LZMAError):  # damaged: the reader names the line
         return {}
     return {}
 

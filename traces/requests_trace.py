@@ -10,59 +10,24 @@ deployment each. Azure's wall-clock times are made relative to the earliest arri
 
 from __future__ import annotations
 
-import heapq
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from traces.base import Trace
-from traces.errors import Issues, TraceError
+from traces.errors import Issues
 from traces.llm import read_azure_llm, read_burstgpt, read_plain
-from traces.ordering import in_arrival_order, numbered
-
-COUNT_AT_OPEN_BYTES = 64 << 20  # files up to this size are read once at open, to report counts
+from traces.ordering import numbered
+from traces.rowtrace import COUNT_AT_OPEN_BYTES, RowOptions, bounded, first_time, merged_pass
 
 
 @dataclass(frozen=True)
-class RequestsOptions:
-    """Options for request-level traces."""
+class RequestsOptions(RowOptions):
+    """Options for request-level traces: the per-request readers' options (model names,
+    failures, time compression, reordering, leniency) plus BurstGPT's log type."""
 
-    model: str = field(default="llama-2-7b", metadata={
-        "help": "base model name; files/models of the trace become '<model>-<kind>' deployments"})
-    model_map: tuple[str, ...] = field(default=(), metadata={
-        "help": "explicit names, e.g. ChatGPT=llama-2-13b,code=mistral-7b"})
-    failures: str = field(default="drop", metadata={"help": "drop | keep requests with 0 output tokens"})
     log_type: str = field(default="", metadata={"help": "BurstGPT: keep only this Log Type (e.g. 'Conversation log')"})
-    rate_scale: float = field(default=1.0, metadata={"help": "divide every arrival time by this (time compression)"})
-    reorder_window_s: float = field(default=60.0, metadata={"help": "how far (s) rows may be out of order"})
-    lenient: bool = field(default=False, metadata={"help": "skip bad rows with counted warnings"})
-
-    def check(self) -> None:
-        if self.failures not in ("drop", "keep"):
-            raise TraceError(f"option failures: {self.failures!r} is not drop or keep")
-        if not 0 < self.rate_scale < float("inf"):
-            raise TraceError(f"option rate_scale: must be a positive number, got {self.rate_scale}")
-        if not self.reorder_window_s >= 0:
-            raise TraceError(f"option reorder_window_s: must be >= 0 (inf: sort the whole file in memory), "
-                             f"got {self.reorder_window_s}")
-        for item in self.model_map:
-            if "=" not in item:
-                raise TraceError(f"option model_map: {item!r} is not NAME=MODEL")
-
-    def name_for(self, kind: str) -> str:
-        mapping = dict(item.split("=", 1) for item in self.model_map)
-        if kind in mapping:
-            return mapping[kind]
-        return f"{self.model}-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}"
-
-
-
-def _first_time(rows: Iterator) -> float | None:
-    for t, _ in rows:
-        return t
-    return None
 
 
 def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOptions, *, where: str,
@@ -78,8 +43,7 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
 
     time_field = {"burstgpt": "Timestamp", "requests_csv": "arrival_s"}.get(fmt, "TIMESTAMP")
 
-    def ordered(path: Path, kind: str, issues: Issues) -> Iterator[tuple[float, tuple]]:
-        return in_arrival_order(reader(path, kind, issues), opts.reorder_window_s, str(path), issues, time_field)
+    ordered = bounded(reader, opts, time_field)
 
     def stream(path: Path, kind: str, issues: Issues, t0: float, counts: Counter) -> Iterator[tuple]:
         for t, payload in ordered(path, kind, issues):
@@ -98,16 +62,13 @@ def requests_trace(fmt: str, files: list[tuple[Path, str]], opts: RequestsOption
 
     def full_pass(t0: float) -> Iterator[tuple]:
         """Merge the files; a pass that reaches the end refreshes the counts in `details`."""
-        counts: Counter = Counter({"rows_read": 0, "failures_dropped": 0, "log_type_dropped": 0})
-        issues = Issues(opts.lenient)
-        yield from heapq.merge(*(stream(p, k, issues, t0, counts) for p, k in files), key=lambda r: r[0])
-        details.update(counts)
-        details.update(issues.details())
+        return merged_pass(files, lambda p, k, issues, counts: stream(p, k, issues, t0, counts), opts.lenient,
+                           details, ("rows_read", "failures_dropped", "log_type_dropped"))
 
     # Time 0 is the earliest arrival: each file's first row in arrival order (a row before its
     # file's first line is restored to its place or reported, as `reorder_window_s` says).
     issues = Issues(opts.lenient)
-    firsts = [f for f in (_first_time(ordered(p, k, issues)) for p, k in files) if f is not None]
+    firsts = [f for f in (first_time(ordered(p, k, issues)) for p, k in files) if f is not None]
     t0 = 0.0 if fmt in ("burstgpt", "requests_csv") or not firsts else min(firsts)
     details: dict = {
         "trace": fmt, "source": "real", "files": ";".join(str(p) for p, _ in files),

@@ -32,12 +32,13 @@ OrderedRows = Callable[[Path, str, Issues], Iterator[tuple[float, tuple]]]
 
 @dataclass(frozen=True)
 class RowOptions:
-    """Options for the per-request readers of Mooncake, Azure LMM 2025 and the Copilot trace."""
+    """Options for the per-request readers of Mooncake, Azure LMM 2025 and the Copilot trace;
+    the request-level traces (`traces.requests_trace.RequestsOptions`) add to them."""
 
     model: str = field(default="llama-2-7b", metadata={
         "help": "base model name: a file's kind or the trace's model label becomes '<model>-<kind>'"})
     model_map: tuple[str, ...] = field(default=(), metadata={
-        "help": "explicit names, e.g. conversation=llama-2-13b or 'Model A=qwen3-32b'"})
+        "help": "explicit names per kind or model label, e.g. code=mistral-7b or 'Model A=qwen3-32b'"})
     failures: str = field(default="drop", metadata={"help": "drop | keep requests with 0 output tokens"})
     rate_scale: float = field(default=1.0, metadata={"help": "divide every arrival time by this (time compression)"})
     reorder_window_s: float = field(default=60.0, metadata={"help": "how far (s) rows may be out of order"})
@@ -62,10 +63,22 @@ class RowOptions:
         return f"{self.model}-{re.sub(r'[^a-z0-9]+', '-', kind.lower()).strip('-')}"
 
 
-def _first(rows: Iterator[tuple[float, tuple]]) -> float | None:
+def first_time(rows: Iterator[tuple[float, tuple]]) -> float | None:
+    """The time of the first of `rows` (None when there is none): each file's earliest arrival."""
     for t, _ in rows:
         return t
     return None
+
+
+def merged_pass(files: list[tuple[Path, str]], stream: Callable[[Path, str, Issues, Counter], Iterator[tuple]],
+                lenient: bool, details: dict, counters: tuple[str, ...]) -> Iterator[tuple]:
+    """One pass over `files`, each `stream`ed, merged by time (a row's first item); a pass that
+    reaches the end writes its `counters` and the skipped-row counts into `details`."""
+    counts: Counter = Counter(dict.fromkeys(counters, 0))
+    issues = Issues(lenient)
+    yield from heapq.merge(*(stream(p, k, issues, counts) for p, k in files), key=lambda r: r[0])
+    details.update(counts)
+    details.update(issues.details())
 
 
 def bounded(reader: RowReader, opts: RowOptions, time_field: str) -> OrderedRows:
@@ -89,14 +102,11 @@ def row_trace(fmt: str, files: list[tuple[Path, str]], in_order: OrderedRows, op
             yield (t - t0) / opts.rate_scale, opts.name_for(model), prompt, output, tenant, hash_ids
 
     def full_pass(t0: float) -> Iterator[tuple]:
-        counts: Counter = Counter({"rows_read": 0, "failures_dropped": 0})
-        issues = Issues(opts.lenient)
-        yield from heapq.merge(*(stream(p, k, issues, t0, counts) for p, k in files), key=lambda r: r[0])
-        info.update(counts)
-        info.update(issues.details())
+        return merged_pass(files, lambda p, k, issues, counts: stream(p, k, issues, t0, counts), opts.lenient, info,
+                           ("rows_read", "failures_dropped"))
 
     issues = Issues(opts.lenient)
-    firsts = [f for f in (_first(in_order(p, k, issues)) for p, k in files) if f is not None]
+    firsts = [f for f in (first_time(in_order(p, k, issues)) for p, k in files) if f is not None]
     t0 = min(firsts) if firsts else 0.0
     info: dict = {"trace": fmt, "source": "real", "files": ";".join(str(p) for p, _ in files),
                   "failures": opts.failures, "rate_scale": opts.rate_scale,

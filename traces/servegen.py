@@ -290,6 +290,8 @@ def servegen_trace(folders: list[Path], opts: ServeGenOptions, *, where: str, du
         raise TraceError(f"servegen: two model folders named alike under {where}; choose with models=")
     src = ServeGenSource(folders, opts, seed)
     span = max(src.span_s.values()) - opts.start_s
+    if max(src.span_s.values()) <= 0:
+        raise TraceError(f"servegen: no rate windows in {where} (its chunk-<id>-trace.csv files are empty)")
     if span <= 0:
         raise TraceError(f"option start_s: {opts.start_s:g} s is at or after the end of the trace "
                          f"({max(src.span_s.values()):g} s)")

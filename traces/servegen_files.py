@@ -17,8 +17,10 @@ is needed, and then only that window's distributions are parsed and kept.
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +187,7 @@ def read_lengths(path: Path, window: str) -> Lengths | None:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TraceError(f"{path}:{exc.lineno}: not JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error, lzma.LZMAError) as exc:
         raise TraceError(f"{path}: cannot read file: {exc}", path=str(path)) from None
     if not isinstance(data, dict):
         raise TraceError(f"{path}:1: expected an object keyed by window start, got {type(data).__name__}",
