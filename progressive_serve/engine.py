@@ -5,6 +5,12 @@ CUDA) -> `start()` (a background thread loads the plan's stages) -> `generate()`
 the plan's `serve_from` stage, then serves at whatever stage is bound at each step) ->
 `unload()`. Every generated token carries the stage it was produced at.
 
+With init overlapped (`StagePlan.overlap_init`, or a pipelined plan: the simulator's rule,
+`init_overlaps`) the KV cache and the graph are made by a second thread that `start()`
+launches beside the loader: every gate is 0 until a stage binds, so the model is valid with
+no weights and the capture needs none. Serving starts once both the serving stage is bound
+and that init is done.
+
 A step holds `_step_lock`; the loader opens a stage's gates under the same lock, so one
 step never mixes stages. When a stage opens new layers mid-request the engine re-runs the
 prefill over the tokens so far (those layers have no K/V for them yet), unless the plan
@@ -33,6 +39,12 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 if TYPE_CHECKING:  # plans are plain data; importing `policies` would pull in its siblings
     from contracts.plan import StagePlan
+
+
+def init_overlaps(plan: StagePlan) -> bool:
+    """Whether KV allocation and graph capture run beside the load: the simulator's rule
+    (`sim.lifecycle.load_weights`), so one plan means the same in both."""
+    return plan.overlap_init or plan.pipelined
 
 
 def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -82,13 +94,15 @@ class ProgressiveEngine:
         use_vmm: bool = False,
         emulate_graph: bool = False,
         max_batch: int = 1,
+        overlap_init: bool | None = None,
     ) -> None:
         """`emulate_graph=True` (CPU only) builds the decode graph's runner with every piece
         replayed eagerly (`DecodeGraph(emulate=True)`): the graph path's logic and its capture
         window without a GPU (tests, the GPU run's CPU rehearsal). `max_batch > 1` serves
         concurrent `generate` calls with continuous batching (`progressive_serve.batching`):
         one KV slot per sequence, joining at step boundaries; eager decode (the captured
-        decode graph is batch 1)."""
+        decode graph is batch 1). `overlap_init` (default: the plan's, `init_overlaps`) leaves
+        the KV cache and the graph to `start()`, which makes them beside the loader."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if plan.pipelined and [i for st in plan.stages for i in st] != list(range(plan.num_layers)):
@@ -102,6 +116,10 @@ class ProgressiveEngine:
         self.dtype = as_dtype(dtype)
         self.shape = LlamaShape.from_dir(self.ckpt_dir)
         self.refill_on_stage = plan.refill if refill_on_stage is None else refill_on_stage
+        self.overlap_init = init_overlaps(plan) if overlap_init is None else overlap_init
+        self.timings.init_overlapped = self.overlap_init
+        self.max_tokens, self.max_batch = max_tokens, max_batch
+        self._graph_mode = graph_mode if use_cuda_graph else None
         if self.device.type == "cuda" and emulate_graph:
             raise ValueError("emulate_graph is for the CPU; on CUDA the graph is captured")
         with Stopwatch() as sw:
@@ -125,16 +143,11 @@ class ProgressiveEngine:
                 self.arena.attach(self.model)
             self._sync()
         self.timings.alloc_s = sw.s
-        with Stopwatch() as sw:
-            self.cache = KVCache.allocate(
-                self.shape, batch=max_batch, max_tokens=max_tokens, device=self.device, dtype=self.dtype
-            )
-            self._sync()
-        self.timings.kv_alloc_s = sw.s
         self._step_lock = threading.Lock()
         self._request_lock = threading.Lock()  # batch 1: one request owns the KV cache at a time
         self._stage_cv = threading.Condition()
         self.stage = -1  # the last stage whose gates are open; -1 before stage 0
+        self.initialized = False  # the KV cache (and graph, batcher) exist
         self._error: BaseException | None = None
         self.loader = StagedLoader(
             self.ckpt_dir,
@@ -145,24 +158,65 @@ class ProgressiveEngine:
             prepare_unit=self.arena.map_layer if self.arena is not None else None,
         )
         self.timings.layers = self.loader.records
+        self.cache: KVCache | None = None
         self.graph = None
-        if use_cuda_graph:
+        self.batcher = None
+        self._thread: threading.Thread | None = None
+        self._init_thread: threading.Thread | None = None
+        self._t_start = 0.0
+        self.pipelined_progress = 0  # layers an execute-while-load prefill has computed (tests watch it)
+        if not self.overlap_init:
+            self._init_serving()
+
+    def _init_serving(self) -> None:
+        """What serving needs besides the weights: the KV cache, the decode graph, the batcher.
+
+        Valid before any weight is bound: every gate is 0, so the graph's pieces are captured
+        over zeroed (or half-copied) weights whose output no step uses. On CUDA the warm-up
+        before capture writes K/V at position 0 from whatever the weights hold then, so the
+        cache is zeroed after it: a layer bound later starts from the same zeros as it would
+        without overlap.
+        """
+        with Stopwatch() as sw:
+            cache = KVCache.allocate(
+                self.shape, batch=self.max_batch, max_tokens=self.max_tokens, device=self.device, dtype=self.dtype
+            )
+            self._sync()
+        self.timings.kv_alloc_s = sw.s
+        if self._graph_mode is not None:
             from progressive_serve.cuda_graph import DecodeGraph
 
             with Stopwatch() as sw:
-                self.graph = DecodeGraph(
-                    model=self.model, cache=self.cache, mode=graph_mode, emulate=self.device.type != "cuda"
+                graph = DecodeGraph(
+                    model=self.model, cache=cache, mode=self._graph_mode, emulate=self.device.type != "cuda"
                 )
-                self.graph.capture()
+                graph.capture()
+                if not graph.emulate:
+                    cache.keys.zero_()
+                    cache.values.zero_()
+                    self._sync()
             self.timings.capture_s = sw.s
-        self._thread: threading.Thread | None = None
-        self._t_start = 0.0
-        self.pipelined_progress = 0  # layers an execute-while-load prefill has computed (tests watch it)
-        self.batcher = None
-        if max_batch > 1:
+            self.graph = graph
+        self.cache = cache
+        if self.max_batch > 1:
             from progressive_serve.batching import ContinuousBatcher
 
-            self.batcher = ContinuousBatcher(self, self.cache)
+            self.batcher = ContinuousBatcher(self, cache)
+        with self._stage_cv:
+            self.initialized = True
+            if self._t_start:
+                self.timings.init_done_s = time.perf_counter() - self._t_start
+                if self.stage >= self.plan.serve_from and self.timings.serve_ready_s is None:
+                    self.timings.serve_ready_s = self.timings.init_done_s
+            self._stage_cv.notify_all()
+
+    def _init_in_background(self) -> None:
+        try:
+            self._init_serving()
+        except BaseException as e:  # surfaced to waiters, as the loader's are
+            with self._stage_cv:
+                self._error = e
+                self._stage_cv.notify_all()
 
     def _sync(self) -> None:
         """Wait for this thread's stream (allocations run there): never device-wide, so it
@@ -177,6 +231,9 @@ class ProgressiveEngine:
         self._t_start = time.perf_counter()
         self._thread = threading.Thread(target=self._load, name="progressive-loader", daemon=True)
         self._thread.start()
+        if not self.initialized:  # init overlapped: KV cache and capture beside the loader
+            self._init_thread = threading.Thread(target=self._init_in_background, name="progressive-init", daemon=True)
+            self._init_thread.start()
         if not background:
             self.wait_until_loaded()
         return self
@@ -194,7 +251,7 @@ class ProgressiveEngine:
         with self._stage_cv:
             self.stage = j
             self.timings.stage_ready_s.append(now)
-            if j == self.plan.serve_from:
+            if j == self.plan.serve_from and self.initialized:
                 self.timings.serve_ready_s = now
             self._stage_cv.notify_all()
 
@@ -206,6 +263,8 @@ class ProgressiveEngine:
             raise ValueError(f"stage {j} out of order: stage {self.loader.bound_stage} is the last bound")
         if self._t_start == 0.0:
             self._t_start = time.perf_counter()
+        if not self.initialized:  # init overlapped, but nothing runs beside this call: init first
+            self._init_serving()
         self.loader.load_stage(j)
         self._on_stage(j)
 
@@ -221,8 +280,23 @@ class ProgressiveEngine:
                 raise TimeoutError(f"stage {j} not bound after {timeout} s (now at {self.stage})")
             return self.stage
 
+    def wait_until_serving(self, timeout: float | None = None) -> int:
+        """Block until the serving stage is bound and the KV cache and graph exist; returns the stage."""
+        self.wait_for_stage(self.plan.serve_from, timeout)
+        self._wait_initialized(timeout)
+        return self.stage
+
+    def _wait_initialized(self, timeout: float | None = None) -> None:
+        with self._stage_cv:
+            ok = self._stage_cv.wait_for(lambda: self.initialized or self._error is not None, timeout)
+            if self._error is not None:
+                raise RuntimeError(f"engine init failed: {self._error!r}") from self._error
+            if not ok:
+                raise TimeoutError(f"KV cache and graph not ready after {timeout} s")
+
     def wait_until_loaded(self, timeout: float | None = None) -> None:
         self.wait_for_stage(self.plan.num_stages - 1, timeout)
+        self._wait_initialized(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -249,9 +323,9 @@ class ProgressiveEngine:
         bind a stage there).
         """
         t0 = time.perf_counter()
-        if self.batcher is not None:
+        if self.max_batch > 1:
             self._check_request(prompt_ids, max_new_tokens)
-            self.wait_for_stage(self.plan.serve_from)
+            self.wait_until_serving()
             return self.batcher.submit(prompt_ids, max_new_tokens, on_token, t0, time.perf_counter() - t0)
         with self._request_lock:
             return self._generate(prompt_ids, max_new_tokens, on_token, t0)
@@ -271,7 +345,7 @@ class ProgressiveEngine:
                 stages.append(self.loader.bound_stage)
                 layers_first = sum(self.model.active)
         else:
-            self.wait_for_stage(self.plan.serve_from)
+            self.wait_until_serving()
             wait_s = time.perf_counter() - t0
             with self._step_lock:
                 version = self.model.gate_version
@@ -323,6 +397,9 @@ class ProgressiveEngine:
             waited += time.perf_counter() - t
 
         wait(0)  # the embedding unit binds with stage 0
+        t = time.perf_counter()
+        self._wait_initialized()  # layer 0 writes its K/V: the cache must exist
+        waited += time.perf_counter() - t
         with self._step_lock:
             h = self.model.embed(x)
             rope = self.model.rope(pos)
@@ -345,13 +422,15 @@ class ProgressiveEngine:
             raise ValueError("empty prompt")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if len(prompt_ids) + max_new_tokens > self.cache.max_tokens:
+        if len(prompt_ids) + max_new_tokens > self.max_tokens:
             raise ValueError(
-                f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.cache.max_tokens}"
+                f"prompt {len(prompt_ids)} + {max_new_tokens} new tokens exceeds max_tokens={self.max_tokens}"
             )
 
     def unload(self) -> None:
         """Stop loading, drop weights, cache and graphs (a cold instance again)."""
+        if self._init_thread is not None:
+            self._init_thread.join()  # an overlapped init finishes first (it may make the batcher)
         if self.batcher is not None:
             self.batcher.close()  # requests in flight finish; waiting ones fail
         self.loader.cancel()

@@ -34,8 +34,10 @@ class EngineTimings:
     alloc_s: float = 0.0  # allocating (zeroing) the model's parameter buffers
     kv_alloc_s: float = 0.0
     capture_s: float = 0.0  # CUDA graph capture of the decode step; 0 when not used
+    init_overlapped: bool = False  # KV allocation and capture ran beside the load (after start())
+    init_done_s: float | None = None  # start() to KV cache and graph ready, when overlapped
     stage_ready_s: list[float] = field(default_factory=list)  # start() to stage j bound
-    serve_ready_s: float | None = None  # start() to the plan's serve_from stage bound
+    serve_ready_s: float | None = None  # start() to the serve_from stage bound and, if overlapped, init done
     layers: list[LayerLoadRecord] = field(default_factory=list)
 
     def load_bytes(self) -> int:
@@ -55,6 +57,8 @@ class EngineTimings:
             "alloc_s": self.alloc_s,
             "kv_alloc_s": self.kv_alloc_s,
             "capture_s": self.capture_s,
+            "init_overlapped": self.init_overlapped,
+            "init_done_s": self.init_done_s,
             "stage_ready_s": list(self.stage_ready_s),
             "serve_ready_s": self.serve_ready_s,
             "load_bytes": self.load_bytes(),

@@ -156,3 +156,27 @@ def test_cuda_batching_and_pipelined_prefill_give_the_cpu_tokens(tiny, cpu_token
     eng = ProgressiveEngine(tiny, pipelined_plan(6), device="cuda", max_tokens=64).start()
     assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
     eng.unload()
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["whole", "per_layer"])
+def test_cuda_graph_captured_beside_the_load_serves_the_cpu_tokens(tiny, cpu_tokens, mode):
+    """Init overlapped on the GPU: the capture (and its warm-up over half-copied weights) runs
+    while the loader copies stage 0; held before stage 1, every token is stage 0's, and the
+    CPU engine's; once loaded, the full model's."""
+    import dataclasses
+    import threading
+
+    plan = dataclasses.replace(PLAN, overlap_init=True)
+    eng = ProgressiveEngine(tiny, plan, device="cuda", use_cuda_graph=True, graph_mode=mode, max_tokens=64)
+    assert eng.graph is None and eng.cache is None
+    gate = threading.Event()
+    eng.loader.prepare_unit = lambda unit: unit in plan.stages[1] and gate.wait(60)
+    eng.start()
+    res = eng.generate(random_prompt(eng.shape, 6), 8)
+    assert res.token_stages == [0] * 8 and res.tokens == cpu_tokens[0]
+    assert eng.graph.captured and eng.timings.init_done_s is not None and eng.timings.capture_s > 0
+    gate.set()
+    eng.wait_until_loaded(60)
+    assert eng.generate(random_prompt(eng.shape, 6), 8).tokens == cpu_tokens[-1]
+    eng.unload()

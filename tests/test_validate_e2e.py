@@ -106,7 +106,12 @@ def test_small_run_writes_a_profile_the_simulator_loads(small_run):
     assert m.layer_importance is not None and len(m.layer_importance) == 30
     assert p.hardware.ssd_read_gbps > 0 and p.engine.loader_efficiency <= 1.0
     measurements = json.loads((out / "measurements.json").read_text())
-    assert [c["plan"] for c in measurements["cold_starts"]] == ["full", "pipelined", "progressive"]
+    assert [c["plan"] for c in measurements["cold_starts"]] == [
+        "full", "pipelined", "progressive", "progressive+overlap",
+    ]  # fmt: skip
+    o = measurements["init_overlap"]
+    assert o["plan"] == "progressive" and o["measured_saving_s"] == pytest.approx(o["ttft_s"] - o["ttft_overlapped_s"])
+    assert 0 <= o["predicted_engine_saving_s"] <= o["predicted_saving_s"] and o["init_done_s"] is not None
 
 
 @pytest.mark.slow

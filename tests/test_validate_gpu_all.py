@@ -36,6 +36,22 @@ def test_the_call_plans_every_step_the_issue_asks_for_within_8_minutes():
     assert BUDGET_S == 480 and budget(steps, Figures()).fits
 
 
+def test_the_7b_measurements_cold_reads_are_what_its_cold_starts_and_disk_probe_read():
+    """3.76 checkpoints: the disk probe, the full and pipelined cold starts, and the
+    progressive one without and with init overlapped, each to its first token (stage 0)."""
+    from contracts.plan import progressive_plan
+    from progressive_serve.config import SHAPES
+    from validate.config import GPU_SIZES, PROGRESSIVE_FRACTIONS
+
+    shape = SHAPES["llama2-7b"]
+    total = Figures().ckpt_bytes
+    layer = shape.layer_numel() * 2
+    stage0 = len(progressive_plan(32, PROGRESSIVE_FRACTIONS).stages[0]) * layer + (total - 32 * layer)
+    reads = (3 * GPU_SIZES.disk_probe_bytes + 2 * total + 2 * stage0) / total
+    step = next(s for s in plan_steps("python3", Path("runs/cache")) if s.name == "measure-7b")
+    assert step.cold_reads == pytest.approx(reads, abs=0.01)
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 0.0

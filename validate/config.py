@@ -63,7 +63,9 @@ GPU_SIZES = Sizes(
     decode_context=128,
     repeats=5,
     copy_bytes=512 * 2**20,
-    disk_probe_bytes=2 * 2**30,  # 3 cold reads of it; at 2+ GB/s each still lasts a second
+    # 3 cold reads of it: at 1-3 GB/s each lasts 0.3-1 s, thousands of times a disk's latency
+    # (2 GiB until the init-overlap pair needed its share of the GPU call's budget)
+    disk_probe_bytes=1 * 2**30,
     quality_tokens=1024,
     ttft_prompt_tokens=128,
     overhead_steps=128,

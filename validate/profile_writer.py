@@ -109,6 +109,7 @@ def build_profile_dict(m: Measurements, name: str, network_gbps: float = DEFAULT
         "cuda_graph": m.graph_check,
         "batching": m.batching,
         "served_decode": m.served_decode,
+        "init_overlap": m.init_overlap,
         "stage_latency": {
             k: {"prefill": _table(m.prefill[k]), "decode": _table(m.decode[k])}
             for k in m.prefill

@@ -81,6 +81,8 @@ class Measurements:
     batching: list[dict] = field(default_factory=list)
     # the engine's own decode step vs context (validate/latency.py)
     served_decode: dict = field(default_factory=dict)
+    # cold start with and without init overlapped, and the simulator's saving (validate/init_overlap.py)
+    init_overlap: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
