@@ -482,3 +482,21 @@ def test_steps_begun_compares_with_the_boundary_as_scheduled(start, step, n):
     before = math.nextafter(boundary, -math.inf)
     if n and before >= start:
         assert steps_begun(start, step, before) == n
+
+
+def test_timeout_at_reaches_a_time_no_delay_can():
+    """From 1.65 every sum 1.65 + delay near 5.67 is a tie that rounds to even: 5.668483479817708
+    (odd) is reached only by putting the event on SimPy's queue at that time (found by a hunt)."""
+    env = simpy.Environment()
+    move_clock(env, 1.65)
+    t = 5.668483479817708
+    assert all(1.65 + d != t for d in (t - 1.65, math.nextafter(t - 1.65, 0), math.nextafter(t - 1.65, 9)))
+    fired = []
+
+    def proc():
+        yield timeout_at(env, t)
+        fired.append(env.now)
+
+    env.process(proc())
+    env.run()
+    assert fired == [t]
