@@ -174,7 +174,7 @@ class _Aimd:
         self.last_ttft = 0.0
 
 
-class Degrade(AdmissionPolicy):
+class Degrade(Deadline):
     """Under overload, serve from a progressive instance's first stage rather than queue for
     the full model: quality for latency.
 
@@ -194,14 +194,7 @@ class Degrade(AdmissionPolicy):
     nothing changes.
     """
 
-    name = "degrade"
-
-    def __init__(self, factor: float = 1.0, slo: float = 5.0):
-        if not float(factor) > 0 or not float(slo) > 0:
-            raise ValueError(f"factor and slo must be > 0, got factor={factor}, slo={slo}")
-        self.factor = float(factor)
-        self.slo = float(slo)
-        self._est = TtftEstimator()
+    name = "degrade"  # the parameters and the overload prediction are `deadline`'s
 
     def admit(self, request: Request, cluster: ClusterView) -> Admit:
         self._est.observe(request, cluster)
