@@ -8,13 +8,13 @@ the weights, as vLLM does, unless the profile says the engine overlaps them).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from contracts.decisions import Keep
 from sim.cluster import load_path
 from sim.instance import Instance, InstanceState
 from sim.serving import finalize
+from sim.stepclock import timeout_at
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular
     from sim.core import SimCore
@@ -197,16 +197,9 @@ class Keeper:
         self.schedule(t)
 
     def schedule(self, t: float) -> None:
-        """A timer at `t`, or just before it when SimPy's `now + delay` cannot reach `t` from
-        here (then `timer` hops once more, from where the sum is exact)."""
-        env = self.env
-        now = env.now
-        delay = t - now
-        while now + delay > t:
-            delay = math.nextafter(delay, -math.inf)
-        ev = env.timeout(delay)
-        ev.callbacks.append(self._on_timer)
-        self.timers.append(now + delay)
+        """A timer at exactly `t` (`timeout_at`: the one rule for an event at a given instant)."""
+        timeout_at(self.env, t).callbacks.append(self._on_timer)
+        self.timers.append(t)
 
     def timer(self, _event) -> None:
         now = self.env.now
