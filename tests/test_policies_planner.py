@@ -314,3 +314,19 @@ def test_a_floor_trades_area_for_quality_at_the_first_token(monkeypatch):
     area_floor, ttft_floor = cold_start_area(profile, "planned[floor=0.5]", monkeypatch)
     assert bounds("planned[floor=0.5]", profile) == (28, 32)
     assert ttft_floor > ttft_all and area_floor < area_all
+
+
+def test_planned_on_the_profile_measured_on_an_h200():
+    """The shipped SmolLM2-135M profile was measured by `validate` on an H200 (importance and
+    stage qualities included): `planned` plans on it, with boundaries only at its measured
+    stages (22, 26, 30 layers) and the most important layers first, and a run serves."""
+    p = load_profile("nvidia-h200-smollm2-135m-measured")
+    m = p.default_model
+    dep = Deployment(m.name, m, p.hardware, p.engine)
+    plan = Planned().plan(dep)
+    bounds = list(itertools.accumulate(len(s) for s in plan.stages))
+    assert set(bounds) <= {22, 26, 30} and bounds[-1] == 30
+    ranked = sorted(range(30), key=lambda i: -m.layer_importance[i])
+    assert set(plan.stages[0]) == set(ranked[:bounds[0]])
+    res = run_cli(trace="synthetic", duration=120, staging="planned", profile="nvidia-h200-smollm2-135m-measured")
+    assert int(res.summary["served"].iloc[0]) > 0
