@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,3 +90,12 @@ def parameter_pointers(model: torch.nn.Module) -> dict[str, int]:
 def random_prompt(shape: LlamaShape, n: int, seed: int = 0) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, shape.vocab_size, (n,), generator=g).tolist()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `cond` until it holds (a test watching an engine's background threads); fail after `timeout` s."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.002)

@@ -21,7 +21,7 @@ from progressive_serve import device_guard  # noqa: E402
 from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
 from progressive_serve.config import LlamaShape  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine, init_overlaps  # noqa: E402
-from progressive_serve.testing import random_prompt, torch_threads  # noqa: E402
+from progressive_serve.testing import random_prompt, torch_threads, wait_until  # noqa: E402
 
 PLAN = progressive_plan(6)  # stages of 4, 1 and 1 layers (ends inward), serve after the first
 OVERLAP = dataclasses.replace(PLAN, overlap_init=True)
@@ -36,14 +36,6 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", seed=7, dtype="float32")
-
-
-def _wait_until(cond, timeout=20.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.002)
 
 
 def _engine(tiny, plan: StagePlan, **kw) -> ProgressiveEngine:
@@ -83,7 +75,7 @@ def test_init_finishes_before_stage_0_binds_while_the_loader_streams_it(tiny):
     prompt = random_prompt(eng.shape, 6, seed=2)
     eng.start()
     # the loader is inside stage 0's first unit and init is done: the two ran side by side
-    _wait_until(lambda: eng.initialized and entered == [None])
+    wait_until(lambda: eng.initialized and entered == [None])
     assert eng.loader.bound_stage == -1 and eng.graph.captured and eng.cache is not None
     out: dict = {}
     t = threading.Thread(target=lambda: out.setdefault("r", eng.generate(prompt, 6)))

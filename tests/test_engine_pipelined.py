@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -12,7 +11,7 @@ torch = pytest.importorskip("torch")
 from policies.plan import StagePlan, full_plan, pipelined_plan  # noqa: E402
 from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
 from progressive_serve.engine import ProgressiveEngine  # noqa: E402
-from progressive_serve.testing import random_prompt, torch_threads  # noqa: E402
+from progressive_serve.testing import random_prompt, torch_threads, wait_until  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,14 +23,6 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", seed=5, dtype="float32")
-
-
-def _wait_until(cond, timeout=20.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.002)
 
 
 def test_prefill_runs_each_layer_as_it_binds_and_gives_the_full_models_tokens(tiny):
@@ -46,7 +37,7 @@ def test_prefill_runs_each_layer_as_it_binds_and_gives_the_full_models_tokens(ti
     units.release(2)  # stage 0: the embedding unit and layer 0
     for k in range(6):
         # layer k is computed before layer k+1 is even started: compute overlaps the load
-        _wait_until(lambda k=k: eng.pipelined_progress == k + 1)
+        wait_until(lambda k=k: eng.pipelined_progress == k + 1)
         assert eng.loader.bound_stage == k and "r" not in out
         units.release()
     t.join(30)
