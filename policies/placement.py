@@ -10,65 +10,100 @@ from policies.base import PlacementPolicy
 from policies.views import ClusterView, GpuView, ModelView
 
 
+def need_on(model: ModelView, gpu: GpuView) -> int:
+    """Bytes a new instance of `model` takes on `gpu`: its footprint, less its shared base where
+    the GPU holds a copy (`GpuView.need_bytes` owns the rule; a model without one needs no ask)."""
+    return gpu.need_bytes(model) if getattr(model, "gpu_base", None) else model.footprint_bytes
+
+
+def base_first(model: ModelView, gpus) -> list:
+    """The GPUs, those holding the model's shared base first (a start there loads and holds only
+    its task part), each group in the given order."""
+    base = getattr(model, "gpu_base", None)
+    if base is None:
+        return gpus
+    return sorted(gpus, key=lambda g: not g.holds_base(base))
+
+
 def _evictable(gpu: GpuView) -> list:
     """Idle instances on the GPU, least recently used first (safe to evict now)."""
     idle = [i for i in gpu.instances if i.idle_since is not None and i.state in ("ready", "full")]
     return sorted(idle, key=lambda i: (i.last_used, i.id))
 
 
-def _plan_on(gpu: GpuView, need: int) -> Place | None:
-    free = gpu.free_bytes
-    if free >= need:
+def _plan_on(gpu: GpuView, model: ModelView) -> Place | None:
+    """Room for `model` on `gpu`, evicting idle instances least recently used first if need be."""
+    if gpu.free_bytes >= need_on(model, gpu):
         return Place(gpu.node, gpu.index)
-    victims = []
+    victims, chosen = [], []
     for inst in _evictable(gpu):
         victims.append(inst.id)
-        free += inst.memory_bytes
+        chosen.append(inst)
+        free, need = _room_after(gpu, model, chosen, victims)
         if free >= need:
             return Place(gpu.node, gpu.index, tuple(victims))
     return None
 
 
+def _room_after(gpu: GpuView, model: ModelView, chosen: list, victims: list[int]) -> tuple[int, int]:
+    """(free bytes, bytes `model` needs) on `gpu` once the instances `chosen` (ids `victims`) are
+    evicted: evicting the last user of a shared base frees its copy, or takes it from `model`."""
+    if getattr(model, "gpu_base", None) is not None or getattr(gpu, "bases", None):
+        return gpu.free_bytes + gpu.freed_by(chosen), gpu.need_bytes(model, victims)
+    return gpu.free_bytes + sum(i.memory_bytes for i in chosen), model.footprint_bytes
+
+
 class FirstFit(PlacementPolicy):
-    """The first GPU with room; else the first where evicting idle LRU instances makes room."""
+    """The first GPU with room; else the first where evicting idle LRU instances makes room.
+
+    A model with a shared base (`ModelView.gpu_base`) looks at the GPUs that hold a copy of it
+    first, where it needs only its own bytes (as every built-in placement does).
+    """
 
     name = "first_fit"
 
     def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
-        need = model.footprint_bytes
-        for gpu in cluster.gpus:
-            if gpu.free_bytes >= need:
+        gpus = base_first(model, cluster.gpus)
+        for gpu in gpus:
+            if gpu.free_bytes >= need_on(model, gpu):
                 return Place(gpu.node, gpu.index)
-        for gpu in cluster.gpus:
-            p = _plan_on(gpu, need)
+        for gpu in gpus:
+            p = _plan_on(gpu, model)
             if p is not None:
                 return p
         return None
 
 
 class BestFit(PlacementPolicy):
-    """The GPU that leaves the least free memory (packs models tightly), evicting only if needed."""
+    """The GPU that leaves the least free memory (packs models tightly), evicting only if needed;
+    a GPU holding the model's shared base first."""
 
     name = "best_fit"
 
     def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
-        need = model.footprint_bytes
-        fits = [g for g in cluster.gpus if g.free_bytes >= need]
+        fits = [g for g in base_first(model, cluster.gpus) if g.free_bytes >= need_on(model, g)]
         if fits:
-            g = min(fits, key=lambda g: (g.free_bytes, g.node, g.index))
+            base = getattr(model, "gpu_base", None)
+            g = min(fits, key=lambda g: (base is not None and not g.holds_base(base), g.free_bytes, g.node, g.index))
             return Place(g.node, g.index)
         return FirstFit().place(model, cluster)
 
 
 class Spread(PlacementPolicy):
-    """The GPU with the most free memory (spreads load; leaves room for bursts)."""
+    """The GPU with the most free memory (spreads load; leaves room for bursts); a GPU holding the
+    model's shared base first (spreading a task model would copy its base)."""
 
     name = "spread"
 
     def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
-        need = model.footprint_bytes
+        base = getattr(model, "gpu_base", None)
+        if base is not None:  # a GPU holding its base first: spreading it would copy the base
+            fits = [g for g in cluster.gpus if g.holds_base(base) and g.free_bytes >= need_on(model, g)]
+            if fits:
+                g = max(fits, key=lambda g: (g.free_bytes, -g.node, -g.index))
+                return Place(g.node, g.index)
         g = max(cluster.gpus, key=lambda g: (g.free_bytes, -g.node, -g.index))
-        if g.free_bytes >= need:
+        if g.free_bytes >= need_on(model, g):
             return Place(g.node, g.index)
         return FirstFit().place(model, cluster)
 
@@ -137,25 +172,27 @@ class GreedyDual(PlacementPolicy):
             # it enters the cache: its frequency starts again
             self._entered[model.name] = now
             self._absent.add(model.name)
-        need = model.footprint_bytes
-        for gpu in cluster.gpus:
-            if gpu.free_bytes >= need:
+        gpus = base_first(model, cluster.gpus)
+        for gpu in gpus:
+            if gpu.free_bytes >= need_on(model, gpu):
                 return Place(gpu.node, gpu.index)
         freq: dict[str, int] = {}
         best = None
-        for gpu in cluster.gpus:
+        for gpu in gpus:
             idle = _evictable(gpu)
             for inst in idle:
                 if inst.model not in freq:
                     freq[inst.model] = self.frequency(inst.model, cluster)
             ranked = sorted(((self.priority(i, cluster, freq), i.last_used, i.id, i) for i in idle),
                             key=lambda r: r[:3])
-            free, victims, top = gpu.free_bytes, [], 0.0
+            free, victims, chosen, top = gpu.free_bytes, [], [], 0.0
+            need = need_on(model, gpu)
             for prio, _, iid, inst in ranked:
                 if free >= need:
                     break
                 victims.append(iid)
-                free += inst.memory_bytes
+                chosen.append(inst)
+                free, need = _room_after(gpu, model, chosen, victims)
                 top = prio
             if free >= need:
                 key = (top, len(victims), gpu.node, gpu.index)
@@ -182,8 +219,8 @@ class Locality(PlacementPolicy):
     tier its node holds the checkpoint in (`ModelView.cold_start_s(tier)`), with the part that
     crosses the node's storage link (its excess over a start from host DRAM) stretched by 1 +
     the loads in flight on that node's links and the GPU's PCIe link
-    (`ClusterView.loads_in_flight`). The smallest estimate wins; ties go to fewer evictions,
-    then node and GPU order.
+    (`ClusterView.loads_in_flight`); on a GPU holding the model's shared base only the task part
+    loads. The smallest estimate wins; ties go to fewer evictions, then node and GPU order.
 
     Simplified: no live migration of running inference to free a GPU that holds the
     checkpoint (the paper's second mechanism); loads in flight are counted, not their bytes
@@ -194,19 +231,25 @@ class Locality(PlacementPolicy):
     name = "locality"
 
     def place(self, model: ModelView, cluster: ClusterView) -> Place | None:
-        need = model.footprint_bytes
-        options = [(g, Place(g.node, g.index)) for g in cluster.gpus if g.free_bytes >= need]
+        options = [(g, Place(g.node, g.index)) for g in cluster.gpus if g.free_bytes >= need_on(model, g)]
         if not options:
-            options = [(g, p) for g in cluster.gpus if (p := _plan_on(g, need)) is not None]
+            options = [(g, p) for g in cluster.gpus if (p := _plan_on(g, model)) is not None]
         if not options:
             return None
-        dram = model.cold_start_s("dram")
-        by_tier: dict[str, float] = {}
+        base = getattr(model, "gpu_base", None)
+        by_tier: dict[tuple[str, bool], float] = {}
+
+        def estimate(tier: str, resident: bool) -> float:
+            if (tier, resident) not in by_tier:
+                by_tier[tier, resident] = (model.cold_start_s(tier, base_resident=True) if resident
+                                           else model.cold_start_s(tier))
+            return by_tier[tier, resident]
 
         def startup(gpu: GpuView) -> float:
+            # a GPU holding the model's shared base loads only the task part
+            resident = base is not None and gpu.holds_base(base)
+            dram = estimate("dram", resident)
             tier = cluster.checkpoint_tier(model.name, gpu.node)
-            if tier not in by_tier:
-                by_tier[tier] = model.cold_start_s(tier)
-            return dram + (by_tier[tier] - dram) * (1 + cluster.loads_in_flight(gpu.node, gpu.index))
+            return dram + (estimate(tier, resident) - dram) * (1 + cluster.loads_in_flight(gpu.node, gpu.index))
 
         return min(options, key=lambda o: (startup(o[0]), len(o[1].evict), o[0].node, o[0].index))[1]

@@ -9,6 +9,7 @@ them between calls.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 
@@ -81,6 +82,16 @@ class GpuView(Protocol):
     def free_bytes(self) -> int: ...
     @property
     def instances(self) -> list[InstanceView]: ...
+    def holds_base(self, name: str | None) -> bool:
+        """Whether a copy of shared base `name` is on this GPU (resident or being loaded)."""
+        ...
+    def need_bytes(self, model: ModelView, evict: Collection[int] = ()) -> int:
+        """Bytes a new instance of `model` would reserve here once instances `evict` are gone:
+        its footprint, less its shared base (`ModelView.gpu_base`) where a copy stays here."""
+        ...
+    def freed_by(self, evict: Collection[InstanceView]) -> int:
+        """Bytes evicting these instances of this GPU frees, shared bases left unused included."""
+        ...
 
 
 class ModelView(Protocol):
@@ -106,8 +117,21 @@ class ModelView(Protocol):
     def decode_s(self, batch: int) -> float:
         """Seconds of one decode step at this batch size (the profile's table)."""
         ...
-    def cold_start_s(self, tier: str = "ssd") -> float:
-        """A full cold start from "dram", "ssd" or "remote" on idle links (profile estimate)."""
+    def cold_start_s(self, tier: str = "ssd", base_resident: bool = False) -> float:
+        """A full cold start from "dram", "ssd" or "remote" on idle links (profile estimate);
+        `base_resident`: on a GPU holding its shared base, whose start loads the task part only."""
+        ...
+    @property
+    def base(self) -> str | None:
+        """The shared base its weights include (the profile's `shared_base`), or None."""
+        ...
+    @property
+    def gpu_base(self) -> str | None:
+        """That base when one copy of it on a GPU serves every instance there that shares it."""
+        ...
+    @property
+    def base_bytes(self) -> int:
+        """The shared base's bytes (0 without one)."""
         ...
     def wake_s(self, level: int, tier: str = "dram") -> float:
         """Waking a sleeping instance of it (sleep level 1 or 2, weights from `tier` at level 2)."""

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"a shipped profile ({', '.join(shipped_profiles())}; README: which to pick) "
                         f"or a JSON path (default: {DEFAULT_PROFILE})")
+    c.add_argument("--shared-base", metavar="FRACTION[,storage]",
+                   help="declare that each profile model's deployments (<model>-<suffix>, as trace mapping names "
+                        "them) are task models over one frozen base of FRACTION of its weights: a GPU holds one "
+                        "copy for all of them and a start where it is resident loads only the task part; with "
+                        "',storage' they share only the storage tiers (page cache, SSD). Default: as the profile "
+                        "declares (its models' shared_base)")
     c.add_argument("--nodes", type=int, help="GPU nodes (default 2, or the cluster the trace suggests: servegen 1)")
     c.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 4, or the trace's: servegen 8)")
     c.add_argument("--storage", choices=STORAGE, default="ssd",
@@ -237,7 +243,8 @@ def _run_inputs(args: argparse.Namespace, config: SimConfig, profile: Profile, t
             "files": [file_fingerprint(p) for p, _ in files],
             "option_files": option_files,
         },
-        "profile": {"name": profile.name, "sha256": sha256_file(profile_path)},
+        "profile": {"name": profile.name, "sha256": sha256_file(profile_path),
+                    **({"shared_base": args.shared_base} if args.shared_base else {})},
         "cluster": {"nodes": config.nodes, "gpus_per_node": config.gpus_per_node, "storage": config.storage,
                     "slo_ttft_s": config.slo_ttft_s, "fidelity": config.fidelity,
                     "compute_sharing": config.compute_sharing},
@@ -287,7 +294,7 @@ class _Run:
         from sim.errors import BadRequestError
         from sim.metrics import RunMetrics
         from sim.policyset import PolicyError
-        from sim.profile import ProfileError, load_profile
+        from sim.profile import ProfileError, load_profile, with_shared_bases
         from sim.progress import RunProgress
         from sim.report import CAPACITY_KEY, PlotSeries, format_summary
         from sim.runstore import ComboResult, OutError, RunStore, code_fingerprint
@@ -309,6 +316,8 @@ class _Run:
                                compute_sharing=args.compute_sharing, unknown_models=args.unknown_models,
                                hook_timeout_s=args.hook_timeout or None)
             profile = load_profile(args.profile)
+            if args.shared_base:
+                profile = with_shared_bases(profile, args.shared_base)
             self.combos = combos = _policy_sets(args)
             trace = open_trace(args.trace, trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed,
                                **_trace_options(args.trace_option))

@@ -8,12 +8,19 @@ the checkpoint stays cached in the node's DRAM and SSD, least recently used firs
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sim.flows import Link
 from sim.profile import HardwareProfile
 
 GB = 1e9
+
+
+def base_key(name: str) -> str:
+    """The name a shared base's checkpoint goes by in the storage tiers and the per-model usage
+    (apart from any model's)."""
+    return f"base:{name}"
 
 
 class Tier:
@@ -67,6 +74,25 @@ class Tier:
 
 
 @dataclass(eq=False)
+class BaseResidency:
+    """One copy of a shared base on a GPU, held while any instance there uses it.
+
+    Its first holder loads it; the holders after it load only their task parts and wait
+    (`waiters`: events that sim/lifecycle.py fires) until it is `loaded`. `uid` is its key
+    in the per-model usage ledger.
+    """
+
+    name: str
+    nbytes: int
+    uid: int
+    loaded: bool = False
+    waiters: list = field(default_factory=list)
+    holders: set[int] = field(default_factory=set)  # ids of the instances using it
+    idle_holders: int = 0
+    idle: bool = False  # counted as idle memory: every holder is idle
+
+
+@dataclass(eq=False)
 class Gpu:
     node: int
     index: int
@@ -75,10 +101,34 @@ class Gpu:
     used_bytes: int = 0  # written by sim.memory.MemoryLedger only
     instances: list = field(default_factory=list)  # the simulator's Instance objects
     compute: object = None  # sim.compute.GpuCompute when co-located instances share compute
+    bases: dict[str, BaseResidency] = field(default_factory=dict)  # written by MemoryLedger only
 
     @property
     def free_bytes(self) -> int:
         return self.capacity_bytes - self.used_bytes
+
+    def holds_base(self, name: str | None) -> bool:
+        """Whether a copy of shared base `name` is on this GPU (resident or being loaded)."""
+        return name is not None and name in self.bases
+
+    def need_bytes(self, model, evict: Collection[int] = ()) -> int:
+        """Bytes a new instance of `model` (a `ModelView`) would reserve here once the instances
+        `evict` are gone: its footprint, less its shared base where a copy stays resident."""
+        base = model.gpu_base
+        if base is not None:
+            r = self.bases.get(base)
+            if r is not None and not (evict and r.holders <= set(evict)):
+                return model.footprint_bytes - model.base_bytes
+        return model.footprint_bytes
+
+    def freed_by(self, evict: Collection) -> int:
+        """Bytes evicting the instances `evict` (views of instances on this GPU) would free: their
+        own memory, and each shared base none of the remaining instances uses."""
+        freed = sum(i.memory_bytes for i in evict)
+        if self.bases:
+            ids = {i.id for i in evict}
+            freed += sum(r.nbytes for r in self.bases.values() if r.holders <= ids)
+        return freed
 
 
 @dataclass(eq=False)
@@ -89,6 +139,9 @@ class Node:
     net_link: Link
     dram: Tier
     ssd: Tier
+    # Reads from storage under way, by (checkpoint part, stage, bytes): their completion events
+    # (sim/lifecycle.py: a load of the same bytes meanwhile waits for them: the page cache).
+    reads: dict = field(default_factory=dict)
 
 
 def build_cluster(hw: HardwareProfile, nodes: int, gpus_per_node: int) -> list[Node]:
@@ -116,7 +169,8 @@ def build_cluster(hw: HardwareProfile, nodes: int, gpus_per_node: int) -> list[N
 
 
 def load_path(node: Node, gpu: Gpu, model: str) -> tuple[tuple[Link, ...], str]:
-    """The links a load of `model` onto `gpu` crosses, and the tier it comes from."""
+    """The links a load of checkpoint `model` (a model's name, or a shared base's key) onto
+    `gpu` crosses, and the tier it comes from."""
     if model in node.dram:
         node.dram.touch(model)
         return (gpu.pcie,), "dram"

@@ -8,7 +8,7 @@ small and typed is what lets each of them be read, and tested, without the whole
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sim.cluster import Gpu, Node
     from sim.flows import FlowNetwork
     from sim.instance import Deployment, Instance
+    from sim.metrics import RunMetrics
     from sim.policyset import PolicyError, PolicySet
     from sim.profile import Profile
     from sim.records import RequestRecord
@@ -35,6 +36,7 @@ class SimCore(Protocol):
     net: FlowNetwork
     nodes: list[Node]
     usage: UsageLedger  # per-model counters: loads, wakes, cold starts, refills, bytes
+    metrics: RunMetrics  # the run's summary: lifecycle counts bytes by kind there (`on_bytes`)
     label: str
     emit: Callable[[RequestRecord], None]
     instances: dict[int, Instance]
@@ -57,8 +59,8 @@ class SimCore(Protocol):
     def retry_memory_queue(self) -> None: ...
 
     # starting instances
-    def no_room_known(self, footprint_bytes: int) -> bool: ...
-    def remember_no_room(self, footprint_bytes: int) -> None: ...
+    def no_room_known(self, key: Hashable) -> bool: ...
+    def remember_no_room(self, key: Hashable) -> None: ...
     def retries_held(self) -> AbstractContextManager[None]: ...
     def register(self, dep: Deployment, gpu: Gpu, plan: StagePlan) -> Instance: ...
     def reserve(self, inst: Instance) -> None: ...

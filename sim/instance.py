@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from contracts.plan import StagePlan
 from contracts.request import Request
-from sim.cluster import Gpu, Node
+from sim.cluster import Gpu, Node, base_key
 from sim.profile import EngineProfile, HardwareProfile, ModelProfile
 from sim.stepclock import steps_begun, timeout_at
 
@@ -52,7 +52,8 @@ class Deployment:
     an uncontended link, never a measurement of the run itself.
     """
 
-    __slots__ = ("name", "shape", "footprint_bytes", "max_tokens_in_flight", "hardware", "engine")
+    __slots__ = ("name", "shape", "footprint_bytes", "max_tokens_in_flight", "hardware", "engine",
+                 "base", "base_bytes", "gpu_base", "checkpoint_parts")
 
     def __init__(self, name: str, shape: ModelProfile, hardware: HardwareProfile | None = None,
                  engine: EngineProfile | None = None):
@@ -62,6 +63,20 @@ class Deployment:
         self.max_tokens_in_flight = shape.max_tokens_in_flight  # kept: read on every arrival
         self.hardware = hardware
         self.engine = engine
+        b = shape.shared_base
+        self.base = None if b is None else b.name
+        self.base_bytes = 0 if b is None else b.bytes
+        # The base one copy of which on a GPU serves every instance there that shares it.
+        self.gpu_base = None if b is None or not b.share_gpu_memory else b.name
+        # What its checkpoint is, as the storage tiers cache it: (key, bytes) per part.
+        self.checkpoint_parts: tuple[tuple[str, int], ...] = (
+            ((name, shape.weight_bytes),) if b is None
+            else ((base_key(b.name), b.bytes), (name, shape.weight_bytes - b.bytes)))
+
+    @property
+    def own_bytes(self) -> int:
+        """GPU bytes an instance holds itself when its base is resident (task weights and KV cache)."""
+        return self.footprint_bytes - self.base_bytes if self.gpu_base else self.footprint_bytes
 
     @property
     def max_batch(self) -> int:
@@ -75,17 +90,19 @@ class Deployment:
         """Seconds of one decode step at this batch size, every layer bound."""
         return self.shape.decode(batch)
 
-    def cold_start_s(self, tier: str = "ssd") -> float:
+    def cold_start_s(self, tier: str = "ssd", base_resident: bool = False) -> float:
         """A full cold start with its checkpoint in `tier` ("dram", "ssd" or "remote") on idle links.
 
         Process start, CUDA context, the weights at the loader's share of the slowest link on
         the path, a bind per layer, then KV-cache allocation and graph capture (unless the
         engine overlaps them with the load, when the longer of the two counts).
+        `base_resident`: on a GPU that holds its shared base already, only the task part loads.
         """
         hw, eng = self.hardware, self.engine
         if hw is None or eng is None:
             raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a cold start")
-        load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
+        nbytes = self.shape.weight_bytes - (self.base_bytes if base_resident and self.gpu_base else 0)
+        load = nbytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
         load += eng.bind_s_per_layer * self.shape.num_layers
         init = eng.kv_cache_alloc_s + eng.graph_capture_s
         body = max(load, init) if eng.init_overlaps_load else load + init
@@ -288,7 +305,9 @@ class Instance:
         self.bound_at = -1.0  # when the last stage bound or the gates changed (step_view)
         self.prev_view: tuple[int, float, float] = (-1, 0.0, 1.0)
         self.capacity = dep.shape.max_batch
-        self.memory_bytes = dep.footprint_bytes
+        self.memory_bytes = dep.own_bytes  # its shared base, if any, is the GPU's (sim/memory.py)
+        self.base_residency = None  # the copy of its shared base it uses on its GPU, while it holds memory
+        self.base_was_resident = False  # at its last reservation: it loads only its task part
         self.busy_until = 0.0
         self.pending: deque[Pending] = deque()
         self.solo: Solo | None = None  # request fidelity: a request alone, computed without events

@@ -55,14 +55,24 @@ def load_weights(sim: SimCore, inst: Instance, init_s: float):
         inst.move_to(S.LOADING)
     inst.bound_layers = 0
     inst.stage = -1
-    source = None
+    dep = inst.dep
+    node, gpu = inst.node_ref, inst.gpu_ref
+    residency = inst.base_residency
+    base_on_gpu = residency is not None and inst.base_was_resident
+    sources: dict[str, str] = {}  # checkpoint part -> the tier it was read from
+    last = len(plan.stages) - 1
     for j, layers in enumerate(plan.stages):
         if inst.state is S.EVICTED:
             return
         nbytes = len(layers) * shape.layer_bytes + (shape.embedding_bytes + shape.head_bytes if j == 0 else 0)
-        path, src = load_path(inst.node_ref, inst.gpu_ref, inst.model)
-        source = source or src
-        yield sim.net.transfer(path, nbytes, eng.loader_efficiency)
+        if dep.base is None:
+            yield _read(sim, inst, inst.model, nbytes, j, sources)
+        else:
+            nbytes = yield from _load_parts(sim, inst, nbytes, j, base_on_gpu, sources)
+            if base_on_gpu:  # its layers bind once the GPU's copy of the base is complete
+                yield from _base_loaded(sim, residency)
+            elif residency is not None and j == last:
+                _base_now_loaded(residency)
         sim.usage.of(inst.model).bytes_loaded += nbytes
         if eng.bind_s_per_layer > 0:
             yield env.timeout(eng.bind_s_per_layer * len(layers))
@@ -73,11 +83,85 @@ def load_weights(sim: SimCore, inst: Instance, init_s: float):
             else:
                 yield init_done
             sim.became_ready(inst, pipelined=plan.pipelined)
-    node = inst.node_ref
     # The checkpoint passed through host DRAM (page cache) and, from remote, landed on the SSD.
-    node.dram.add(inst.model, shape.weight_bytes)
-    if source == "remote":
-        node.ssd.add(inst.model, shape.weight_bytes)
+    for key, nbytes in dep.checkpoint_parts:
+        if key in sources:
+            node.dram.add(key, nbytes)
+            if sources[key] == "remote":
+                node.ssd.add(key, nbytes)
+    if base_on_gpu:
+        _count_base_saved(sim, inst, dep.base_bytes)
+
+
+def _read(sim: SimCore, inst: Instance, key: str, nbytes: float, stage: int, sources: dict[str, str]):
+    """Move `nbytes` of checkpoint part `key` (its stage `stage`) onto the instance's GPU from
+    the tier that holds it on the node; the event fires when the last byte lands.
+
+    Reads share the page cache (`EngineProfile.shares_reads`): where another load on the node
+    is reading the same bytes from storage now, this one waits for that read and copies them
+    from host DRAM over its PCIe link, as buffered reads of one file do.
+    """
+    node, gpu = inst.node_ref, inst.gpu_ref
+    path, src = load_path(node, gpu, key)
+    sources.setdefault(key, src)
+    net, eff = sim.net, sim.profile.engine.loader_efficiency
+    if src == "dram" or not sim.profile.engine.shares_reads:
+        return net.transfer(path, nbytes, eff)
+    tag = (key, stage, nbytes)
+    leader = node.reads.get(tag)
+    if leader is not None:
+        return sim.env.all_of([leader, net.transfer((gpu.pcie,), nbytes, eff)])
+    done = net.transfer(path, nbytes, eff)
+    node.reads[tag] = done
+
+    def over(_event) -> None:
+        if node.reads.get(tag) is done:
+            del node.reads[tag]
+
+    done.callbacks.append(over)
+    return done
+
+
+def _load_parts(sim: SimCore, inst: Instance, nbytes: int, stage: int, base_on_gpu: bool, sources: dict[str, str]):
+    """Load a stage's `nbytes` of a model with a shared base: the base's share (spread over the
+    layers in proportion to their bytes), then the task's, each from the tier that holds that
+    part on the node (one loader reads one file after the other); the base's not at all where
+    its copy is on the GPU. Returns the bytes moved."""
+    dep = inst.dep
+    base_part = nbytes * dep.base_bytes / dep.weight_bytes
+    for key, part in ((dep.checkpoint_parts[0][0], base_part), (inst.model, nbytes - base_part)):
+        if part <= 0 or (base_on_gpu and key != inst.model):
+            continue
+        yield _read(sim, inst, key, part, stage, sources)
+    return nbytes - base_part if base_on_gpu else nbytes
+
+
+def _base_loaded(sim: SimCore, residency):
+    """Wait until the GPU's copy of a shared base has been loaded by the instance that brought it."""
+    if not residency.loaded:
+        done = sim.env.event()
+        residency.waiters.append(done)
+        yield done
+
+
+def _base_now_loaded(residency) -> None:
+    residency.loaded = True
+    waiters, residency.waiters = residency.waiters, []
+    for done in waiters:
+        done.succeed()
+
+
+def _count_base_saved(sim: SimCore, inst: Instance, nbytes: int) -> None:
+    """A load that found its shared base on the GPU skipped `nbytes`: count them, and the seconds
+    the profile says they would have taken from the tier the node holds the base in."""
+    dep = inst.dep
+    node = inst.node_ref
+    key = dep.checkpoint_parts[0][0]
+    tier = "dram" if key in node.dram else "ssd" if key in node.ssd else "remote"
+    usage = sim.usage.of(inst.model)
+    usage.base_bytes_saved += nbytes
+    usage.base_load_s_saved += dep.cold_start_s(tier) - dep.cold_start_s(tier, base_resident=True)
+    sim.metrics.on_bytes("base_saved", nbytes)
 
 
 def wake(sim: SimCore, inst: Instance):
@@ -95,8 +179,18 @@ def wake(sim: SimCore, inst: Instance):
     yield env.timeout(eng.wake_from_sleep_s)
     if level == 1:
         inst.node_ref.dram.unpin(inst.shape.weight_bytes)
-        yield sim.net.transfer((inst.gpu_ref.pcie,), inst.shape.weight_bytes, eng.loader_efficiency)
-        sim.usage.of(inst.model).bytes_loaded += inst.shape.weight_bytes
+        residency = inst.base_residency
+        base_on_gpu = residency is not None and inst.base_was_resident
+        nbytes = inst.shape.weight_bytes
+        if base_on_gpu:  # its GPU holds the base: only its own weights go back
+            yield from _base_loaded(sim, residency)
+            nbytes -= inst.dep.base_bytes
+        yield sim.net.transfer((inst.gpu_ref.pcie,), nbytes, eng.loader_efficiency)
+        sim.usage.of(inst.model).bytes_loaded += nbytes
+        if residency is not None and not base_on_gpu:
+            _base_now_loaded(residency)
+        if base_on_gpu:
+            _count_base_saved(sim, inst, inst.dep.base_bytes)
         sim.became_ready(inst, pipelined=False)
     else:
         yield from load_weights(sim, inst, eng.kv_cache_alloc_s)

@@ -24,11 +24,13 @@ def start_instance(sim: SimCore, dep: Deployment) -> Instance | None:
     A "no room" answer is remembered until GPU memory or idleness changes (see
     `PlacementPolicy.place`): under overload this spares a placement call per arrival.
     """
-    if sim.no_room_known(dep.footprint_bytes):
+    # The answer depends on the footprint and, for a model sharing a base, where that base is.
+    key = dep.footprint_bytes if dep.gpu_base is None else (dep.footprint_bytes, dep.gpu_base)
+    if sim.no_room_known(key):
         return None
     decided = ask_placement(sim, dep)
     if decided is None:
-        sim.remember_no_room(dep.footprint_bytes)
+        sim.remember_no_room(key)
         return None
     place, gpu = decided
     # Memory freed by these evictions is this instance's: no waiting request may take it first.
@@ -77,16 +79,18 @@ def check_place(sim: SimCore, place: Place, dep: Deployment):
     if not (0 <= place.node < len(sim.nodes) and 0 <= place.gpu < len(sim.nodes[place.node].gpus)):
         raise sim.policy_failure(p, "place", f"GPU ({place.node}, {place.gpu}) does not exist")
     gpu = sim.nodes[place.node].gpus[place.gpu]
-    freed = 0
+    victims = []
     for iid in place.evict:
         inst = sim.instances.get(iid)
         if inst is None or inst.gpu_ref is not gpu or inst.idle_since is None or not inst.can_serve:
             raise sim.policy_failure(p, "place", f"instance {iid} is not an idle instance on that GPU")
-        freed += inst.memory_bytes
-    if gpu.free_bytes + freed < dep.footprint_bytes:
+        victims.append(inst)
+    free = gpu.free_bytes + gpu.freed_by(victims)
+    need = gpu.need_bytes(dep, place.evict)
+    if free < need:
         raise sim.policy_failure(
-            p, "place", f"GPU ({place.node}, {place.gpu}) has {(gpu.free_bytes + freed) / 1e9:.1f} GB free "
-            f"after evictions; the model needs {dep.footprint_bytes / 1e9:.1f} GB")
+            p, "place", f"GPU ({place.node}, {place.gpu}) has {free / 1e9:.1f} GB free "
+            f"after evictions; the model needs {need / 1e9:.1f} GB")
     return gpu
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,24 @@ class StageProfile:
 
 
 @dataclass(frozen=True)
+class SharedBase:
+    """Part of a model's weights that other models share (a frozen base they were tuned on).
+
+    Models that name the same base (and deployments of them, `<model>-<suffix>`) keep one
+    copy of its `bytes` per tier: a node that read the base for one of them reads it from
+    host DRAM for the next. With `share_gpu_memory` (task models over a frozen shared module,
+    as in PrefillShare or ICaRus) one copy on a GPU also serves every instance there that
+    shares it: a cold start where it is resident loads and holds only its own task part.
+    Without it (separate engine processes reading one checkpoint) only the storage tiers
+    share it. The base's bytes are spread over the layers in proportion to theirs.
+    """
+
+    name: str
+    bytes: int
+    share_gpu_memory: bool = True
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     name: str
     num_layers: int
@@ -85,6 +103,7 @@ class ModelProfile:
     decode: Table  # seconds per decode step vs batch size
     stages: tuple[StageProfile, ...] = ()
     layer_importance: tuple[float, ...] | None = None
+    shared_base: SharedBase | None = None
 
     @property
     def weight_bytes(self) -> int:
@@ -177,6 +196,10 @@ class EngineProfile:
     loader_efficiency: float
     wake_from_sleep_s: float = 0.5  # warm process, weights re-bound from host DRAM
     init_overlaps_load: bool = False  # KV allocation and graph capture run while weights load
+    # Loads read through the page cache: a load of bytes another load on the node is reading
+    # from storage right now waits for that read and copies them from host DRAM, instead of
+    # reading them again (buffered reads; a loader with O_DIRECT reads them again).
+    shares_reads: bool = True
 
 
 @dataclass(frozen=True)
@@ -351,6 +374,7 @@ def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
         loader_efficiency=r.number(e, "loader_efficiency", ep, strict=True),
         wake_from_sleep_s=r.number(e, "wake_from_sleep_s", ep, default=0.5),
         init_overlaps_load=r.boolean(e, "init_overlaps_load", ep, default=False),
+        shares_reads=r.boolean(e, "shares_reads", ep, default=True),
     )
     if engine.loader_efficiency > 1.0:
         raise r.fail("engine.loader_efficiency", f"must be <= 1, got {engine.loader_efficiency}")
@@ -358,9 +382,18 @@ def profile_from_dict(d: dict, source: str = "<profile>") -> Profile:
     if not isinstance(models_raw, list) or not models_raw:
         raise r.fail("models", "must be a non-empty list")
     models = tuple(_model_from_dict(r, m, f"models[{i}].") for i, m in enumerate(models_raw))
+    bases: dict[str, tuple[int, SharedBase]] = {}
     for i, m in enumerate(models):
         if m.weight_bytes > hardware.usable_gpu_bytes:
             raise r.fail(f"models[{i}]", f"weights ({m.weight_bytes / 1e9:.1f} GB) do not fit the GPU")
+        b = m.shared_base
+        if b is None:
+            continue
+        first = bases.setdefault(b.name, (i, b))
+        if first[1] != b:
+            raise r.fail(f"models[{i}].shared_base", f"base {b.name!r} is declared differently by models[{first[0]}] "
+                                                     f"({first[1].bytes} bytes, share_gpu_memory "
+                                                     f"{str(first[1].share_gpu_memory).lower()})")
     return Profile(
         name=str(d.get("name", Path(source).stem)),
         schema_version=version,
@@ -404,6 +437,7 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
                 source=str(s.get("source", "")),
             )
         )
+    base = _shared_base(r, m, p)
     importance = m.get("layer_importance")
     if importance is not None and (not isinstance(importance, list) or len(importance) != n or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(_as_float(v))
@@ -422,7 +456,46 @@ def _model_from_dict(r: _Reader, m: dict, p: str) -> ModelProfile:
         decode=r.table(m, "decode", p),
         stages=tuple(stages),
         layer_importance=tuple(float(v) for v in importance) if importance else None,
+        shared_base=base,
     )
+
+
+def _shared_base(r: _Reader, m: dict, p: str) -> SharedBase | None:
+    """The model's `shared_base` entry, checked: at most its own weight bytes."""
+    if m.get("shared_base") is None:
+        return None
+    sp = f"{p}shared_base."
+    b = r.section(m, "shared_base", p)
+    name = b.get("name")
+    if not isinstance(name, str) or not name:
+        raise r.fail(f"{sp}name", f"expected a non-empty name, got {_short(name)}")
+    nbytes = r.integer(b, "bytes", sp, minimum=1)
+    weights = sum(r.integer(m, k, p, minimum=0) for k in ("embedding_bytes", "head_bytes")) + \
+        r.integer(m, "num_layers", p, minimum=1) * r.integer(m, "layer_bytes", p, minimum=1)
+    if nbytes > weights:
+        raise r.fail(f"{sp}bytes", f"{nbytes} exceeds the model's {weights} weight bytes")
+    return SharedBase(name, nbytes, r.boolean(b, "share_gpu_memory", sp, default=True))
+
+
+def with_shared_bases(profile: Profile, spec: str) -> Profile:
+    """The profile with every model declaring a shared base (the CLI's `--shared-base`).
+
+    `spec` is `FRACTION` or `FRACTION,storage`: each model's deployments (`<model>-<suffix>`)
+    become task models over a base of FRACTION of its weights, named `<model>-base`, shared
+    in GPU memory, or with `storage` only in the storage tiers. A what-if for catalogues of
+    fine-tunes over one base (PrefillShare, ICaRus) without editing the profile's file.
+    """
+    head, _, mode = spec.partition(",")
+    try:
+        fraction = float(head)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction <= 1 or mode not in ("", "gpu", "storage"):
+        raise ProfileError(f"--shared-base wants FRACTION or FRACTION,storage with FRACTION in (0, 1], got {spec!r}")
+    models = tuple(
+        replace(m, shared_base=SharedBase(f"{m.name}-base", max(1, int(m.weight_bytes * fraction)), mode != "storage"))
+        for m in profile.models)
+    return replace(profile, models=models)
 
 
 def shipped_profiles() -> list[str]:

@@ -187,7 +187,11 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             decoding = len(running)
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
-            stage, q, scale = inst.step_view(env.now, continuing=last_end == env.now)
+            continuing = last_end == env.now
+            stage, q, scale = inst.step_view(env.now, continuing)
+            # A stage bound at this very boundary: this step computes with the view before it,
+            # the steps after it with the new one, so at request fidelity it runs alone.
+            stale = continuing and inst.bound_at == env.now
             if refill and decoding and stage > inst.stepped_stage:
                 # A stage bound (or gates opened) since the last step: its layers have no K/V
                 # for the tokens so far, so every running request re-runs the prefill over its
@@ -244,7 +248,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             if not prompt_tokens:
                 # A run of identical decode steps up to the first finish, as one event; a
                 # request that can join, or a stage that binds, cuts it at the next boundary.
-                k = running[0][0] - inst.steps
+                k = 1 if stale else running[0][0] - inst.steps
                 # Busy as the literal loop says it: to the end of the step under way (the run
                 # may be cut short, and keep-alive and the run's end read this).
                 sim.mark_busy(inst, now + step)
@@ -259,7 +263,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             end = now + step
             sim.mark_busy(inst, end)
             k = running[0][0] - inst.steps - 1
-            if k <= 0:
+            if k <= 0 or stale:
                 yield env.timeout(step)
                 last_end = env.now
                 _steps_done(sim, inst, 1, q, stage, joiners)

@@ -8,7 +8,7 @@ evictions, batch steps at iteration fidelity) are events.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from contextlib import contextmanager
 
 import numpy as np
@@ -34,6 +34,9 @@ from sim.watchdog import HookWatchdog
 
 S = InstanceState
 
+
+_TIERS = ("dram", "ssd", "remote")  # fastest first
+_TIER_RANK = {t: i for i, t in enumerate(_TIERS)}
 
 # Arrivals beyond this many simulated seconds (about 31.7 years) are refused: far beyond any
 # trace, and where a float clock could no longer tell a prefill from the time it starts.
@@ -61,8 +64,14 @@ def gpus_can_be_shared(profile: Profile, config: SimConfig) -> bool:
     if config.compute_sharing != "time_slice":
         return False
     hw = profile.hardware
+    usable = hw.usable_gpu_bytes
     smallest = min(m.footprint_bytes for m in profile.models)
-    return smallest > 0 and hw.usable_gpu_bytes // smallest > hw.compute_slots
+    # After the first, an instance whose shared base is on its GPU holds only its own part.
+    own = min(m.footprint_bytes - (m.shared_base.bytes if m.shared_base and m.shared_base.share_gpu_memory else 0)
+              for m in profile.models)
+    if smallest <= 0 or own <= 0 or smallest > usable:
+        return False
+    return 1 + (usable - smallest) // own > hw.compute_slots
 
 
 class Simulator:
@@ -105,7 +114,7 @@ class Simulator:
         self.arrivals_done = False
         self._next_id = 0
         self._retrying = False
-        self._no_room: tuple[int, int] | None = None
+        self._no_room: tuple[int, Hashable] | None = None
         self._degraded: set[str] = set()  # models admission last said `degrade` for
         self.defaulted_models: list[str] = []  # names that took the default model's shape
         # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
@@ -140,11 +149,19 @@ class Simulator:
         return list(self._arrivals.get(model, ()))
 
     def checkpoint_tier(self, model: str, node: int) -> str:
-        """Where a load of `model` onto `node` would read from now: "dram", "ssd" or "remote"."""
+        """Where a load of `model` onto `node` would read from now: "dram", "ssd" or "remote"
+        (for a model with a shared base, the slower of where its two parts sit)."""
         n = self.nodes[node]
-        return "dram" if model in n.dram else "ssd" if model in n.ssd else "remote"
+        dep = self.deployments.get(model)
+        if dep is None or dep.base is None:
+            return "dram" if model in n.dram else "ssd" if model in n.ssd else "remote"
+        return _TIERS[max(_TIER_RANK["dram" if key in n.dram else "ssd" if key in n.ssd else "remote"]
+                          for key, _ in dep.checkpoint_parts)]
 
     def checkpoint_tiers(self, model: str) -> frozenset[str]:
+        dep = self.deployments.get(model)
+        if dep is not None and dep.base is not None:
+            return frozenset(self.checkpoint_tier(model, n.index) for n in self.nodes)
         tiers = set()
         for n in self.nodes:
             tiers.add("dram" if model in n.dram else "ssd" if model in n.ssd else "remote")
@@ -178,7 +195,8 @@ class Simulator:
             self._arrivals[name] = deque(maxlen=256)
             if self.config.storage == "ssd":
                 for node in self.nodes:
-                    node.ssd.add(name, dep.weight_bytes)
+                    for key, nbytes in dep.checkpoint_parts:
+                        node.ssd.add(key, nbytes)
         return dep
 
     def policy_failure(self, policy, hook: str, err) -> PolicyError:
@@ -206,12 +224,13 @@ class Simulator:
             self.memory.set_idle(inst, False, self.env.now)
 
     # --- placement's memory of "no room" ---------------------------------------------------------
-    def no_room_known(self, footprint_bytes: int) -> bool:
-        """Placement said "no room" for this footprint and memory has not changed since."""
-        return self._no_room == (self.memory.epoch, footprint_bytes)
+    def no_room_known(self, key: Hashable) -> bool:
+        """Placement said "no room" for a model of this key (its footprint, and its shared base
+        if it has one) and memory has not changed since."""
+        return self._no_room == (self.memory.epoch, key)
 
-    def remember_no_room(self, footprint_bytes: int) -> None:
-        self._no_room = (self.memory.epoch, footprint_bytes)
+    def remember_no_room(self, key: Hashable) -> None:
+        self._no_room = (self.memory.epoch, key)
 
     @contextmanager
     def retries_held(self):
@@ -349,7 +368,7 @@ class Simulator:
     def _wake(self, inst: Instance) -> bool:
         """Bring a sleeping instance back onto its GPU; False if its GPU has no room now."""
         gpu = inst.gpu_ref
-        if gpu.free_bytes < inst.memory_bytes:
+        if gpu.free_bytes < gpu.need_bytes(inst.dep):
             return False
         inst.move_to(S.LOADING)
         inst.woken = True

@@ -21,6 +21,8 @@ class ModelUsage:
     evictions: int = 0
     refills: int = 0  # tokens computed by a prefill over the context because a stage bound mid-request
     bytes_loaded: float = 0.0  # weights moved onto GPUs (loads and wakes), over whatever links
+    base_bytes_saved: float = 0.0  # not loaded: its shared base's copy was on the GPU already
+    base_load_s_saved: float = 0.0  # what loading those would have taken (profile estimate, idle links)
     mem_byte_s: float = 0.0
     idle_byte_s: float = 0.0
 
@@ -68,6 +70,7 @@ class UsageLedger:
             d = asdict(self.models[name])
             mem, idle = d.pop("mem_byte_s"), d.pop("idle_byte_s")
             d["gb_loaded"] = d.pop("bytes_loaded") / 1e9
+            d["gb_base_saved"] = d.pop("base_bytes_saved") / 1e9
             out.append({"policy": label, **d, "gpu_mem_gb_hours": mem / _GB_HOUR,
                         "gpu_idle_gb_hours": idle / _GB_HOUR})
         return out

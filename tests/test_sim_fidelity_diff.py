@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sim_properties import SleepTiers, examples, run_sim, small_profile_dict
@@ -101,6 +102,11 @@ def profiles(draw, max_batch=ONE, alone=False):
         init_overlaps_load=draw(st.booleans()),
     )
     d["models"] = [draw(model_dicts(n, max_batch, alone)) for n in ("a", "b", "c")]
+    share = draw(st.sampled_from([None, None, "gpu", "storage"]))
+    if share is not None:  # `a` and `d` (a deployment of `a`) are task models over one base
+        a = d["models"][0]
+        a["shared_base"] = {"name": "base", "bytes": a["num_layers"] * a["layer_bytes"] // 2,
+                            "share_gpu_memory": share == "gpu"}
     return profile_from_dict(d, "fidelity-diff")
 
 
@@ -147,8 +153,12 @@ class ProgressiveNoRefill(StagingPolicy):
 
 
 def packable(profile) -> bool:
-    """Whether a GPU can hold two instances of some model (then time slicing could share it)."""
-    return any(m.footprint_bytes <= profile.hardware.usable_gpu_bytes / 2 for m in profile.models)
+    """Whether a GPU can hold two instances of some model (then time slicing could share it);
+    a second instance over a shared base on the GPU holds only its own part."""
+    def own(m):
+        b = m.shared_base
+        return m.footprint_bytes - (b.bytes if b is not None and b.share_gpu_memory else 0)
+    return any(m.footprint_bytes + own(m) <= profile.hardware.usable_gpu_bytes for m in profile.models)
 
 
 def both(requests, profile, nodes=1, gpus=1, compute_sharing="none", **specs):
@@ -294,7 +304,9 @@ def test_a_bind_exactly_at_a_boundary_of_a_run():
     lands a last bit away from 7.825 + 24/64, so the stage counted a step apart (and the
     refill came a step apart: 0.11 s on the finish) until both sides computed the run's
     boundaries as the same float."""
-    d = small_profile_dict(process_start_s=0.0, cuda_context_s=0.5, kv_cache_alloc_s=0.0, graph_capture_s=1.5)
+    # (found before loads shared the page cache: `b`'s loads each read from storage, as then)
+    d = small_profile_dict(process_start_s=0.0, cuda_context_s=0.5, kv_cache_alloc_s=0.0, graph_capture_s=1.5,
+                           shares_reads=False)
     flat = {"x": [1, 8], "seconds": [1 / 64, 1 / 64]}
     a, b = d["models"][0], d["models"][1]
     a.update(name="a", num_layers=8, layer_bytes=250_000_000, max_batch=1, max_tokens_in_flight=4096,
@@ -313,3 +325,28 @@ def test_a_bind_exactly_at_a_boundary_of_a_run():
     check_exact(runs)
     first = runs["request"][1][0]
     assert first.first_token_s == 7.825
+
+
+def test_a_join_step_that_starts_as_a_stage_binds_runs_alone():
+    """Found by a bug hunt: the last stage of `c` binds at 11.3 s, exactly when a step begins
+    in which a request arriving at 11.25 s joins. That step computes with the stage before the
+    bind (the tie rule of `Instance.step_view`), the steps after it with every layer. Request
+    fidelity merged the join step with the decode run after it and gave the whole run the old
+    stage: the joiner's 2 tokens had quality 0.89 and 0.89 instead of 0.89 and 1.0."""
+    d = small_profile_dict(process_start_s=0.5, cuda_context_s=0.5, kv_cache_alloc_s=0.5, graph_capture_s=0.0,
+                           bind_s_per_layer=0.125)
+    c = d["models"][0]
+    c.update(name="c", num_layers=8, layer_bytes=500_000_000, max_batch=3, max_tokens_in_flight=4096,
+             prefill={"x": [1, 4096], "seconds": [0.125, 0.125]},
+             decode={"x": [1, 2, 4, 8], "seconds": [0.03125, 0.09375, 0.09375, 0.09375]},
+             stages=[{"name": "s1", "num_layers": 1, "quality": 0.25}])
+    d["models"] = [c]
+    profile = profile_from_dict(d, "join-as-a-stage-binds")
+    reqs = [Request(arrival_s=t, model="c", prompt_tokens=1, output_tokens=n, request_id=i)
+            for i, (t, n) in enumerate([(0.0, 27), (9.25, 23), (11.25, 2)])]
+    runs = both(reqs, profile, staging=ProgressiveNoRefill(), keepalive="none", placement="first_fit",
+                router="least_loaded", storage="remote")
+    check_exact(runs)
+    joiner = runs["request"][1][2]
+    assert joiner.first_token_s == 11.51875
+    assert joiner.quality == pytest.approx((0.25 + 0.75 * 6 / 7 + 1.0) / 2)

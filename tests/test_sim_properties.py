@@ -152,8 +152,11 @@ class CheckedSimulator(Simulator):
         total = 0
         for g in self._gpus:
             assert 0 <= g.used_bytes <= g.capacity_bytes, f"GPU {g.node}.{g.index}: {g.used_bytes} > {g.capacity_bytes}"
-            assert g.used_bytes == sum(i.memory_bytes for i in g.instances)
+            assert g.used_bytes == sum(i.memory_bytes for i in g.instances) + sum(r.nbytes for r in g.bases.values())
             assert all(i.state not in ("evicted", "sleeping") for i in g.instances)
+            for name, r in g.bases.items():  # a shared base's copy is there exactly while instances use it
+                assert r.holders == {i.id for i in g.instances if i.dep.gpu_base == name}
+                assert r.idle == (r.idle_holders == len(r.holders))
             total += g.used_bytes
         assert self.memory.used_bytes == total
         assert 0 <= self.memory.idle_bytes <= self.memory.used_bytes

@@ -62,9 +62,14 @@ def replay_profile(
     for m in d["models"]:
         m["max_batch"] = batch
         m["max_tokens_in_flight"] = engine_max_tokens * batch  # one KV slot of max_tokens per sequence
+        # Every trace model of the segment is served from this one checkpoint: the node's page
+        # cache holds it once for all of them (each engine still holds its own copy on the GPU).
+        weights = m["num_layers"] * m["layer_bytes"] + m["embedding_bytes"] + m["head_bytes"]
+        m["shared_base"] = {"name": f"{m['name']}-checkpoint", "bytes": weights, "share_gpu_memory": False}
     note = (
         "for replay only: process start and CUDA context 0 (one process hosts every engine), "
-        f"batch {batch} and {engine_max_tokens * batch} KV tokens (the engine's own)"
+        f"batch {batch} and {engine_max_tokens * batch} KV tokens (the engine's own), one checkpoint "
+        "read by every trace model (shared_base in storage only)"
     )
     if max_instances:
         hw = d["hardware"]
