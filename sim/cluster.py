@@ -168,13 +168,21 @@ def build_cluster(hw: HardwareProfile, nodes: int, gpus_per_node: int) -> list[N
     return out
 
 
+# The kinds of link a load from each checkpoint tier crosses, storage first: the one rule that
+# the loads (`load_path`) and the profile's estimates (`Deployment.cold_start_s`) share.
+TIER_LINKS: dict[str, tuple[str, ...]] = {"dram": ("pcie",), "ssd": ("ssd", "pcie"), "remote": ("network", "pcie")}
+
+
 def load_path(node: Node, gpu: Gpu, model: str) -> tuple[tuple[Link, ...], str]:
     """The links a load of checkpoint `model` (a model's name, or a shared base's key) onto
     `gpu` crosses, and the tier it comes from."""
     if model in node.dram:
         node.dram.touch(model)
-        return (gpu.pcie,), "dram"
-    if model in node.ssd:
+        tier = "dram"
+    elif model in node.ssd:
         node.ssd.touch(model)
-        return (node.ssd_link, gpu.pcie), "ssd"
-    return (node.net_link, gpu.pcie), "remote"
+        tier = "ssd"
+    else:
+        tier = "remote"
+    links = {"pcie": gpu.pcie, "ssd": node.ssd_link, "network": node.net_link}
+    return tuple(links[kind] for kind in TIER_LINKS[tier]), tier

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
     from contracts.plan import StagePlan
     from sim.cluster import Gpu, Node
+    from sim.deployment import Deployment
     from sim.flows import FlowNetwork
-    from sim.instance import Deployment, Instance
+    from sim.instance import Instance
     from sim.metrics import RunMetrics
     from sim.policyset import PolicyError, PolicySet
     from sim.profile import Profile

@@ -56,7 +56,7 @@ def load_weights(sim: SimCore, inst: Instance, init_s: float):
     inst.bound_layers = 0
     inst.stage = -1
     dep = inst.dep
-    node, gpu = inst.node_ref, inst.gpu_ref
+    node = inst.node_ref
     residency = inst.base_residency
     base_on_gpu = residency is not None and inst.base_was_resident
     sources: dict[str, str] = {}  # checkpoint part -> the tier it was read from

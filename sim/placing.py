@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from contracts.decisions import Place, Prewarm
 from contracts.plan import StagePlan
+from sim.deployment import Deployment
 from sim.errors import UnknownModelError
-from sim.instance import Deployment, Instance
+from sim.instance import Instance
 from sim.lifecycle import cold_start, prewarm_process
 
 if TYPE_CHECKING:  # the interface only: importing the simulator here would be circular

@@ -18,9 +18,10 @@ from contracts.request import Request
 from sim.cluster import build_cluster
 from sim.compute import GpuCompute
 from sim.config import SimConfig
+from sim.deployment import Deployment
 from sim.errors import BadRequestError, TraceOrderError, UnknownModelError
 from sim.flows import FlowNetwork
-from sim.instance import Deployment, Instance, InstanceState, Pending
+from sim.instance import Instance, InstanceState, Pending
 from sim.lifecycle import wake
 from sim.memory import MemoryLedger
 from sim.metrics import RunMetrics

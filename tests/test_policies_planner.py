@@ -21,7 +21,8 @@ from policies.registry import PolicySpecError, described, load_policy
 from sim.api import SimulationError
 from sim.api import run as run_cli
 from sim.config import SimConfig
-from sim.instance import Deployment, Instance
+from sim.deployment import Deployment
+from sim.instance import Instance
 from sim.metrics import RunMetrics
 from sim.policyset import PolicySet
 from sim.profile import PROFILES_DIR, load_profile, profile_from_dict

@@ -21,7 +21,7 @@ from policies.admission import Deadline, Goodput
 from policies.placement import Locality
 from policies.registry import PolicySpecError, load_policy
 from policies.router import ExpectedWait
-from sim.instance import Deployment
+from sim.deployment import Deployment
 from sim.profile import profile_from_dict
 from traces.request import Request
 

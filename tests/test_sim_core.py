@@ -318,7 +318,7 @@ def test_cold_start_estimate_matches_the_simulated_cold_start():
     # `small` from SSD: 3 s start + 2 GB at 1 GB/s + 2 s init = 7 s, then a 0.125 s prefill
     from test_sim_properties import SMALL
 
-    from sim.instance import Deployment
+    from sim.deployment import Deployment
 
     dep = Deployment("small", SMALL.model("small"), SMALL.hardware, SMALL.engine)
     assert dep.cold_start_s("ssd") == pytest.approx(7.0, rel=1e-12)

@@ -184,7 +184,7 @@ def _gpus(base_on: int | None, used: tuple[float, float]):
 
 
 def _deployment(name: str, profile=SHARED):
-    from sim.instance import Deployment
+    from sim.deployment import Deployment
 
     return Deployment(name, profile.model(name), profile.hardware, profile.engine)
 
