@@ -57,6 +57,10 @@ class MemoryLedger:
     def holds(self, inst: Holder) -> bool:
         return inst in inst.gpu_ref.instances
 
+    def counts_idle(self, inst: Holder) -> bool:
+        """Whether the memory `inst` holds counts as idle now."""
+        return inst.id in self._idle
+
     def reserve(self, inst: Holder, now: float) -> None:
         """`inst` takes its footprint on its GPU; never more than the GPU has.
 

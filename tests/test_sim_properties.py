@@ -155,7 +155,9 @@ class CheckedSimulator(Simulator):
             assert g.used_bytes == sum(i.memory_bytes for i in g.instances) + sum(r.nbytes for r in g.bases.values())
             assert all(i.state not in ("evicted", "sleeping") for i in g.instances)
             for name, r in g.bases.items():  # a shared base's copy is there exactly while instances use it
-                assert r.holders == {i.id for i in g.instances if i.dep.gpu_base == name}
+                users = [i for i in g.instances if i.dep.gpu_base == name]
+                assert r.holders == {i.id for i in users}
+                assert r.idle_holders == sum(self.memory.counts_idle(i) for i in users)
                 assert r.idle == (r.idle_holders == len(r.holders))
             total += g.used_bytes
         assert self.memory.used_bytes == total
@@ -357,6 +359,9 @@ def check_compute(sim) -> None:
 def check_ledger(row, records, sim) -> None:
     """The per-model ledger and the summary row are two accountings of one run: they agree."""
     models = sim.usage.models
+    # a row per deployment seen, and one per shared base that held GPU memory
+    bases = {f"base:{d.gpu_base}" for d in sim.deployments.values() if d.gpu_base is not None}
+    assert set(models) <= set(sim.models_seen) | bases, sorted(map(str, models))
     assert sum(u.requests for u in models.values()) == row["requests"]
     for name, u in models.items():
         mine = [r for r in records if r.model == name]

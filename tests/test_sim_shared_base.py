@@ -407,3 +407,37 @@ def test_a_load_that_starts_during_a_read_waits_for_it_and_no_longer():
     r = by_id(records)
     assert r[0].first_token_s == pytest.approx(7.125)
     assert r[1].first_token_s == pytest.approx(7.125)
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory ledger's epoch (placement's "no room" answer holds only while it stays)
+
+
+def test_every_change_placement_reads_moves_the_memory_epoch_on():
+    """Memory reserved or released, an instance idle or busy, an instance come or gone: each
+    moves the epoch on (never back), so a remembered "no room" answer cannot outlive it."""
+    from test_sim_properties import CheckedSimulator, Recorder
+
+    from sim.config import SimConfig
+    from sim.policyset import PolicySet
+
+    reqs = [req(0, 0.0, "small-a", out=40), req(1, 0.5, "small-b", out=3), req(2, 30.0, "big")]
+    sim = CheckedSimulator(SHARED, PolicySet.from_specs(staging="full", keepalive="fixed[ttl=5]",
+                                                        router="least_loaded"),
+                           SimConfig(nodes=1, gpus_per_node=1), Recorder("x"))
+    ledger = sim.memory
+    epochs: list[tuple[str, int, int]] = []
+    for name in ("reserve", "release", "set_idle", "touch"):
+        original = getattr(ledger, name)
+
+        def watched(*a, _original=original, _name=name, **kw):
+            before = ledger.epoch
+            out = _original(*a, **kw)
+            epochs.append((_name, before, ledger.epoch))
+            return out
+
+        setattr(ledger, name, watched)
+    sim.run(reqs)
+    assert {name for name, _, _ in epochs} == {"reserve", "release", "set_idle", "touch"}
+    assert all(after > before for _, before, after in epochs), epochs
+    assert [b for _, b, _ in epochs] == sorted(b for _, b, _ in epochs)
