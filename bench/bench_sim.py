@@ -5,7 +5,7 @@ warm-dominated traffic (`--rate 1`: 8 models at one arrival per second, mostly w
 >= 50k requests/s at `iteration` fidelity (Vidur does ~420 here). Times are process CPU time,
 the best of `--repeat` runs (the development machines are shared: wall time is noise). The
 last line is machine-readable key=value pairs. Run:
-    python bench/bench_sim.py [--requests N] [--iteration-requests N] [--rate R] [--repeat K]
+    python bench/bench_sim.py [--requests N] [--iteration-requests N] [--rate R] [--repeat K] [--router R]
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
 
 
 def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_slice",
-        repeat: int = 1) -> tuple[float, dict, int]:
+        repeat: int = 1, router: str = "least_loaded") -> tuple[float, dict, int]:
     """(CPU seconds of the fastest of `repeat` runs, its summary row, events it processed)."""
     best = None
     for _ in range(repeat):
         profile = load_profile()
-        # least_loaded: the router of the figures published before expected_wait became the default
-        policies = PolicySet.from_specs(staging=staging, keepalive="fixed", router="least_loaded")
+        policies = PolicySet.from_specs(staging=staging, keepalive="fixed", router=router)
         metrics = RunMetrics(policies.label, 5.0)
         sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity,
                                                      compute_sharing=sharing), metrics)
@@ -76,6 +75,9 @@ def main() -> None:
                          "the 8 GPUs cannot keep up and queues grow without bound; at 1 most requests "
                          "meet a warm instance)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the fastest counts (default 1)")
+    ap.add_argument("--router", default="least_loaded",
+                    help="router spec (default least_loaded: the router of the figures published before "
+                         "expected_wait became the run's default)")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, got {args.repeat}")
@@ -84,7 +86,7 @@ def main() -> None:
     reqs = workload(args.requests, models=8, rate=args.rate, seed=1)
     figures = {}
     for staging in ("full", "progressive"):
-        dt, row, events = run(reqs, "request", staging, repeat=args.repeat)
+        dt, row, events = run(reqs, "request", staging, repeat=args.repeat, router=args.router)
         rate = row["requests"] / dt
         figures[f"request_{staging}_req_per_s"] = round(rate)
         figures[f"request_{staging}_events_per_req"] = round(events / row["requests"], 3)
@@ -95,7 +97,7 @@ def main() -> None:
     for staging in ("full", "progressive"):
         # "none" shows what sharing a GPU's compute costs the simulator (one more event per step)
         for sharing in ("time_slice", "none"):
-            dt, row, events = run(reqs, "iteration", staging, sharing, repeat=args.repeat)
+            dt, row, events = run(reqs, "iteration", staging, sharing, repeat=args.repeat, router=args.router)
             rate = row["requests"] / dt
             name = f"iteration{'' if sharing == 'time_slice' else '*'}"
             figures[f"iteration_{staging}_{sharing}_req_per_s"] = round(rate)

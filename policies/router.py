@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from policies.base import RouterPolicy
 from policies.views import ClusterView, InstanceView, ModelView
@@ -21,17 +21,23 @@ class LeastLoaded(RouterPolicy):
     name = "least_loaded"
 
     def route(self, request: Request, candidates: list[InstanceView], cluster: ClusterView) -> int | None:
+        # Performance: each view property is read once per candidate (`active` is computed).
         best = None
         loading = None
         sleeping = None
+        best_active = loading_active = 0
         for inst in candidates:
             if inst.can_serve:
-                if inst.active < inst.capacity and (best is None or inst.active < best.active):
-                    best = inst
-            elif inst.state in ("starting", "loading") and inst.active < inst.capacity:
-                if loading is None or inst.active < loading.active:
-                    loading = inst
-            elif inst.state == "sleeping" and sleeping is None:
+                active = inst.active
+                if active < inst.capacity and (best is None or active < best_active):
+                    best, best_active = inst, active
+                continue
+            state = inst.state
+            if state in _STARTING:
+                active = inst.active
+                if active < inst.capacity and (loading is None or active < loading_active):
+                    loading, loading_active = inst, active
+            elif state == "sleeping" and sleeping is None:
                 sleeping = inst
         if best is not None:
             return best.id
@@ -59,6 +65,20 @@ class PreferFull(RouterPolicy):
 # Expected TTFT: what `expected_wait` routes by, and what `deadline` and `goodput` admit by.
 
 _STARTING = ("starting", "loading")
+_TIERS = ("dram", "ssd", "remote")  # every tier a checkpoint can be read from (`ClusterView.checkpoint_tier`)
+_INF = float("inf")
+_MEMO_VALUES = 1 << 16  # prefill and decode times an estimator remembers over all models (about 6 MB)
+
+
+class _Context(NamedTuple):
+    """What an estimate works out alike for every candidate instance of one request."""
+
+    model: ModelView
+    now: float
+    own_prefill_s: float  # the request's own prefill
+    service: dict  # batch -> `service_s` of the model at that batch (filled as asked)
+    prefills: dict  # the model's prefill_s answers by prompt tokens (`TtftEstimator._memos`)
+    decodes: dict  # its decode_s answers by batch
 
 
 def room_for(model: ModelView, cluster: ClusterView) -> bool:
@@ -108,6 +128,14 @@ class TtftEstimator:
 
     def _clear(self) -> None:
         self._tokens: dict[str, list[float]] = {}  # model -> [mean prompt, mean output]
+        # Estimates a model answers from its profile alone, fixed for a run, by the model's id
+        # (each with the model, so that no id is reused while its entry exists):
+        self._cold: dict[tuple[int, str], tuple[ModelView, float]] = {}  # (model, tier) -> cold start
+        self._cold_any: dict[tuple[int, frozenset], tuple[ModelView, float]] = {}  # (model, tiers) -> fastest
+        self._times: dict[int, tuple[ModelView, dict, dict]] = {}  # model -> (model, prefill_s, decode_s memos)
+        self._memo_room = _MEMO_VALUES  # answers the memos of `_times` may still take
+        self._bounds: dict[int, tuple[ModelView, tuple[float, float] | None]] = {}  # model -> cold start range
+        self._own: tuple | None = None  # (request, model, its prefill) of the last `best`
         self._slots: dict[str, float] = {}  # model -> requests an instance runs at once when saturated
         # model -> instance id -> [loading?, in that phase since, queue seen since (None: no queue)]
         self._seen: dict[str, dict[int, list]] = {}
@@ -133,10 +161,12 @@ class TtftEstimator:
         """The caller answered None (start a new instance) now: that instance's load starts now."""
         self._asked[model] = now
 
-    def _track(self, inst: InstanceView, now: float, queued: bool) -> list:
-        """[loading?, since when, queue since when] for the instance, as far as seen."""
-        loading = inst.state in _STARTING
-        seen = self._seen.setdefault(inst.model, {})
+    def _track(self, inst: InstanceView, loading: bool, now: float, queued: bool) -> list:
+        """[loading?, since when, queue since when] for the instance, as far as seen (`loading`:
+        its state is starting or loading)."""
+        seen = self._seen.get(inst.model)
+        if seen is None:
+            seen = self._seen[inst.model] = {}
         rec = seen.get(inst.id)
         if rec is None or rec[0] != loading:
             since = now
@@ -157,50 +187,141 @@ class TtftEstimator:
             self._room_key, self._room = key, room_for(model, cluster)
         return self._room
 
+    def cold_start_s(self, model: ModelView, tier: str) -> float:
+        """`model.cold_start_s(tier)`, remembered: a profile estimate, asked per loading candidate."""
+        entry = self._cold.get((id(model), tier))
+        if entry is None:
+            entry = self._cold[(id(model), tier)] = (model, model.cold_start_s(tier))
+        return entry[1]
+
+    def cold_start_estimate(self, model: ModelView, cluster: ClusterView) -> float:
+        """`cold_start_estimate`, remembered for each set of tiers the cluster answers."""
+        tiers = cluster.checkpoint_tiers(model.name)
+        entry = self._cold_any.get((id(model), tiers))
+        if entry is None:
+            entry = self._cold_any[(id(model), tiers)] = (model, min(model.cold_start_s(t) for t in tiers))
+        return entry[1]
+
+    def cold_start_bounds(self, model: ModelView) -> tuple[float, float] | None:
+        """(fastest, slowest) cold start of `model` over every tier a checkpoint can be read
+        from: `cold_start_estimate` lies between them, whatever the nodes hold. None if the
+        model cannot estimate each of them."""
+        entry = self._bounds.get(id(model))
+        if entry is None:
+            try:
+                times = [self.cold_start_s(model, tier) for tier in _TIERS]
+            except ValueError:
+                entry = self._bounds[id(model)] = (model, None)
+            else:
+                entry = self._bounds[id(model)] = (model, (min(times), max(times)))
+        return entry[1]
+
+    def prefill_s(self, request: Request, model: ModelView) -> float:
+        """`model.prefill_s(request.prompt_tokens)`, kept from the last `best` for its caller."""
+        own = self._own
+        if own is not None and own[0] is request and own[1] is model:
+            return own[2]
+        return model.prefill_s(request.prompt_tokens)
+
     def service_s(self, model: ModelView, batch: int) -> float:
         """A typical request's time in a slot: its prefill plus its decode steps at `batch`."""
         prompt, output = self._tokens.get(model.name, (1.0, 1.0))
         return model.prefill_s(max(1, round(prompt))) + max(0.0, output - 1.0) * model.decode_s(max(1, batch))
 
+    def _memos(self, model: ModelView) -> tuple[ModelView, dict, dict]:
+        """(model, its `prefill_s` answers, its `decode_s` answers), by argument.
+
+        Performance: each is a table look-up in Python, asked several times per arrival for a
+        few prompt lengths and batch sizes; a memo holds the model's own answers."""
+        entry = self._times.get(id(model))
+        if entry is None:
+            entry = self._times[id(model)] = (model, {}, {})
+        return entry
+
+    def _remember(self, memo: dict, answer, x: int) -> float:
+        """`answer(x)` (a model's `prefill_s` or `decode_s`) through `memo`, one of `_memos`."""
+        v = memo.get(x)
+        if v is None:
+            v = answer(x)
+            if self._memo_room > 0:
+                memo[x] = v
+                self._memo_room -= 1
+        return v
+
+    def _service(self, model: ModelView, batch: int, ctx: _Context) -> float:
+        """`service_s(model, batch)` through the memos of `ctx` (see `best`)."""
+        service = ctx.service
+        v = service.get(batch)
+        if v is None:
+            prompt, output = self._tokens.get(model.name, (1.0, 1.0))
+            v = service[batch] = (self._remember(ctx.prefills, model.prefill_s, max(1, round(prompt)))
+                                  + max(0.0, output - 1.0) * self._remember(ctx.decodes, model.decode_s, max(1, batch)))
+        return v
+
+    def _context(self, request: Request, cluster: ClusterView) -> _Context:
+        """What `ttft` works out alike for every candidate of `request`."""
+        model = cluster.model(request.model)
+        _, prefills, decodes = self._memos(model)
+        own = self._remember(prefills, model.prefill_s, request.prompt_tokens)
+        self._own = (request, model, own)
+        return _Context(model, cluster.now, own, {}, prefills, decodes)
+
     def ttft(self, request: Request, inst: InstanceView, cluster: ClusterView) -> float:
         """Expected TTFT of `request` if it joined `inst` now (inf for an evicted instance)."""
         state = inst.state
         if state == "evicted":
-            return float("inf")
+            return _INF
+        return self._ttft(request, inst, state, cluster, self._context(request, cluster))
+
+    def _ttft(self, request: Request, inst: InstanceView, state: str, cluster: ClusterView, ctx: _Context) -> float:
+        """`ttft` of an instance in `state` (not evicted); `ctx` holds what is the same for
+        every candidate of one request (`_context`)."""
+        model, now = ctx.model, ctx.now
         name = request.model
-        model = cluster.model(name)
-        now = cluster.now
         slots = float(max(1, inst.capacity))
-        if name in self._slots:
-            slots = min(slots, max(1.0, self._slots[name]))
+        learned = self._slots.get(name)
+        if learned is not None:
+            slots = min(slots, max(1.0, learned))
         ahead = inst.waiting
         running = max(0, inst.active - ahead)
-        rec = self._track(inst, now, ahead > 0 and inst.can_serve)
-        if inst.can_serve:
+        can_serve = inst.can_serve
+        rec = self._track(inst, state in _STARTING, now, ahead > 0 and can_serve)
+        if can_serve:
             ready_in = 0.0
             if rec[2] is not None and running > 0:
                 prompt = self._tokens.get(name, (1.0, 1.0))[0]
-                step = model.prefill_s(max(1, round(prompt * ahead))) + model.decode_s(running)
+                step = (self._remember(ctx.prefills, model.prefill_s, max(1, round(prompt * ahead)))
+                        + self._remember(ctx.decodes, model.decode_s, running))
                 # A queue that outlasts the step that would take it in (or a typical request's
                 # whole time in a slot) is not waiting for a step: it is saturated at `running`.
-                if now - rec[2] > min(2.0 * step, self.service_s(model, running)):
+                if now - rec[2] > min(2.0 * step, self._service(model, running, ctx)):
                     seen = self._slots.get(name)
                     self._slots[name] = running if seen is None else seen + 0.1 * (running - seen)
                     slots = float(running)
         elif state in _STARTING:
             tier = cluster.checkpoint_tier(name, inst.node)
-            ready_in = max(0.0, model.cold_start_s(tier) - (now - rec[1]))
+            ready_in = max(0.0, self.cold_start_s(model, tier) - (now - rec[1]))
         else:  # sleeping: a wake, its weights from host DRAM (level 1) or reloaded (level 2)
             ready_in = model.wake_s(inst.sleep_level or 1, cluster.checkpoint_tier(name, inst.node))
         starts = running + ahead + 1 - slots  # slot releases needed before this request starts
-        wait = 0.0 if starts <= 0 else starts * self.service_s(model, int(slots)) / slots
-        return ready_in + wait + model.prefill_s(request.prompt_tokens)
+        wait = 0.0 if starts <= 0 else starts * self._service(model, int(slots), ctx) / slots
+        return ready_in + wait + ctx.own_prefill_s
 
     def best(self, request: Request, candidates: list[InstanceView], cluster: ClusterView):
-        """(instance, expected TTFT) of the fastest candidate, ties to the earliest; (None, inf) if none."""
-        best, best_t = None, float("inf")
+        """(instance, expected TTFT) of the fastest candidate, ties to the earliest; (None, inf) if none.
+
+        Performance: what `ttft` would work out again for each candidate (the model, its
+        prefill of this prompt, a typical request's time in a slot) is worked out once.
+        """
+        best, best_t = None, _INF
+        ctx = None
         for inst in candidates:
-            t = self.ttft(request, inst, cluster)
+            state = inst.state
+            if state == "evicted":
+                continue  # inf: never better than the best so far
+            if ctx is None:
+                ctx = self._context(request, cluster)
+            t = self._ttft(request, inst, state, cluster, ctx)
             if t < best_t:
                 best, best_t = inst, t
         seen = self._seen.get(request.model)
@@ -240,16 +361,35 @@ class ExpectedWait(RouterPolicy):
         self._est = TtftEstimator()
 
     def route(self, request: Request, candidates: list[InstanceView], cluster: ClusterView) -> int | None:
+        # Performance: the cold-start estimate (the checkpoint's tiers over every node) is
+        # asked only where the decision depends on it: when the best instance is neither
+        # sooner than a cold start from the fastest tier nor later than one from the slowest
+        # (`cold_start_bounds`), and never over the SLO with no room for a new instance.
         est = self._est
         est.observe(request, cluster)
         best, best_t = est.best(request, candidates, cluster)
-        model = cluster.model(request.model)
-        cold_t = cold_start_estimate(model, cluster) + model.prefill_s(request.prompt_tokens)
-        if best is not None and (best_t <= min(self.slo, cold_t) or not est.room_for(model, cluster)):
-            return best.id
-        if best is not None and best_t <= cold_t:
-            # Over the SLO but sooner than a cold start: add capacity, one start at a time.
-            if sum(1 for i in candidates if i.state in _STARTING) >= self.max_starting:
+        if best is not None:
+            model = cluster.model(request.model)
+            own = est.prefill_s(request, model)
+            bounds = est.cold_start_bounds(model)
+            if best_t <= self.slo:
+                if bounds is not None and best_t <= bounds[0] + own:
+                    return best.id  # best_t <= min(slo, cold_t)
+                cold_t = est.cold_start_estimate(model, cluster) + own
+                if best_t <= min(self.slo, cold_t) or not est.room_for(model, cluster):
+                    return best.id
+                sooner = best_t <= cold_t
+            elif not est.room_for(model, cluster):
                 return best.id
+            elif bounds is not None and best_t <= bounds[0] + own:
+                sooner = True
+            elif bounds is not None and best_t > bounds[1] + own:
+                sooner = False
+            else:
+                sooner = best_t <= est.cold_start_estimate(model, cluster) + own
+            if sooner:
+                # Over the SLO but sooner than a cold start: add capacity, one start at a time.
+                if sum(1 for i in candidates if i.state in _STARTING) >= self.max_starting:
+                    return best.id
         est.asked_for_new(request.model, cluster.now)
         return None

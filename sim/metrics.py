@@ -164,7 +164,8 @@ class RunMetrics:
         # Performance: plain attribute arithmetic and list appends only; the sketches are
         # updated in batches of _FLUSH values by _flush_latencies().
         self.requests += 1
-        if rec.cold:
+        cold = rec.cold
+        if cold:
             self.cold += 1
             if rec.woke:
                 self.woke += 1
@@ -173,7 +174,7 @@ class RunMetrics:
         else:
             self.served += 1
             ttft = rec.ttft_s
-            if rec.cold:
+            if cold:
                 (self._wake_ttft if rec.woke else self._cold_ttft).add(ttft)
             if ttft <= self.slo_ttft_s:
                 self.slo_met += 1

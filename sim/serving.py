@@ -39,16 +39,57 @@ if TYPE_CHECKING:  # the interface only: importing the simulator here would be c
     from sim.core import SimCore
 
 
-def served_record(sim: SimCore, inst: Instance, req: Request, *, first_token_s: float, finish_s: float, tpot_s: float,
+_NAN = float("nan")
+
+# A model shape's prefill and decode answers so far: id(shape) -> (shape, prefill memo, decode memo).
+_MEMO: dict[int, tuple[object, dict, dict]] = {}
+_MEMO_SHAPES = 64  # shapes remembered before the memo starts afresh
+_MEMO_BUDGET = 1 << 17  # answers remembered over every shape (about 10 MB); then no more are added
+_memo_size = 0  # answers remembered since the memo last started afresh
+
+
+def _memos(shape) -> tuple[object, dict, dict]:
+    """(shape, prefill memo, decode memo): what its tables (`sim.profile.Table`) have returned, by argument.
+
+    Performance: a look-up is a bisect and an interpolation in Python (0.3 to 0.6 us), asked
+    two or three times per request for a handful of batch sizes and prompt lengths; a memo
+    holds the table's own answers, so nothing computed from them changes. The entry keeps
+    the shape, so its id cannot be reused while the entry exists; memory stays bounded by
+    `_MEMO_SHAPES` and `_MEMO_BUDGET`.
+    """
+    global _memo_size
+    entry = _MEMO.get(id(shape))
+    if entry is None:
+        if len(_MEMO) >= _MEMO_SHAPES:
+            _MEMO.clear()
+            _memo_size = 0
+        entry = _MEMO[id(shape)] = (shape, {}, {})
+    return entry
+
+
+def _look_up(table, memo: dict, x: int) -> float:
+    """`table(x)`, not in its memo (`_memos`) yet: computed, and remembered while the budget lasts."""
+    global _memo_size
+    v = table(x)
+    if _memo_size < _MEMO_BUDGET:
+        memo[x] = v
+        _memo_size += 1
+    return v
+
+
+def served_record(sim: SimCore, inst: Instance, req: Request, first_token_s: float, finish_s: float, tpot_s: float,
                   cold: bool, load_wait_s: float, stage: int, quality: float, woke: bool = False) -> RequestRecord:
-    """The record of a request `inst` served: the one place a served record is built."""
+    """The record of a request `inst` served: the one place a served record is built.
+
+    Performance: positional arguments here and to the record (a keyword call of its 22 fields
+    costs about three times as much, once per request).
+    """
+    arrival = req.arrival_s
+    out = req.output_tokens
     return RequestRecord(
-        policy=sim.label, request_id=req.request_id, model=req.model, function=req.function,
-        arrival_s=req.arrival_s, first_token_s=first_token_s, finish_s=finish_s,
-        ttft_s=first_token_s - req.arrival_s, tpot_s=tpot_s if req.output_tokens > 1 else float("nan"),
-        prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens, cold=cold, load_wait_s=load_wait_s,
-        stage_at_first_token=stage, quality=quality, rejected=False, reason="", instance_id=inst.id,
-        node=inst.node_ref.index, gpu=inst.gpu_ref.index, tenant=req.tenant, woke=woke,
+        sim.label, req.request_id, req.model, req.function, arrival, first_token_s, finish_s,
+        first_token_s - arrival, tpot_s if out > 1 else _NAN, req.prompt_tokens, out, cold, load_wait_s,
+        stage, quality, False, "", inst.id, inst.node_ref.index, inst.gpu_ref.index, req.tenant, woke,
     )
 
 
@@ -60,27 +101,35 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         return
     now = sim.env.now
     solo = inst.solo
-    if solo is not None and solo.finish_s <= now:
-        flush_solo(sim, inst)
-        solo = None
-    if solo is not None and solo.start_s == now and solo.epoch == sim.events_processed:
-        # It started this instant and no event has run since: the literal loop would not have
-        # begun its first step yet (its process starts on the next event): both share it.
-        inst.solo = None
-        enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s, woke=solo.woke)
-        solo = None
-    if (solo is None and inst.state is InstanceState.FULL and not inst.loop_running
-            and prefill_fraction == 1.0):
-        scale = inst.latency_scale
-        shape = inst.shape
-        first = now + shape.prefill(req.prompt_tokens) * scale
-        step = shape.decode(1) * scale
-        finish = first + (req.output_tokens - 1) * step
-        inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
-                         sim.events_processed, woke)
-        sim.mark_busy(inst, finish)
-        return
     if solo is not None:
+        if solo.finish_s <= now:
+            flush_solo(sim, inst)
+            solo = None
+        elif solo.start_s == now and solo.epoch == sim.events_processed:
+            # It started this instant and no event has run since: the literal loop would not have
+            # begun its first step yet (its process starts on the next event): both share it.
+            inst.solo = None
+            enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s, woke=solo.woke)
+            solo = None
+    if solo is None:
+        if inst.state is InstanceState.FULL and not inst.loop_running and prefill_fraction == 1.0:
+            scale = inst.latency_scale
+            shape = inst.shape
+            _, prefill_memo, decode_memo = _memos(shape)
+            prefill = prefill_memo.get(req.prompt_tokens)
+            if prefill is None:
+                prefill = _look_up(shape.prefill, prefill_memo, req.prompt_tokens)
+            decode = decode_memo.get(1)
+            if decode is None:
+                decode = _look_up(shape.decode, decode_memo, 1)
+            first = now + prefill * scale
+            step = decode * scale
+            finish = first + (req.output_tokens - 1) * step
+            inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
+                             sim.events_processed, woke)
+            sim.mark_busy(inst, finish)
+            return
+    else:
         _solo_joins_the_batch(sim, inst, now)
     enqueue_iteration(sim, inst, req, cold, load_wait_s, prefill_fraction, woke)
 
@@ -91,9 +140,8 @@ def flush_solo(sim: SimCore, inst: Instance) -> None:
     if s is None:
         return
     inst.solo = None
-    sim.emit(served_record(sim, inst, s.req, first_token_s=s.first_token_s, finish_s=s.finish_s,
-                           tpot_s=s.step_s, cold=s.cold, load_wait_s=s.load_wait_s, stage=s.stage,
-                           quality=s.quality, woke=s.woke))
+    sim.emit(served_record(sim, inst, s.req, s.first_token_s, s.finish_s, s.step_s, s.cold, s.load_wait_s,
+                           s.stage, s.quality, s.woke))
 
 
 def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
@@ -140,12 +188,15 @@ def finalize(sim: SimCore, inst: Instance) -> None:
 def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
                       prefill_fraction: float = 1.0, woke: bool = False) -> None:
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
-    inst.queue.append(Live(req, cold, load_wait_s, prefill_fraction, woke=woke))
+    queue = inst.queue
+    # `woke` by keyword only where it is set: a keyword call costs more (once per request)
+    queue.append(Live(req, cold, load_wait_s, prefill_fraction, woke=True) if woke
+                 else Live(req, cold, load_wait_s, prefill_fraction))
     sim.outstanding += 1
     if not inst.loop_running and inst.can_serve:
         inst.loop_running = True
         inst.loop_process = sim.env.process(batch_loop(sim, inst))
-    elif inst.segment is not None and len(inst.queue) == 1 and _fits(inst, req):
+    elif inst.segment is not None and len(queue) == 1 and _fits(inst, req):
         inst.segment.cut(sim.env.now)  # the run ends at its next boundary, where this request joins
 
 
@@ -165,6 +216,9 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     tokens by then and their quality. At request fidelity (`sim.iteration` false) a step
     and the run of identical decode steps after it are one event. A step costs work for the requests that join or finish
     only: the others' tokens are the instance's step count since they joined.
+
+    Performance: what stays fixed while the loop runs (the instance's queue, batch, capacity,
+    GPU and tables) is read once into locals; this body runs once per event at request fidelity.
     """
     env = sim.env
     shape = inst.shape
@@ -172,6 +226,12 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     refill = inst.plan.refill
     literal = sim.iteration
     running = inst.running
+    queue = inst.queue
+    capacity = inst.capacity
+    compute = inst.gpu_ref.compute  # set when the run starts, if co-located instances share the GPU
+    mark_busy = sim.mark_busy
+    prefill, decode = shape.prefill, shape.decode
+    _, prefill_memo, decode_memo = _memos(shape)
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     run_kind, run_origin, run_steps = None, 0.0, 0  # iteration fidelity: the run of identical steps
     try:
@@ -183,15 +243,16 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 yield timeout_at(env, boundary)
             last_end = env.now
             _finish_done(sim, inst)
-        while (inst.queue or running) and inst.can_serve:
+        while (queue or running) and inst.can_serve:
+            now = env.now
             decoding = len(running)
             prompt_tokens = 0
             prefill_work = 0.0  # prompt tokens still to compute (pipelined loads did the rest)
-            continuing = last_end == env.now
-            stage, q, scale = inst.step_view(env.now, continuing)
+            continuing = last_end == now
+            stage, q, scale = inst.step_view(now, continuing)
             # A stage bound at this very boundary: this step computes with the view before it,
             # the steps after it with the new one, so at request fidelity it runs alone.
-            stale = continuing and inst.bound_at == env.now
+            stale = continuing and inst.bound_at == now
             if refill and decoding and stage > inst.stepped_stage:
                 # A stage bound (or gates opened) since the last step: its layers have no K/V
                 # for the tokens so far, so every running request re-runs the prefill over its
@@ -203,34 +264,45 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             inst.stepped_stage = stage
             # New requests join the batch before the step, so that nothing in flight is ever
             # invisible to keep-alive or eviction.
-            joiners = []
-            while inst.queue and len(running) < inst.capacity:
-                live = inst.queue[0]
-                need = live.req.prompt_tokens + live.req.output_tokens
-                if inst.tokens_in_flight + need > cap_tokens and running:
-                    break
-                inst.queue.popleft()
-                inst.tokens_in_flight += need
-                prompt_tokens += live.req.prompt_tokens
-                prefill_work += live.req.prompt_tokens * live.prefill_fraction
-                _join(inst, live, inst.steps, inst.q_integral)
-                joiners.append(live)
+            joiners = ()
+            if queue and len(running) < capacity:
+                joiners = []
+                join_step, q_at_join = inst.steps, inst.q_integral
+                in_flight = inst.tokens_in_flight
+                while queue and len(running) < capacity:
+                    live = queue[0]
+                    req = live.req
+                    prompt = req.prompt_tokens
+                    need = prompt + req.output_tokens
+                    if in_flight + need > cap_tokens and running:
+                        break
+                    queue.popleft()
+                    in_flight += need
+                    prompt_tokens += prompt
+                    prefill_work += prompt * live.prefill_fraction
+                    _join(inst, live, join_step, q_at_join)
+                    joiners.append(live)
+                inst.tokens_in_flight = in_flight
             # The step computes with the layers bound when it starts (`q`, `scale`): its tokens
             # have that stage's quality even if a later stage binds while it runs.
             step = 0.0
             if prompt_tokens:
-                step += shape.prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
+                seconds = prefill_memo.get(prompt_tokens)
+                if seconds is None:
+                    seconds = _look_up(prefill, prefill_memo, prompt_tokens)
+                step += seconds * scale * (prefill_work / prompt_tokens)
             if decoding:
-                step += shape.decode(decoding) * scale
-            compute = inst.gpu_ref.compute
+                seconds = decode_memo.get(decoding)
+                if seconds is None:
+                    seconds = _look_up(decode, decode_memo, decoding)
+                step += seconds * scale
             if compute is not None:  # a shared GPU: the step's length depends on its neighbours
-                sim.mark_busy(inst, env.now + step)
+                mark_busy(inst, now + step)
                 yield from compute.work(step)
-                sim.mark_busy(inst, env.now)  # later than planned if the GPU was shared
+                mark_busy(inst, env.now)  # later than planned if the GPU was shared
                 last_end = env.now
                 _steps_done(sim, inst, 1, q, stage, joiners)
                 continue
-            now = env.now
             if literal:
                 # A run of identical decode steps ends its n-th step at `origin + n * step`,
                 # as request fidelity computes it (sim/stepclock.py), not by adding steps.
@@ -240,7 +312,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 else:
                     run_kind, run_origin, run_steps = run, now, 1
                 end = run_origin + run_steps * step
-                sim.mark_busy(inst, end)
+                mark_busy(inst, end)
                 yield timeout_at(env, end)
                 last_end = env.now
                 _steps_done(sim, inst, 1, q, stage, joiners)
@@ -251,17 +323,17 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 k = 1 if stale else running[0][0] - inst.steps
                 # Busy as the literal loop says it: to the end of the step under way (the run
                 # may be cut short, and keep-alive and the run's end read this).
-                sim.mark_busy(inst, now + step)
+                mark_busy(inst, now + step)
                 timeout = timeout_at(env, now + k * step)
                 run = inst.segment = DecodeRun(env, inst.loop_process, now, step, k, timeout)
                 yield timeout
                 inst.segment = None
-                sim.mark_busy(inst, env.now)
                 last_end = env.now
+                mark_busy(inst, last_end)
                 _steps_done(sim, inst, run.steps, q, stage, ())
                 continue
             end = now + step
-            sim.mark_busy(inst, end)
+            mark_busy(inst, end)
             k = running[0][0] - inst.steps - 1
             if k <= 0 or stale:
                 yield env.timeout(step)
@@ -270,14 +342,18 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 continue
             # The step, then the k identical decode steps after it up to the first finish,
             # as one event (the run's origin is the step's end, as in the literal loop).
-            decode = shape.decode(len(running)) * scale
-            timeout = timeout_at(env, end + k * decode)
-            run = inst.segment = DecodeRun(env, inst.loop_process, end, decode, k, timeout)
+            batch = len(running)
+            seconds = decode_memo.get(batch)
+            if seconds is None:
+                seconds = _look_up(decode, decode_memo, batch)
+            decode_step = seconds * scale
+            timeout = timeout_at(env, end + k * decode_step)
+            run = inst.segment = DecodeRun(env, inst.loop_process, end, decode_step, k, timeout)
             yield timeout
             inst.segment = None
             _steps_done(sim, inst, 1, q, stage, joiners, end)
             if run.steps:
-                sim.mark_busy(inst, env.now)
+                mark_busy(inst, env.now)
                 _steps_done(sim, inst, run.steps, q, stage, ())
             last_end = env.now
     finally:
@@ -289,8 +365,9 @@ def _join(inst: Instance, live: Live, join_step: int, q_at_join: float) -> None:
     live.join_step = join_step
     live.q_at_join = q_at_join
     inst.joined += 1
-    heapq.heappush(inst.running, (join_step + live.req.output_tokens, inst.joined, live))
-    inst.prompt_in_batch += live.req.prompt_tokens
+    req = live.req
+    heapq.heappush(inst.running, (join_step + req.output_tokens, inst.joined, live))
+    inst.prompt_in_batch += req.prompt_tokens
     inst.join_steps_sum += join_step
 
 
@@ -299,37 +376,39 @@ def _steps_done(sim: SimCore, inst: Instance, steps: int, q: float, stage: int, 
     """`steps` batch steps ended (now, or at `end` if earlier), computed at stage `stage` with quality `q`."""
     inst.steps += steps
     inst.q_integral += q * steps
-    now = sim.env.now if end is None else end
-    for live in joiners:  # their first token
-        live.first_token_s = now
-        live.stage = stage
-    _finish_done(sim, inst)
+    if joiners:
+        now = sim.env.now if end is None else end
+        for live in joiners:  # their first token
+            live.first_token_s = now
+            live.stage = stage
+    running = inst.running
+    if running and running[0][0] <= inst.steps:
+        _finish_done(sim, inst)
 
 
 def _finish_done(sim: SimCore, inst: Instance) -> None:
-    """Record the running requests whose last token the steps so far produced."""
+    """Record the running requests whose last token the steps so far produced.
+
+    A request's quality is a difference of running sums, clamped to [0, 1] against their
+    last-bit rounding (NaN, a stage the profile has no measurement for, stays NaN).
+    """
     running = inst.running
-    while running and running[0][0] <= inst.steps:
-        live = heapq.heappop(running)[2]
-        inst.prompt_in_batch -= live.req.prompt_tokens
-        inst.join_steps_sum -= live.join_step
-        _finish_live(sim, inst, live)
-
-
-def _finish_live(sim: SimCore, inst: Instance, live: Live) -> None:
-    """Record a request of the batch; its quality is a difference of running sums (clamped
-    to [0, 1] against their last-bit rounding)."""
+    steps = inst.steps
     now = sim.env.now
-    req = live.req
-    out = req.output_tokens
-    inst.tokens_in_flight -= req.prompt_tokens + out
-    sim.outstanding -= 1
-    tpot = (now - live.first_token_s) / (out - 1) if out > 1 else float("nan")
-    sim.emit(served_record(sim, inst, req, first_token_s=live.first_token_s, finish_s=now, tpot_s=tpot,
-                           cold=live.cold, load_wait_s=live.load_wait_s, stage=live.stage,
-                           quality=_clamped((inst.q_integral - live.q_at_join) / out), woke=live.woke))
-
-
-def _clamped(quality: float) -> float:
-    """A mean quality in [0, 1]; NaN (a stage the profile has no measurement for) stays NaN."""
-    return quality if quality != quality else min(1.0, max(0.0, quality))
+    emit = sim.emit
+    while running and running[0][0] <= steps:
+        live = heapq.heappop(running)[2]
+        req = live.req
+        prompt = req.prompt_tokens
+        out = req.output_tokens
+        inst.prompt_in_batch -= prompt
+        inst.join_steps_sum -= live.join_step
+        inst.tokens_in_flight -= prompt + out
+        sim.outstanding -= 1
+        first = live.first_token_s
+        tpot = (now - first) / (out - 1) if out > 1 else _NAN
+        quality = (inst.q_integral - live.q_at_join) / out
+        if quality == quality:
+            quality = (quality if quality < 1.0 else 1.0) if quality > 0.0 else 0.0
+        emit(served_record(sim, inst, req, first, now, tpot, live.cold, live.load_wait_s, live.stage, quality,
+                           live.woke))
