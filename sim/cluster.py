@@ -143,6 +143,11 @@ class Node:
     # (sim/lifecycle.py: a load of the same bytes meanwhile waits for them: the page cache).
     reads: dict = field(default_factory=dict)
 
+    def tier_of(self, key: str) -> str:
+        """Where checkpoint part `key` sits on this node now: "dram", "ssd" or "remote"
+        (read-only: `load_path` is what marks it used)."""
+        return "dram" if key in self.dram else "ssd" if key in self.ssd else "remote"
+
 
 def build_cluster(hw: HardwareProfile, nodes: int, gpus_per_node: int) -> list[Node]:
     """Nodes and GPUs as the profile describes one of each."""

@@ -157,7 +157,7 @@ def _count_base_saved(sim: SimCore, inst: Instance, nbytes: int) -> None:
     dep = inst.dep
     node = inst.node_ref
     key = dep.checkpoint_parts[0][0]
-    tier = "dram" if key in node.dram else "ssd" if key in node.ssd else "remote"
+    tier = node.tier_of(key)
     usage = sim.usage.of(inst.model)
     usage.base_bytes_saved += nbytes
     usage.base_load_s_saved += dep.cold_start_s(tier) - dep.cold_start_s(tier, base_resident=True)

@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 
 from contracts.request import Request
-from sim.cluster import build_cluster
+from sim.cluster import TIER_LINKS, build_cluster
 from sim.compute import GpuCompute
 from sim.config import SimConfig
 from sim.deployment import Deployment
@@ -36,7 +36,7 @@ from sim.watchdog import HookWatchdog
 S = InstanceState
 
 
-_TIERS = ("dram", "ssd", "remote")  # fastest first
+_TIERS = tuple(TIER_LINKS)  # "dram", "ssd", "remote": fastest first
 _TIER_RANK = {t: i for i, t in enumerate(_TIERS)}
 
 # Arrivals beyond this many simulated seconds (about 31.7 years) are refused: far beyond any
@@ -155,9 +155,8 @@ class Simulator:
         n = self.nodes[node]
         dep = self.deployments.get(model)
         if dep is None or dep.base is None:
-            return "dram" if model in n.dram else "ssd" if model in n.ssd else "remote"
-        return _TIERS[max(_TIER_RANK["dram" if key in n.dram else "ssd" if key in n.ssd else "remote"]
-                          for key, _ in dep.checkpoint_parts)]
+            return n.tier_of(model)
+        return _TIERS[max(_TIER_RANK[n.tier_of(key)] for key, _ in dep.checkpoint_parts)]
 
     def checkpoint_tiers(self, model: str) -> frozenset[str]:
         dep = self.deployments.get(model)
@@ -165,7 +164,7 @@ class Simulator:
             return frozenset(self.checkpoint_tier(model, n.index) for n in self.nodes)
         tiers = set()
         for n in self.nodes:
-            tiers.add("dram" if model in n.dram else "ssd" if model in n.ssd else "remote")
+            tiers.add(n.tier_of(model))
             if len(tiers) == 3:
                 break
         return frozenset(tiers)
