@@ -67,7 +67,6 @@ class PreferFull(RouterPolicy):
 _STARTING = ("starting", "loading")
 _TIERS = ("dram", "ssd", "remote")  # every tier a checkpoint can be read from (`ClusterView.checkpoint_tier`)
 _INF = float("inf")
-_MEMO_VALUES = 1 << 16  # prefill and decode times an estimator remembers over all models (about 6 MB)
 
 
 class _Context(NamedTuple):
@@ -77,8 +76,8 @@ class _Context(NamedTuple):
     now: float
     own_prefill_s: float  # the request's own prefill
     service: dict  # batch -> `service_s` of the model at that batch (filled as asked)
-    prefills: dict  # the model's prefill_s answers by prompt tokens (`TtftEstimator._memos`)
-    decodes: dict  # its decode_s answers by batch
+    name: str  # the model's name
+    seen: dict  # instance id -> what `_track` keeps of it, for this model
 
 
 def room_for(model: ModelView, cluster: ClusterView) -> bool:
@@ -132,8 +131,6 @@ class TtftEstimator:
         # (each with the model, so that no id is reused while its entry exists):
         self._cold: dict[tuple[int, str], tuple[ModelView, float]] = {}  # (model, tier) -> cold start
         self._cold_any: dict[tuple[int, frozenset], tuple[ModelView, float]] = {}  # (model, tiers) -> fastest
-        self._times: dict[int, tuple[ModelView, dict, dict]] = {}  # model -> (model, prefill_s, decode_s memos)
-        self._memo_room = _MEMO_VALUES  # answers the memos of `_times` may still take
         self._bounds: dict[int, tuple[ModelView, tuple[float, float] | None]] = {}  # model -> cold start range
         self._own: tuple | None = None  # (request, model, its prefill) of the last `best`
         self._slots: dict[str, float] = {}  # model -> requests an instance runs at once when saturated
@@ -161,12 +158,9 @@ class TtftEstimator:
         """The caller answered None (start a new instance) now: that instance's load starts now."""
         self._asked[model] = now
 
-    def _track(self, inst: InstanceView, loading: bool, now: float, queued: bool) -> list:
+    def _track(self, seen: dict, inst: InstanceView, loading: bool, now: float, queued: bool) -> list:
         """[loading?, since when, queue since when] for the instance, as far as seen (`loading`:
-        its state is starting or loading)."""
-        seen = self._seen.get(inst.model)
-        if seen is None:
-            seen = self._seen[inst.model] = {}
+        its state is starting or loading; `seen`: the model's table, `_Context.seen`)."""
         rec = seen.get(inst.id)
         if rec is None or rec[0] != loading:
             since = now
@@ -228,43 +222,23 @@ class TtftEstimator:
         prompt, output = self._tokens.get(model.name, (1.0, 1.0))
         return model.prefill_s(max(1, round(prompt))) + max(0.0, output - 1.0) * model.decode_s(max(1, batch))
 
-    def _memos(self, model: ModelView) -> tuple[ModelView, dict, dict]:
-        """(model, its `prefill_s` answers, its `decode_s` answers), by argument.
-
-        Performance: each is a table look-up in Python, asked several times per arrival for a
-        few prompt lengths and batch sizes; a memo holds the model's own answers."""
-        entry = self._times.get(id(model))
-        if entry is None:
-            entry = self._times[id(model)] = (model, {}, {})
-        return entry
-
-    def _remember(self, memo: dict, answer, x: int) -> float:
-        """`answer(x)` (a model's `prefill_s` or `decode_s`) through `memo`, one of `_memos`."""
-        v = memo.get(x)
-        if v is None:
-            v = answer(x)
-            if self._memo_room > 0:
-                memo[x] = v
-                self._memo_room -= 1
-        return v
-
     def _service(self, model: ModelView, batch: int, ctx: _Context) -> float:
-        """`service_s(model, batch)` through the memos of `ctx` (see `best`)."""
-        service = ctx.service
-        v = service.get(batch)
+        """`service_s(model, batch)`, remembered for the request of `ctx` (see `best`)."""
+        v = ctx.service.get(batch)
         if v is None:
-            prompt, output = self._tokens.get(model.name, (1.0, 1.0))
-            v = service[batch] = (self._remember(ctx.prefills, model.prefill_s, max(1, round(prompt)))
-                                  + max(0.0, output - 1.0) * self._remember(ctx.decodes, model.decode_s, max(1, batch)))
+            v = ctx.service[batch] = self.service_s(model, batch)
         return v
 
     def _context(self, request: Request, cluster: ClusterView) -> _Context:
         """What `ttft` works out alike for every candidate of `request`."""
-        model = cluster.model(request.model)
-        _, prefills, decodes = self._memos(model)
-        own = self._remember(prefills, model.prefill_s, request.prompt_tokens)
+        name = request.model
+        model = cluster.model(name)
+        own = model.prefill_s(request.prompt_tokens)
         self._own = (request, model, own)
-        return _Context(model, cluster.now, own, {}, prefills, decodes)
+        seen = self._seen.get(name)
+        if seen is None:
+            seen = self._seen[name] = {}
+        return _Context(model, cluster.now, own, {}, name, seen)
 
     def ttft(self, request: Request, inst: InstanceView, cluster: ClusterView) -> float:
         """Expected TTFT of `request` if it joined `inst` now (inf for an evicted instance)."""
@@ -276,8 +250,7 @@ class TtftEstimator:
     def _ttft(self, request: Request, inst: InstanceView, state: str, cluster: ClusterView, ctx: _Context) -> float:
         """`ttft` of an instance in `state` (not evicted); `ctx` holds what is the same for
         every candidate of one request (`_context`)."""
-        model, now = ctx.model, ctx.now
-        name = request.model
+        model, now, name = ctx.model, ctx.now, ctx.name
         slots = float(max(1, inst.capacity))
         learned = self._slots.get(name)
         if learned is not None:
@@ -285,16 +258,22 @@ class TtftEstimator:
         ahead = inst.waiting
         running = max(0, inst.active - ahead)
         can_serve = inst.can_serve
-        rec = self._track(inst, state in _STARTING, now, ahead > 0 and can_serve)
+        rec = self._track(ctx.seen, inst, state in _STARTING, now, ahead > 0 and can_serve)
         if can_serve:
             ready_in = 0.0
             if rec[2] is not None and running > 0:
-                prompt = self._tokens.get(name, (1.0, 1.0))[0]
-                step = (self._remember(ctx.prefills, model.prefill_s, max(1, round(prompt * ahead)))
-                        + self._remember(ctx.decodes, model.decode_s, running))
                 # A queue that outlasts the step that would take it in (or a typical request's
                 # whole time in a slot) is not waiting for a step: it is saturated at `running`.
-                if now - rec[2] > min(2.0 * step, self._service(model, running, ctx)):
+                # Performance: `queued_for > min(2 * step, service)` is `queued_for > service
+                # or queued_for > 2 * step`, so the step is worked out only for a queue younger
+                # than a typical request's time in a slot; under overload nearly none is.
+                queued_for = now - rec[2]
+                saturated = queued_for > self._service(model, running, ctx)
+                if not saturated:
+                    prompt = self._tokens.get(name, (1.0, 1.0))[0]
+                    step = model.prefill_s(max(1, round(prompt * ahead))) + model.decode_s(running)
+                    saturated = queued_for > 2.0 * step
+                if saturated:
                     seen = self._slots.get(name)
                     self._slots[name] = running if seen is None else seen + 0.1 * (running - seen)
                     slots = float(running)
@@ -324,7 +303,7 @@ class TtftEstimator:
             t = self._ttft(request, inst, state, cluster, ctx)
             if t < best_t:
                 best, best_t = inst, t
-        seen = self._seen.get(request.model)
+        seen = None if ctx is None else ctx.seen
         if seen and len(seen) > len(candidates):  # forget instances that are gone
             live = {i.id for i in candidates}
             for iid in [iid for iid in seen if iid not in live]:

@@ -41,42 +41,6 @@ if TYPE_CHECKING:  # the interface only: importing the simulator here would be c
 
 _NAN = float("nan")
 
-# A model shape's prefill and decode answers so far: id(shape) -> (shape, prefill memo, decode memo).
-_MEMO: dict[int, tuple[object, dict, dict]] = {}
-_MEMO_SHAPES = 64  # shapes remembered before the memo starts afresh
-_MEMO_BUDGET = 1 << 17  # answers remembered over every shape (about 10 MB); then no more are added
-_memo_size = 0  # answers remembered since the memo last started afresh
-
-
-def _memos(shape) -> tuple[object, dict, dict]:
-    """(shape, prefill memo, decode memo): what its tables (`sim.profile.Table`) have returned, by argument.
-
-    Performance: a look-up is a bisect and an interpolation in Python (0.3 to 0.6 us), asked
-    two or three times per request for a handful of batch sizes and prompt lengths; a memo
-    holds the table's own answers, so nothing computed from them changes. The entry keeps
-    the shape, so its id cannot be reused while the entry exists; memory stays bounded by
-    `_MEMO_SHAPES` and `_MEMO_BUDGET`.
-    """
-    global _memo_size
-    entry = _MEMO.get(id(shape))
-    if entry is None:
-        if len(_MEMO) >= _MEMO_SHAPES:
-            _MEMO.clear()
-            _memo_size = 0
-        entry = _MEMO[id(shape)] = (shape, {}, {})
-    return entry
-
-
-def _look_up(table, memo: dict, x: int) -> float:
-    """`table(x)`, not in its memo (`_memos`) yet: computed, and remembered while the budget lasts."""
-    global _memo_size
-    v = table(x)
-    if _memo_size < _MEMO_BUDGET:
-        memo[x] = v
-        _memo_size += 1
-    return v
-
-
 def served_record(sim: SimCore, inst: Instance, req: Request, first_token_s: float, finish_s: float, tpot_s: float,
                   cold: bool, load_wait_s: float, stage: int, quality: float, woke: bool = False) -> RequestRecord:
     """The record of a request `inst` served: the one place a served record is built.
@@ -115,13 +79,12 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         if inst.state is InstanceState.FULL and not inst.loop_running and prefill_fraction == 1.0:
             scale = inst.latency_scale
             shape = inst.shape
-            _, prefill_memo, decode_memo = _memos(shape)
-            prefill = prefill_memo.get(req.prompt_tokens)
+            prefill = shape.prefill.memo.get(req.prompt_tokens)  # the table's memo first (sim/profile.py)
             if prefill is None:
-                prefill = _look_up(shape.prefill, prefill_memo, req.prompt_tokens)
-            decode = decode_memo.get(1)
+                prefill = shape.prefill(req.prompt_tokens)
+            decode = shape.decode.memo.get(1)
             if decode is None:
-                decode = _look_up(shape.decode, decode_memo, 1)
+                decode = shape.decode(1)
             first = now + prefill * scale
             step = decode * scale
             finish = first + (req.output_tokens - 1) * step
@@ -231,7 +194,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     compute = inst.gpu_ref.compute  # set when the run starts, if co-located instances share the GPU
     mark_busy = sim.mark_busy
     prefill, decode = shape.prefill, shape.decode
-    _, prefill_memo, decode_memo = _memos(shape)
+    prefill_memo, decode_memo = prefill.memo, decode.memo  # read first; a miss calls the table
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     run_kind, run_origin, run_steps = None, 0.0, 0  # iteration fidelity: the run of identical steps
     try:
@@ -289,12 +252,12 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             if prompt_tokens:
                 seconds = prefill_memo.get(prompt_tokens)
                 if seconds is None:
-                    seconds = _look_up(prefill, prefill_memo, prompt_tokens)
+                    seconds = prefill(prompt_tokens)
                 step += seconds * scale * (prefill_work / prompt_tokens)
             if decoding:
                 seconds = decode_memo.get(decoding)
                 if seconds is None:
-                    seconds = _look_up(decode, decode_memo, decoding)
+                    seconds = decode(decoding)
                 step += seconds * scale
             if compute is not None:  # a shared GPU: the step's length depends on its neighbours
                 mark_busy(inst, now + step)
@@ -345,7 +308,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             batch = len(running)
             seconds = decode_memo.get(batch)
             if seconds is None:
-                seconds = _look_up(decode, decode_memo, batch)
+                seconds = decode(batch)
             decode_step = seconds * scale
             timeout = timeout_at(env, end + k * decode_step)
             run = inst.segment = DecodeRun(env, inst.loop_process, end, decode_step, k, timeout)

@@ -99,6 +99,33 @@ def test_table_interpolates_clamps_and_extrapolates():
     assert single(1024) == pytest.approx(0.2)
 
 
+def test_table_memo_answers_as_the_table_and_stays_bounded(monkeypatch):
+    import dataclasses
+    import pickle
+
+    import sim.profile as profile_mod
+
+    t = Table((1.0, 8.0, 32.0), (0.02, 0.03, 0.05))
+    fresh = Table((1.0, 8.0, 32.0), (0.02, 0.03, 0.05))
+    for x in (1, 3, 4.5, 20, 56, 3, 20):
+        assert t(x) == fresh._interpolate(x)  # remembered or not, the same float
+    assert t.memo == {1: t(1), 3: t(3), 4.5: t(4.5), 20: t(20), 56: t(56)}
+    t.memo[7] = -1.0  # a planted answer is what a call returns: the call reads the memo first
+    assert t(7) == -1.0
+    # The memo is not part of the table's value.
+    assert t == fresh and hash(t) == hash(fresh)
+    assert dataclasses.asdict(t) == {"x": (1.0, 8.0, 32.0), "seconds": (0.02, 0.03, 0.05)}
+    copy_ = pickle.loads(pickle.dumps(t))
+    assert copy_ == t and copy_.memo == {}
+    # Bounded: once full it starts afresh.
+    monkeypatch.setattr(profile_mod, "TABLE_MEMO_SIZE", 4)
+    small = Table((1.0, 8.0), (0.02, 0.03))
+    for x in range(1, 10):
+        small(x)
+        assert len(small.memo) <= 4
+    assert small.memo == {9: small._interpolate(9)}
+
+
 def test_quality_is_interpolated_between_measured_stages():
     m = load_profile().default_model
     q24, q28 = m.stages[0].quality, m.stages[1].quality
