@@ -1,10 +1,10 @@
 """Mutation testing of the simulator core, on demand (issue 13; not part of CI).
 
 Runs mutmut (configured in pyproject.toml's [tool.mutmut]: which files it mutates and which
-tests judge the mutants) on sim/serving.py, sim/lifecycle.py, sim/placing.py,
-sim/simulator.py and sim/flows.py, in a copy of the working tree so that mutmut's
-`mutants/` folder never lands in the checkout, then prints killed/survived/total per file
-and the score (killed + timeout over all mutants that ran).
+tests judge the mutants) on sim/serving.py, sim/lifecycle.py, sim/keeper.py (part of
+lifecycle.py until session 6), sim/placing.py, sim/simulator.py and sim/flows.py, in a
+copy of the working tree so that mutmut's `mutants/` folder never lands in the checkout,
+then prints killed/survived/total per file and the score (killed + timeout over all mutants that ran).
 
     python bench/mutation.py                    # full run, 2 workers
     python bench/mutation.py --max-children 4

@@ -138,7 +138,7 @@ class DecodeRun:
 class Signal:
     """Callbacks to run at the next `fire()`, once each, at that moment.
 
-    Keep-alive (sim/lifecycle.py) listens for a request given to an instance and for its
+    Keep-alive (sim/keeper.py) listens for a request given to an instance and for its
     batch loop running out of work. Performance: callbacks, not SimPy events, because both
     happen on every request's warm path and an event costs a heap push and pop.
     """
@@ -208,7 +208,7 @@ class Instance:
         self.woken = False  # its weights are (being) loaded by a wake, not a cold start
         self.idle_signal = Signal()  # the batch loop ran out of work
         self.used_signal = Signal()  # it was given a request (ends a keep-alive wait)
-        self.keeper_state = None  # its keep-alive (sim/lifecycle.py's Keeper), once one started
+        self.keeper_state = None  # its keep-alive (sim/keeper.py's Keeper), once one started
         self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way
 
     # --- InstanceView -------------------------------------------------------------------

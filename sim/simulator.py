@@ -354,7 +354,7 @@ class Simulator:
         else:
             inst.pending.append(Pending(req, arrival))
             self.pending_total += 1
-        if inst.used_signal:  # keep-alive reacts at once, to the request in place (sim/lifecycle.py)
+        if inst.used_signal:  # keep-alive reacts at once, to the request in place (sim/keeper.py)
             inst.used_signal.fire()
         return True
 

@@ -240,7 +240,7 @@ def test_the_simulator_offers_everything_simcore_names():
 
 
 def test_collaborators_use_only_the_interface():
-    # lifecycle, serving and placing may use `sim.<name>` only for names SimCore lists
+    # lifecycle, keep-alive, serving and placing may use `sim.<name>` only for names SimCore lists
     import re
     from pathlib import Path
 
@@ -248,7 +248,7 @@ def test_collaborators_use_only_the_interface():
 
     allowed = set(SimCore.__annotations__) | {n for n in vars(SimCore) if not n.startswith("_")}
     root = Path(__file__).resolve().parent.parent / "sim"
-    for module in ("lifecycle.py", "serving.py", "placing.py"):
+    for module in ("lifecycle.py", "keeper.py", "serving.py", "placing.py"):
         code = (root / module).read_text()
         code = re.sub(r"^\s*(from|import) .*$", "", code, flags=re.M)
         used = set(re.findall(r"\bsim\.([A-Za-z_]\w*)", code))

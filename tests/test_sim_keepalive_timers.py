@@ -1,4 +1,4 @@
-"""Keep-alive as a callback state machine (sim/lifecycle.py `Keeper`, issue 16): its instants,
+"""Keep-alive as a callback state machine (sim/keeper.py `Keeper`, issue 16): its instants,
 and what it costs in events.
 
 The rules it must keep: an idle period starts at the last request's finish; each `Keep` tier
