@@ -35,10 +35,10 @@ class Table:
     It remembers its answers (`memo`, argument -> seconds): the simulator asks the same few
     prompt lengths and batch sizes over and over (two to five times per simulated request,
     from serving and from the router), and a bisect and an interpolation in Python cost 0.3
-    to 0.6 us where a dictionary hit costs 0.03. Hot loops read `memo` first and call the
-    table on a miss. The memo holds at most `TABLE_MEMO_SIZE` answers and then starts
-    afresh: bounded memory, and an answer is the same whether remembered or not. It is not
-    part of the table's value (equality, hashing, `asdict`, pickling leave it out).
+    to 0.6 us where a dictionary hit costs 0.03. The memo holds at most `TABLE_MEMO_SIZE`
+    answers and then starts afresh: bounded memory, and an answer is the same whether
+    remembered or not. It is not part of the table's value (equality, hashing, `asdict`,
+    pickling leave it out).
     """
 
     x: tuple[float, ...]

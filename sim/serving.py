@@ -79,14 +79,8 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         if inst.state is InstanceState.FULL and not inst.loop_running and prefill_fraction == 1.0:
             scale = inst.latency_scale
             shape = inst.shape
-            prefill = shape.prefill.memo.get(req.prompt_tokens)  # the table's memo first (sim/profile.py)
-            if prefill is None:
-                prefill = shape.prefill(req.prompt_tokens)
-            decode = shape.decode.memo.get(1)
-            if decode is None:
-                decode = shape.decode(1)
-            first = now + prefill * scale
-            step = decode * scale
+            first = now + shape.prefill(req.prompt_tokens) * scale  # tables remember their answers
+            step = shape.decode(1) * scale
             finish = first + (req.output_tokens - 1) * step
             inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
                              sim.events_processed, woke)
@@ -193,8 +187,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     capacity = inst.capacity
     compute = inst.gpu_ref.compute  # set when the run starts, if co-located instances share the GPU
     mark_busy = sim.mark_busy
-    prefill, decode = shape.prefill, shape.decode
-    prefill_memo, decode_memo = prefill.memo, decode.memo  # read first; a miss calls the table
+    prefill, decode = shape.prefill, shape.decode  # tables remember their answers (sim/profile.py)
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     run_kind, run_origin, run_steps = None, 0.0, 0  # iteration fidelity: the run of identical steps
     try:
@@ -250,15 +243,9 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
             # have that stage's quality even if a later stage binds while it runs.
             step = 0.0
             if prompt_tokens:
-                seconds = prefill_memo.get(prompt_tokens)
-                if seconds is None:
-                    seconds = prefill(prompt_tokens)
-                step += seconds * scale * (prefill_work / prompt_tokens)
+                step += prefill(prompt_tokens) * scale * (prefill_work / prompt_tokens)
             if decoding:
-                seconds = decode_memo.get(decoding)
-                if seconds is None:
-                    seconds = decode(decoding)
-                step += seconds * scale
+                step += decode(decoding) * scale
             if compute is not None:  # a shared GPU: the step's length depends on its neighbours
                 mark_busy(inst, now + step)
                 yield from compute.work(step)
@@ -305,11 +292,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                 continue
             # The step, then the k identical decode steps after it up to the first finish,
             # as one event (the run's origin is the step's end, as in the literal loop).
-            batch = len(running)
-            seconds = decode_memo.get(batch)
-            if seconds is None:
-                seconds = decode(batch)
-            decode_step = seconds * scale
+            decode_step = decode(len(running)) * scale
             timeout = timeout_at(env, end + k * decode_step)
             run = inst.segment = DecodeRun(env, inst.loop_process, end, decode_step, k, timeout)
             yield timeout
