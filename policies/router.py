@@ -96,7 +96,12 @@ def room_for(model: ModelView, cluster: ClusterView) -> bool:
 
 def cold_start_estimate(model: ModelView, cluster: ClusterView) -> float:
     """Seconds until a new instance serves: a cold start from the best tier any node holds the checkpoint in."""
-    return min(model.cold_start_s(t) for t in cluster.checkpoint_tiers(model.name))
+    return fastest_cold_start(model, cluster.checkpoint_tiers(model.name))
+
+
+def fastest_cold_start(model: ModelView, tiers) -> float:
+    """The fastest of `model`'s cold starts from `tiers` (where nodes hold its checkpoint)."""
+    return min(model.cold_start_s(t) for t in tiers)
 
 
 class TtftEstimator:
@@ -193,7 +198,7 @@ class TtftEstimator:
         tiers = cluster.checkpoint_tiers(model.name)
         entry = self._cold_any.get((id(model), tiers))
         if entry is None:
-            entry = self._cold_any[(id(model), tiers)] = (model, min(model.cold_start_s(t) for t in tiers))
+            entry = self._cold_any[(id(model), tiers)] = (model, fastest_cold_start(model, tiers))
         return entry[1]
 
     def cold_start_bounds(self, model: ModelView) -> tuple[float, float] | None:

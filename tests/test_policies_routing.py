@@ -354,3 +354,18 @@ def test_degrade_changes_nothing_without_a_partial_stage_or_overload():
     a = run_sim(light, _skippable_big(), staging="progressive", admission="always", keepalive="fixed[ttl=600]")[0]
     d = run_sim(light, _skippable_big(), staging="progressive", admission="degrade", keepalive="fixed[ttl=600]")[0]
     assert a["quality_mean"] == d["quality_mean"] and a["ttft_p99_s"] == d["ttft_p99_s"]
+
+
+def test_the_public_cold_start_estimate_and_the_estimators_agree():
+    # `cold_start_estimate` is the library's rule for policy writers; the router's estimator
+    # remembers it per set of tiers: both answer the fastest tier any node holds.
+    from policies.router import TtftEstimator, cold_start_estimate
+
+    dep = Deployment("small", SMALL.model("small"), SMALL.hardware, SMALL.engine)
+    for tiers in ({"ssd"}, {"dram", "remote"}, {"remote"}):
+        cluster = SimpleNamespace(checkpoint_tiers=lambda name, tiers=frozenset(tiers): tiers)
+        want = min(dep.cold_start_s(t) for t in tiers)
+        assert cold_start_estimate(dep, cluster) == want
+        assert TtftEstimator().cold_start_estimate(dep, cluster) == want
+    assert cold_start_estimate(dep, SimpleNamespace(checkpoint_tiers=lambda name: frozenset({"dram"}))) \
+        < cold_start_estimate(dep, SimpleNamespace(checkpoint_tiers=lambda name: frozenset({"remote"})))
