@@ -51,8 +51,9 @@ def move_clock(env: simpy.Environment, t: float) -> None:
     clock costs a heap push and pop per request. SimPy keeps its clock in `_now` (pinned in
     pyproject; tests/test_sim_core.py fails if a SimPy release changes that).
     """
-    if env.peek() < t:
-        raise RuntimeError(f"move_clock: an event is due at {env.peek()} before {t}")
+    queue = env._queue  # what `env.peek()` reads, without its call (once per arrival)
+    if queue and queue[0][0] < t:
+        raise RuntimeError(f"move_clock: an event is due at {queue[0][0]} before {t}")
     env._now = t
 
 
@@ -459,7 +460,7 @@ class Simulator:
         """Process every event due by `t`, then move the clock to `t` (`move_clock`).
 
         Performance: this runs once per arrival, so it reads SimPy's event queue directly (as
-        `move_clock` relies on, pinned SimPy) rather than through `peek`, and steps inline.
+        `move_clock` does, pinned SimPy) rather than through `peek`, and steps inline.
         """
         env = self.env
         queue = env._queue
@@ -475,7 +476,7 @@ class Simulator:
         # first step.
         self.events_processed += 1
         if t > env._now:
-            env._now = t  # no event is due before `t` (`move_clock`)
+            move_clock(env, t)
 
     def _has_work(self) -> bool:
         return bool(self.memory_queue) or self.pending_total > 0 or self.outstanding > 0
