@@ -33,7 +33,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 TARGET_S = 600.0
@@ -56,6 +56,7 @@ class Leg:
     gpus_per_node: int
     profile: str
     seed: int
+    log: str = ""  # a JSON-lines file the leg appends its progress to ("": none)
 
     @property
     def tag(self) -> str:
@@ -130,9 +131,13 @@ def run_leg(leg: Leg) -> dict:
     def progress(n: int) -> None:
         if not n % (1 << 20):  # every ~1M requests: is memory flat?
             rss_samples.append(round(current_rss_mb(), 1))
+            if leg.log:
+                log_progress(leg.log, sim, metrics, n, time.perf_counter() - t0, time.process_time() - c0)
 
     row = sim.run(iter(trace), on_progress=progress, horizon_s=duration)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if leg.log:
+        log_progress(leg.log, sim, metrics, row["requests"], wall, cpu, done=True)
     rate = row["requests"] / wall if wall > 0 else float("nan")
     cpu_rate = row["requests"] / cpu if cpu > 0 else float("nan")
     return {
@@ -142,6 +147,27 @@ def run_leg(leg: Leg) -> dict:
         "ttft_p99_s": row["ttft_p99_s"], "slo_pct": row["slo_attainment_pct"],
         "deployments": len(sim.deployments), "label": policies.label,
     }
+
+
+def log_progress(path: str, sim, metrics, requests: int, wall_s: float, cpu_s: float, done: bool = False) -> None:
+    """Append one JSON line of where a long leg stands, synced to disk.
+
+    Why: a full-volume day takes longer than a working session; if its process is killed,
+    the log still says how far it got, how fast, and what it had measured so far. The
+    last line of a leg that ended has `done` true.
+    """
+    ttft = metrics.ttft_sketch
+    line = {
+        "requests": requests, "sim_s": round(sim.env.now, 3), "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
+        "cpu_req_per_s": round(requests / cpu_s) if cpu_s > 0 else None, "rss_mb": round(current_rss_mb(), 1),
+        "finished": metrics.requests, "served": metrics.served, "rejected": metrics.rejected, "cold": metrics.cold,
+        "slo_met": metrics.slo_met, "ttft_p50_s": ttft.quantile(0.5) if ttft.count else None,
+        "ttft_p99_s": ttft.quantile(0.99) if ttft.count else None, "instances": len(sim.instances), "done": done,
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def run_in_child(leg: Leg) -> dict:
@@ -177,6 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus-per-node", type=int, default=8)
     ap.add_argument("--profile", default="h100-llama3.1-8b-published")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log", default="", metavar="DIR",
+                    help="append each leg's progress (every ~1M requests: simulated time, CPU time, memory, SLO and "
+                         "TTFT so far) to DIR/<combination>_<leg>.jsonl, synced, so a killed day still says how far "
+                         "it got")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -204,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
         for h, v in zip(hours, volumes, strict=True):
             leg = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
                       args.seed)
+            if args.log:
+                Path(args.log).mkdir(parents=True, exist_ok=True)
+                leg = replace(leg, log=str(Path(args.log) / f"{slug(combo)}_{leg.tag}.jsonl"))
             r = run_in_child(leg)
             day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
             print(f"{combo:34s} {h:6g} {v:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} {r['cpu_req_per_s']:8.0f} "

@@ -3,6 +3,7 @@ process, a table, and a last line of key=value pairs whose numbers hang together
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,11 +12,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_day_tiny_run_prints_key_value_figures():
+def test_bench_day_tiny_run_prints_key_value_figures(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "bench/bench_day.py", "--hours", "0.01", "--volume", "0.02", "--functions", "400",
-         "--catalog", "6", "--nodes", "2", "--gpus-per-node", "4", "--combos", "full+fixed,progressive+none"],
+         "--catalog", "6", "--nodes", "2", "--gpus-per-node", "4", "--combos", "full+fixed,progressive+none",
+         "--log", str(tmp_path / "log")],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = dict(pair.split("=", 1) for pair in out.stdout.strip().splitlines()[-1].split())
@@ -23,6 +25,10 @@ def test_bench_day_tiny_run_prints_key_value_figures():
         key = f"{combo}_h0p01_v0p02"
         requests = int(figures[f"{key}_requests"])
         assert requests > 0
+        # the progress log's last line is the leg's end, and agrees with the printed figures
+        last = json.loads((tmp_path / "log" / f"{key}.jsonl").read_text().splitlines()[-1])
+        assert last["done"] and last["requests"] == last["finished"] == requests
+        assert last["served"] + last["rejected"] == requests and 0 <= last["slo_met"] <= last["served"]
         assert 0 < float(figures[f"{key}_peak_mem_mb"]) < 2048
         rate = float(figures[f"{key}_cpu_req_per_s"])
         day = float(figures[f"{key}_day_extrapolated_s"])
