@@ -369,3 +369,34 @@ def test_the_public_cold_start_estimate_and_the_estimators_agree():
         assert TtftEstimator().cold_start_estimate(dep, cluster) == want
     assert cold_start_estimate(dep, SimpleNamespace(checkpoint_tiers=lambda name: frozenset({"dram"}))) \
         < cold_start_estimate(dep, SimpleNamespace(checkpoint_tiers=lambda name: frozenset({"remote"})))
+
+
+def test_a_saturated_queue_is_priced_at_a_typical_requests_slot_time_at_its_own_batch():
+    # An instance whose queue outlasted a typical request's time in a slot runs `running`
+    # requests at once: this request starts after `waiting + 1` slot releases, each a
+    # `running`-th of a typical request's time in a slot at that batch (its prefill plus its
+    # decode steps after the first token), computed once per request for all candidates.
+    from policies.router import TtftEstimator
+
+    model = SimpleNamespace(name="m", prefill_s=lambda n: 0.001 * n, decode_s=lambda b: 0.01 + 0.0005 * b)
+    cluster = SimpleNamespace(model=lambda name: model, now=0.0)
+
+    def view(iid, running, waiting):
+        return SimpleNamespace(id=iid, model="m", node=0, state="full", can_serve=True, capacity=64,
+                               active=running + waiting, waiting=waiting, sleep_level=0)
+
+    est = TtftEstimator()
+    first = req(0, model="m", prompt=300, out=41)
+    est.observe(first, cluster)  # the typical request: 300 prompt tokens, 41 output tokens
+    views = [view(0, 8, 5), view(1, 20, 3)]
+    for v in views:
+        est.ttft(first, v, cluster)  # their queues are seen from t = 0
+    cluster.now = 100.0  # far longer than a slot time: both saturated at what they run
+    later = req(100, model="m", prompt=300, out=41)
+    for v, running, waiting in ((views[0], 8, 5), (views[1], 20, 3)):
+        slot = 0.001 * 300 + 40 * (0.01 + 0.0005 * running)
+        assert est.service_s(model, running) == pytest.approx(slot, rel=1e-12)
+        want = (waiting + 1) * slot / running + 0.001 * 300
+        assert est.ttft(later, v, cluster) == pytest.approx(want, rel=1e-12)
+    best, best_t = est.best(later, views, cluster)
+    assert best is views[1] and best_t == pytest.approx(4 * (0.3 + 40 * 0.02) / 20 + 0.3, rel=1e-12)
