@@ -20,8 +20,11 @@ is its own, records off, the trace streamed). Every leg prints its measured rate
 wall time a full-volume day would take at that rate (the generator's expected request
 count for the day divided by the rate per CPU second of the leg's process, since the target is
 one core's time and a shared machine's wall clock is not): an extrapolation, labelled as one. The last line
-is machine-readable key=value pairs. Run, e.g.:
+is machine-readable key=value pairs. A full-volume day runs for many hours: `--log DIR` leaves
+each leg's progress in DIR (one synced JSON line every ~1M requests), and `--report DIR` prints
+where those legs stand, finished, running or killed. Run, e.g.:
     python bench/bench_day.py --hours 0.05,24 --volume 1,0.002
+    python bench/bench_day.py --combos full+fixed --log runs/day; python bench/bench_day.py --report runs/day
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ def run_leg(leg: Leg) -> dict:
     c0 = time.process_time()
     duration = leg.hours * 3600.0
     trace = open_day(leg, duration, leg.volume)
+    if leg.log:
+        append_line(leg.log, {"leg": asdict(leg), "expected_requests": trace.details["expected_requests"]})
     policies = PolicySet.from_specs(**combo_specs(leg.combo))
     metrics = RunMetrics(policies.label, 5.0)  # no writer: records off
     sim = Simulator(load_profile(leg.profile), policies,
@@ -164,10 +169,76 @@ def log_progress(path: str, sim, metrics, requests: int, wall_s: float, cpu_s: f
         "slo_met": metrics.slo_met, "ttft_p50_s": ttft.quantile(0.5) if ttft.count else None,
         "ttft_p99_s": ttft.quantile(0.99) if ttft.count else None, "instances": len(sim.instances), "done": done,
     }
+    append_line(path, line)
+
+
+def append_line(path: str, record: dict) -> None:
+    """Append one JSON line to `path` and sync it: a line is either whole on disk or absent."""
     with open(path, "a") as f:
-        f.write(json.dumps(line) + "\n")
+        f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_log(path: Path) -> tuple[dict | None, list[dict]]:
+    """(the leg's header or None, its progress lines) from a `--log` file. A torn last line (a
+    process killed mid-write) is skipped; any other bad line is an error naming file and line."""
+    header, lines = None, []
+    text = path.read_text().splitlines()
+    for number, raw in enumerate(text, 1):
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError:
+            if number == len(text):
+                break
+            raise SystemExit(f"bench_day: {path}, line {number}: not a JSON line") from None
+        if "leg" in rec:
+            header, lines = rec, []  # the leg started afresh in this file: its own lines from here
+        else:
+            lines.append(rec)
+    return header, lines
+
+
+def _or_nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def report(folder: str) -> None:
+    """Print where each leg logged in `folder` stands: finished or not, its rate, and for an
+    unfinished leg the CPU time the whole leg would take at the rate it has kept so far."""
+    paths = sorted(Path(folder).glob("*.jsonl"))
+    if not paths:
+        raise SystemExit(f"bench_day: --report {folder}: no .jsonl logs there")
+    print(f"{'log':28s} {'state':>8s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
+          f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}")
+    figures: dict[str, object] = {}
+    for path in paths:
+        header, lines = read_log(path)
+        key = path.stem
+        if not lines:
+            print(f"{key:28s} {'started':>8s}")
+            continue
+        last = lines[-1]
+        done = bool(last.get("done"))
+        expected = header["expected_requests"] if header else None
+        projected = None
+        if done:
+            projected = last["cpu_s"]
+        elif expected and last["requests"]:
+            projected = last["cpu_s"] * expected / last["requests"]
+        slo = 100.0 * last["slo_met"] / last["served"] if last["served"] else float("nan")
+        peak = max(line["rss_mb"] for line in lines)
+        leg_h = "?" if projected is None else f"{projected / 3600:.1f}" + ("" if done else "*")
+        print(f"{key:28s} {'done' if done else 'running':>8s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
+              f"{last['cpu_s'] / 3600:6.2f} {_or_nan(last['cpu_req_per_s']):8.0f} {peak:8.0f} {slo:6.1f} "
+              f"{_or_nan(last['ttft_p50_s']):7.3f} {_or_nan(last['ttft_p99_s']):7.1f} {leg_h:>10s}")
+        figures.update({f"{key}_done": int(done), f"{key}_requests": last["requests"], f"{key}_sim_s": last["sim_s"],
+                        f"{key}_cpu_s": last["cpu_s"], f"{key}_peak_mem_mb": round(peak)})
+        if projected is not None:
+            figures[f"{key}_leg_cpu_s"] = round(projected)
+    print("leg cpu h: the leg's CPU time; * projected, the leg's expected requests over the rate kept so far; "
+          "? where the log does not give the leg's size")
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 def run_in_child(leg: Leg) -> dict:
@@ -207,8 +278,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="append each leg's progress (every ~1M requests: simulated time, CPU time, memory, SLO and "
                          "TTFT so far) to DIR/<combination>_<leg>.jsonl, synced, so a killed day still says how far "
                          "it got")
+    ap.add_argument("--report", metavar="DIR",
+                    help="print where the legs logged in DIR (by --log) stand, finished or not, and stop")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.report:
+        report(args.report)
+        return
     if args.worker:
         print(json.dumps(run_leg(Leg(**json.loads(args.worker)))))
         return

@@ -29,6 +29,15 @@ def test_bench_day_tiny_run_prints_key_value_figures(tmp_path):
         last = json.loads((tmp_path / "log" / f"{key}.jsonl").read_text().splitlines()[-1])
         assert last["done"] and last["requests"] == last["finished"] == requests
         assert last["served"] + last["rejected"] == requests and 0 <= last["slo_met"] <= last["served"]
+    # --report reads the logs back: each leg done, with the CPU time it took
+    rep = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path / "log")],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    got = dict(pair.split("=", 1) for pair in rep.stdout.strip().splitlines()[-1].split())
+    for combo in ("full_fixed", "progressive_none"):
+        key = f"{combo}_h0p01_v0p02"
+        assert got[f"{key}_done"] == "1" and got[f"{key}_requests"] == figures[f"{key}_requests"]
+        assert float(got[f"{key}_leg_cpu_s"]) == round(float(got[f"{key}_cpu_s"]))
         assert 0 < float(figures[f"{key}_peak_mem_mb"]) < 2048
         rate = float(figures[f"{key}_cpu_req_per_s"])
         day = float(figures[f"{key}_day_extrapolated_s"])
@@ -42,3 +51,25 @@ def test_bench_day_refuses_unpaired_legs():
     out = subprocess.run([sys.executable, "bench/bench_day.py", "--hours", "1,2", "--volume", "0.1,0.2,0.3"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode != 0 and "pair them" in out.stderr
+
+
+def test_bench_day_report_projects_an_unfinished_leg_and_skips_a_torn_last_line(tmp_path):
+    # a leg killed a quarter of the way through, its last line cut mid-write
+    log = tmp_path / "full_fixed_h24_v1.jsonl"
+    progress = {"requests": 1000, "sim_s": 360.0, "wall_s": 12.0, "cpu_s": 10.0, "cpu_req_per_s": 100, "rss_mb": 250.0,
+                "finished": 990, "served": 990, "rejected": 0, "cold": 9, "slo_met": 891, "ttft_p50_s": 0.1,
+                "ttft_p99_s": 9.0, "instances": 4, "done": False}
+    log.write_text(json.dumps({"leg": {"hours": 24}, "expected_requests": 4000}) + "\n" + json.dumps(progress) + "\n"
+                   + '{"requests": 2000, "sim')
+    rep = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    got = dict(pair.split("=", 1) for pair in rep.stdout.strip().splitlines()[-1].split())
+    assert got["full_fixed_h24_v1_done"] == "0" and got["full_fixed_h24_v1_requests"] == "1000"
+    assert got["full_fixed_h24_v1_leg_cpu_s"] == "40"  # 10 s for a quarter of the expected 4,000
+    assert "90.0" in rep.stdout  # SLO met by 891 of 990 served
+    # a bad line that is not the last is an error naming the file and the line
+    log.write_text('{"requests": 2000, "sim\n' + json.dumps(progress) + "\n")
+    bad = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode != 0 and "line 1: not a JSON line" in bad.stderr and str(log) in bad.stderr
