@@ -39,6 +39,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from figures import print_figures
+
 TARGET_S = 600.0
 TARGET_MB = 2048.0
 DAY_S = 86400.0
@@ -238,7 +240,7 @@ def report(folder: str) -> None:
             figures[f"{key}_leg_cpu_s"] = round(projected)
     print("leg cpu h: the leg's CPU time; * projected, the leg's expected requests over the rate kept so far; "
           "? where the log does not give the leg's size")
-    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    print_figures(figures)
 
 
 def run_in_child(leg: Leg) -> dict:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"{key}_ratio_to_2gb"] = round(r["peak_rss_mb"] / TARGET_MB, 3)
     print(f"target: a full-volume day (~{figures['full_day_requests']:.3g} requests) in <= {TARGET_S / 60:g} min "
           f"and <= {TARGET_MB:g} MB per combination; 'day@full' divides that count by the leg's rate per CPU second")
-    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    print_figures(figures)
 
 
 if __name__ == "__main__":

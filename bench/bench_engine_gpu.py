@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from figures import flattened, print_figures  # noqa: E402
 
 from contracts.plan import progressive_plan  # noqa: E402
 from progressive_serve.config import LlamaShape  # noqa: E402
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print(json.dumps({"skipped": "no CUDA device"}))
+        print_figures({"skipped": 1})
         return 0
     ckpt = Path(a.ckpt)
     n = LlamaShape.from_dir(ckpt).num_layers
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
+    # per mode: the load and each stage's step time and memory (the per-layer timings stay in the JSON)
+    print_figures(flattened({f"{r['mode']}{'_vmm' if r['vmm'] else ''}": {k: v for k, v in r.items() if k != "layers"}
+                             for r in res["runs"]}))
     return 0
 
 

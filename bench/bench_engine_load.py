@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from figures import flattened, print_figures  # noqa: E402
 
 from contracts.plan import full_plan, progressive_plan  # noqa: E402
 from progressive_serve.checkpoint import write_random_checkpoint  # noqa: E402
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(name, json.dumps(r, indent=1), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
+    print_figures({"threads": results["threads"], **flattened(results["shapes"])})
     if not a.dir:
         import shutil
 

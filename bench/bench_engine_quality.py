@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import torch  # noqa: E402
+from figures import flattened, print_figures  # noqa: E402
 
 from contracts.plan import StagePlan, progressive_plan  # noqa: E402
 from progressive_serve.quality import (  # noqa: E402
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"quality {r['quality']:.4f} agreement {r['token_agreement']:.3f}"
             )
     print(f"wrote {out} in {time.perf_counter() - t0:.0f} s")
+    keep = ("num_layers", "quality", "perplexity", "token_agreement")
+    print_figures({**flattened({name: {f"{r['plan']}_stage{r['stage']}": {k: r[k] for k in keep} for r in rs}
+                                for name, rs in rows.items()}),
+                   "seconds": round(time.perf_counter() - t0, 1)})
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from figures import flattened, print_figures  # noqa: E402
 
 from contracts.plan import progressive_plan  # noqa: E402
 from progressive_serve.config import shape_named  # noqa: E402
@@ -102,6 +103,7 @@ def main() -> None:
               f" {r['prefill_skip_vs_full']:10.2f} {r['prefill_seed_vs_full']:6.2f}")
     if args.out:
         args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "rows": rows}, indent=2) + "\n")
+    print_figures(flattened({f"stage{r['stage']}": {k: v for k, v in r.items() if k != "stage"} for r in rows}))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from figures import print_figures, slug
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -92,8 +93,10 @@ def relative(x: float, ref: float) -> float:
     return (x - ref) / abs(ref)
 
 
-def compare(title: str, profile: Profile, policies: PolicySet, config: SimConfig, requests: list[Request]) -> int:
-    """Run both fidelities, print the table, return how many rows are outside their target."""
+def compare(title: str, profile: Profile, policies: PolicySet, config: SimConfig, requests: list[Request],
+            figures: dict[str, object], tag: str) -> int:
+    """Run both fidelities, print the table, return how many rows are outside their target; each
+    figure's relative difference goes into `figures` as `<tag>_<figure>_rel_diff_pct`."""
     runs = {}
     for fidelity in ("request", "iteration"):
         runs[fidelity] = run_once(profile, policies, SimConfig(**{**config.__dict__, "fidelity": fidelity}),
@@ -114,9 +117,12 @@ def compare(title: str, profile: Profile, policies: PolicySet, config: SimConfig
         bad = not abs(d) <= target
         outside += bad
         diff = f"{d * 100:+8.1f}%" if math.isfinite(d) else f"{'inf':>9s}"
+        figures[f"{tag}_{key}_rel_diff_pct"] = round(d * 100, 4) if math.isfinite(d) else "inf"
         print(f"   {name:22s} {x:11.{decimals}f} {ref:11.{decimals}f} {diff} {target * 100:6.1f}%"
               f"  {'OUTSIDE' if bad else 'ok'}")
     print(f"   {'wall time (s)':22s} {req.seconds:11.2f} {it.seconds:11.2f}")
+    figures[f"{tag}_requests"] = len(requests)
+    figures[f"{tag}_outside"] = outside
     return outside
 
 
@@ -189,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_profile(args.profile)
     config = SimConfig(nodes=args.nodes, gpus_per_node=args.gpus_per_node, slo_ttft_s=args.slo_ttft,
                        seed=args.seed, compute_sharing=args.compute_sharing)
-    combos = [PolicySet.from_specs(staging=s, keepalive=k)
+    combos = [(slug(f"{s}_{k}"), PolicySet.from_specs(staging=s, keepalive=k))
               for s, k in itertools.product(args.staging.split(","), args.keepalive.split(","))]
+    figures: dict[str, object] = {}
     print(f"targets: every summary figure within {SUMMARY_TARGET:.0%} of iteration fidelity, cold-start counts "
           f"within {COLD_COUNT_TARGET:.1%}; rel.diff = (request - iteration) / iteration")
     outside = 0
@@ -198,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if "default" in chosen:
         trace = open_trace("azure_functions", trace_dir=args.trace_dir, duration_s=args.duration, seed=args.seed)
         reqs = list(trace)
-        for policies in combos:
-            outside += compare(f"(i) default trace: {trace.name}", profile, policies, config, reqs)
+        for name, policies in combos:
+            outside += compare(f"(i) default trace: {trace.name}", profile, policies, config, reqs, figures,
+                               f"default_{name}")
     if "llm" in chosen:
         try:
             trace = open_trace("azure_llm_2023", trace_dir=args.llm_trace_dir, duration_s=args.llm_duration)
@@ -207,15 +215,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== (ii) Azure LLM 2023: skipped ({e}; here the folder is --llm-trace-dir)")
         else:
             reqs = list(trace)
-            for policies in combos:
-                outside += compare(f"(ii) {trace.name}", profile, policies, config, reqs)
+            for name, policies in combos:
+                outside += compare(f"(ii) {trace.name}", profile, policies, config, reqs, figures, f"llm_{name}")
     if "saturated" in chosen:
         sat, model = with_max_batch(profile, args.saturated_max_batch)
         gpus = config.nodes * config.gpus_per_node
         reqs, note = saturated_workload(sat, model, gpus, args.utilisation, args.saturated_duration, args.seed)
-        for policies in combos:
-            outside += compare(f"(iii) saturated: {model} on {gpus} GPUs, {note}", sat, policies, config, reqs)
-    print(f"\n{outside} row(s) outside their target ({time.perf_counter() - started:.0f} s)")
+        for name, policies in combos:
+            outside += compare(f"(iii) saturated: {model} on {gpus} GPUs, {note}", sat, policies, config, reqs,
+                               figures, f"saturated_{name}")
+    wall = time.perf_counter() - started
+    print(f"\n{outside} row(s) outside their target ({wall:.0f} s)")
+    figures.update(rows_outside=outside, wall_s=round(wall, 1))
+    print_figures(figures)
     return 1 if args.strict and outside else 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from figures import print_figures
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -84,14 +85,20 @@ def main() -> None:
     args = ap.parse_args()
     recs = make_records(args.n)
     pa.array([0.0])  # pyarrow's first conversion imports its pandas shim (~0.4 s once per process)
-    print(f"on_request, no writer:       {bench(recs, None):>12,.0f} records/s")
+    figures: dict[str, object] = {}
+    bare = figures["on_request_records_per_s"] = round(bench(recs, None))
+    print(f"on_request, no writer:       {bare:>12,.0f} records/s")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "records.parquet"
         rate = bench(recs, RecordWriter(path))
         size = path.stat().st_size
     print(f"on_request + Parquet writer: {rate:>12,.0f} records/s  ({size / args.n:.1f} bytes/record on disk)")
-    print(f"on_memory:                   {bench_memory(args.n):>12,.0f} calls/s")
-    print(f"sketch add_many (4096/call): {bench_sketch(args.n):>12,.0f} values/s")
+    memory, sketch = bench_memory(args.n), bench_sketch(args.n)
+    print(f"on_memory:                   {memory:>12,.0f} calls/s")
+    print(f"sketch add_many (4096/call): {sketch:>12,.0f} values/s")
+    figures.update(parquet_records_per_s=round(rate), parquet_bytes_per_record=round(size / args.n, 2),
+                   on_memory_calls_per_s=round(memory), sketch_values_per_s=round(sketch))
+    print_figures(figures)
 
 
 if __name__ == "__main__":

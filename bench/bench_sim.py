@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+from figures import print_figures
 
 from contracts.request import Request
 from sim.config import SimConfig
@@ -106,7 +107,7 @@ def main() -> None:
                   f"  {rate / TARGET_ITERATION_FIDELITY:.2f} x the 50k/s target, {rate / VIDUR_REQ_PER_S:.0f} x Vidur"
                   f" ({events / dt:,.0f} events/s)")
     print("iteration*: --compute-sharing none (each instance at full speed)")
-    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    print_figures(figures)
 
 
 if __name__ == "__main__":

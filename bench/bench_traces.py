@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from figures import print_figures
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -46,30 +47,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--functions", type=int, default=3000, help="rows in the generated day file")
     args = parser.parse_args()
+    figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = make_day(Path(tmp), args.functions)
         mb = path.stat().st_size / 1e6
         secs, rows = timed(lambda: sum(1 for _ in read_invocations(path)))
         print(f"azure2019 read_invocations   {rows / secs:10.0f} rows/s  ({rows * 1440 / secs / 1e6:.1f} M cells/s, "
               f"{mb / secs:.1f} MB/s, {rows} rows, {mb:.0f} MB)")
+        figures.update(azure2019_rows_per_s=round(rows / secs), azure2019_mb_per_s=round(mb / secs, 1))
         trace = open_trace(str(path), select="all", tokens="fixed:100,10")
         secs, n = timed(lambda: sum(1 for _ in trace))
         print(f"azure2019 trace (all fns)    {n / secs:10.0f} requests/s  ({n} requests, incl. re-reading the file)")
+        figures["azure2019_all_req_per_s"] = round(n / secs)
         t0 = time.perf_counter()
         trace = open_trace(str(path), select="top", functions=8)
-        print(f"azure2019 open (pass 1)      {time.perf_counter() - t0:10.2f} s")
+        figures["azure2019_top8_open_s"] = round(time.perf_counter() - t0, 3)
+        print(f"azure2019 open (pass 1)      {figures['azure2019_top8_open_s']:10.2f} s")
         secs, n = timed(lambda: sum(1 for _ in trace))
         print(f"azure2019 trace (top 8)      {n / secs:10.0f} requests/s  ({n} requests, first pass reads the file)")
+        figures["azure2019_top8_req_per_s"] = round(n / secs)
         secs, n = timed(lambda: sum(1 for _ in trace))
         print(f"azure2019 replay (top 8)     {n / secs:10.0f} requests/s  (cells cached between replays)")
+        figures["azure2019_top8_replay_req_per_s"] = round(n / secs)
     conv = SHARED / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
     if conv.exists():
         trace = open_trace(str(conv))
         secs, n = timed(lambda: sum(1 for _ in trace))
         print(f"azure_llm_2023 conv          {n / secs:10.0f} requests/s  ({n} requests)")
+        figures["azure_llm_2023_conv_req_per_s"] = round(n / secs)
     trace = open_trace("synthetic", duration_s=86400.0, rate_scale=50.0)
     secs, n = timed(lambda: sum(1 for _ in trace))
     print(f"synthetic (8 fns, 1 day x50) {n / secs:10.0f} requests/s  ({n} requests)")
+    figures["synthetic_req_per_s"] = round(n / secs)
+    print_figures(figures)
 
 
 if __name__ == "__main__":

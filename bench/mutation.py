@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import print_figures, slug
+
 ROOT = Path(__file__).resolve().parent.parent
 # What the tests need to import besides the mutated package (sim/ is copied whole by mutmut).
 COPY = ["sim", "contracts", "policies", "profiles", "traces", "validate", "progressive_serve", "tests",
@@ -64,8 +66,10 @@ def tally(workdir: Path) -> dict[str, collections.Counter]:
     return per_file
 
 
-def report(per_file: dict[str, collections.Counter]) -> float:
+def report(per_file: dict[str, collections.Counter]) -> tuple[float, dict[str, object]]:
+    """Print the table; (the score over every file, each file's counts and score as figures)."""
     total = collections.Counter()
+    figures: dict[str, object] = {}
     print(f"\n{'module':<16} {'killed':>7} {'survived':>9} {'timeout':>8} {'other':>6} {'total':>6} {'score':>7}")
     for mod in sorted(per_file) + ["all"]:
         c = total if mod == "all" else per_file[mod]
@@ -77,11 +81,12 @@ def report(per_file: dict[str, collections.Counter]) -> float:
         ran = killed + survived + timeout
         score = 100.0 * (killed + timeout) / ran if ran else 0.0
         print(f"{mod:<16} {killed:>7} {survived:>9} {timeout:>8} {other:>6} {n:>6} {score:>6.1f}%")
+        figures.update({f"{slug(mod)}_killed": killed, f"{slug(mod)}_survived": survived,
+                        f"{slug(mod)}_timeout": timeout, f"{slug(mod)}_score_pct": round(score, 1)})
     others = {k: v for k, v in total.items() if k not in ("killed", "survived", "timeout")}
     if others:
         print(f"other statuses: {dict(others)}")
-    ran = total["killed"] + total["survived"] + total["timeout"]
-    return 100.0 * (total["killed"] + total["timeout"]) / ran if ran else 0.0
+    return score, figures  # the loop's last row is "all"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if run.returncode != 0:
         print(f"mutmut run exited with {run.returncode}", file=sys.stderr)
     per_file = tally(workdir)
-    score = report(per_file)
+    score, figures = report(per_file)
     print(f"mutation score {score:.1f}%  (wall {wall:.0f} s)")
     if args.survivors:
         out = mutmut(workdir, "results", capture=True).stdout
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"results kept in {workdir} (cd there; mutmut show NAME / mutmut browse)")
+    print_figures({**figures, "wall_s": round(wall)})
     if run.returncode != 0:
         return run.returncode
     return 1 if args.min_score is not None and score < args.min_score else 0
