@@ -1,19 +1,29 @@
 """Simulator speed: simulated requests per second at both fidelities, and events per request.
 
 Targets (issue "Scale"): >= 1M simulated requests/s per core at `request` fidelity on
-warm-dominated traffic (`--rate 1`: 8 models at one arrival per second, mostly warm),
->= 50k requests/s at `iteration` fidelity (Vidur does ~420 here). Times are process CPU time,
-the best of `--repeat` runs (the development machines are shared: wall time is noise). The
-last line is machine-readable key=value pairs. Run:
+warm-dominated traffic, end to end from the generator to the summary with records off, and
+>= 300k/s end to end on the default trace; memory flat in the number of requests; >= 50k
+requests/s at `iteration` fidelity (Vidur does ~420 here). The end-to-end figures are printed
+as ratios to the target and to two baselines run in the same process: the same M/M/8 queue in
+raw SimPy (one process per customer) and as a bare Python heap. The in-loop figures (a list of
+requests built beforehand, `--rate`) show the simulator alone. Times are process CPU time, the
+best of `--repeat` runs (the development machines are shared: wall time is noise). The last
+line is machine-readable key=value pairs. Run:
     python bench/bench_sim.py [--requests N] [--iteration-requests N] [--rate R] [--repeat K] [--router R]
+                              [--e2e-scale X] [--baseline-customers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import os
+import resource
 import time
+from collections import deque
 
 import numpy as np
+import simpy
 from figures import print_figures
 
 from contracts.request import Request
@@ -22,10 +32,12 @@ from sim.metrics import RunMetrics
 from sim.policyset import PolicySet
 from sim.profile import load_profile
 from sim.simulator import Simulator
+from traces.registry import open_trace
 
 VIDUR_REQ_PER_S = 420.0  # docs/design.md: Vidur on these machines
 TARGET_REQUEST_FIDELITY = 1_000_000.0
 TARGET_ITERATION_FIDELITY = 50_000.0
+TARGET_DEFAULT_TRACE = 300_000.0
 
 
 def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
@@ -67,6 +79,92 @@ def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_s
     return best
 
 
+def mmc_draws(n: int, servers: int, utilisation: float, seed: int) -> tuple[list[float], list[float]]:
+    """Interarrival gaps and service times of an M/M/c queue at `utilisation` (mean service 1 s)."""
+    rng = np.random.default_rng(seed)
+    return rng.exponential(1.0 / (utilisation * servers), n).tolist(), rng.exponential(1.0, n).tolist()
+
+
+def mmc_simpy(gaps: list[float], service: list[float], servers: int) -> tuple[float, float]:
+    """(customers per CPU second, mean wait in queue) of the M/M/c queue in raw SimPy: one
+    process per customer."""
+    env = simpy.Environment()
+    desk = simpy.Resource(env, capacity=servers)
+    waited = [0.0]
+
+    def customer(s: float):
+        arrived = env.now
+        with desk.request() as turn:
+            yield turn
+            waited[0] += env.now - arrived
+            yield env.timeout(s)
+
+    def source():
+        for g, s in zip(gaps, service, strict=True):
+            yield env.timeout(g)
+            env.process(customer(s))
+
+    env.process(source())
+    t0 = time.process_time()
+    env.run()
+    return len(gaps) / (time.process_time() - t0), waited[0] / len(gaps)
+
+
+def mmc_heap(gaps: list[float], service: list[float], servers: int) -> tuple[float, float]:
+    """(customers per CPU second, mean wait in queue) of the same queue as a bare heap of
+    departures and a FIFO of the customers waiting (their arrival and service time)."""
+    t0 = time.process_time()
+    departures: list[float] = []
+    waiting: deque[tuple[float, float]] = deque()
+    free = servers
+    now = 0.0
+    waited = 0.0
+    for g, s in zip(gaps, service, strict=True):
+        now += g
+        while departures and departures[0] <= now:  # everyone due by this arrival leaves
+            t = heapq.heappop(departures)
+            if waiting:
+                arrived, s_next = waiting.popleft()
+                waited += t - arrived
+                heapq.heappush(departures, t + s_next)
+            else:
+                free += 1
+        if free:
+            free -= 1
+            heapq.heappush(departures, now + s)
+        else:
+            waiting.append((now, s))
+    while departures:
+        t = heapq.heappop(departures)
+        if waiting:
+            arrived, s_next = waiting.popleft()
+            waited += t - arrived
+            heapq.heappush(departures, t + s_next)
+    return len(gaps) / (time.process_time() - t0), waited / len(gaps)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def end_to_end(trace_spec: str, duration_s: float, options: dict) -> tuple[float, dict, list[float]]:
+    """(requests per CPU second, summary, RSS every 2^16 requests) of a run as `python -m sim`
+    makes it: the trace opened and streamed, the default cluster and router, records off."""
+    t0 = time.process_time()
+    trace = open_trace(trace_spec, duration_s=duration_s, seed=0, **options)
+    policies = PolicySet.from_specs(staging="full", keepalive="fixed")
+    sim = Simulator(load_profile(), policies, SimConfig(), RunMetrics(policies.label, 5.0))
+    samples: list[float] = []
+
+    def progress(n: int) -> None:
+        if not n % (1 << 16):
+            samples.append(round(rss_mb(), 1))
+
+    row = sim.run(iter(trace), on_progress=progress, horizon_s=duration_s)
+    return row["requests"] / (time.process_time() - t0), row, samples
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=300_000)
@@ -76,6 +174,13 @@ def main() -> None:
                          "the 8 GPUs cannot keep up and queues grow without bound; at 1 most requests "
                          "meet a warm instance)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the fastest counts (default 1)")
+    ap.add_argument("--e2e-scale", type=float, default=20.0,
+                    help="end to end, warm-dominated: the generator's 8 functions for a day at this multiple of "
+                         "their rates (default 20: about 215k requests)")
+    ap.add_argument("--e2e-hours", type=float, default=24.0,
+                    help="end to end on the default trace: hours of it (default 24)")
+    ap.add_argument("--baseline-customers", type=int, default=200_000,
+                    help="customers of the M/M/8 baselines (default 200,000)")
     ap.add_argument("--router", default="least_loaded",
                     help="router spec (default least_loaded: the router of the figures published before "
                          "expected_wait became the run's default)")
@@ -107,6 +212,36 @@ def main() -> None:
                   f"  {rate / TARGET_ITERATION_FIDELITY:.2f} x the 50k/s target, {rate / VIDUR_REQ_PER_S:.0f} x Vidur"
                   f" ({events / dt:,.0f} events/s)")
     print("iteration*: --compute-sharing none (each instance at full speed)")
+
+    # End to end, and the two baselines in this process.
+    gaps, service = mmc_draws(args.baseline_customers, 8, 0.8, seed=3)
+    simpy_rate = max(mmc_simpy(gaps, service, 8)[0] for _ in range(args.repeat))
+    heap_rate = max(mmc_heap(gaps, service, 8)[0] for _ in range(args.repeat))
+    print(f"\nbaselines, M/M/8 at utilisation 0.8, {args.baseline_customers} customers: raw SimPy "
+          f"{simpy_rate:,.0f}/s, bare heap {heap_rate:,.0f}/s")
+    figures.update(mm8_simpy_customers_per_s=round(simpy_rate), mm8_heap_customers_per_s=round(heap_rate))
+    cases = (("warm", "synthetic", 86400.0, {"rate_scale": args.e2e_scale}, TARGET_REQUEST_FIDELITY,
+              f"the generator's 8 functions, 1 day x{args.e2e_scale:g} (warm-dominated)"),
+             ("default", "azure_functions", args.e2e_hours * 3600.0, {}, TARGET_DEFAULT_TRACE,
+              f"the default trace, {args.e2e_hours:g} h"))
+    print(f"{'end to end':10s} {'requests':>9s} {'req/s':>9s} {'target':>7s} {'x SimPy':>8s} {'x heap':>7s} "
+          f"{'cold %':>7s} {'RSS MB first/last':>18s}  workload")
+    for key, spec, duration, options, target, what in cases:
+        rate, row, rss = end_to_end(spec, duration, options)
+        for _ in range(args.repeat - 1):
+            rate = max(rate, end_to_end(spec, duration, options)[0])
+        first_last = f"{rss[0]:.0f}/{rss[-1]:.0f}" if rss else "-"
+        print(f"{key:10s} {row['requests']:9d} {rate:9.0f} {rate / target:6.3f}x {rate / simpy_rate:7.2f}x "
+              f"{rate / heap_rate:6.3f}x {row['cold_start_pct']:7.2f} {first_last:>18s}  {what}")
+        figures.update({f"request_e2e_{key}_req_per_s": round(rate), f"request_e2e_{key}_requests": row["requests"],
+                        f"request_e2e_{key}_ratio_to_target": round(rate / target, 4),
+                        f"request_e2e_{key}_ratio_to_simpy": round(rate / simpy_rate, 3),
+                        f"request_e2e_{key}_ratio_to_heap": round(rate / heap_rate, 4)})
+        if rss:
+            figures[f"request_e2e_{key}_rss_growth_mb"] = round(rss[-1] - rss[0], 1)
+    print(f"targets: warm-dominated {TARGET_REQUEST_FIDELITY:,.0f}/s, default trace {TARGET_DEFAULT_TRACE:,.0f}/s "
+          f"(end to end, one core); RSS sampled every 65,536 requests")
+    figures["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     print_figures(figures)
 
 

@@ -79,8 +79,34 @@ def run_bench(*args: str, timeout: int = 240) -> dict[str, str]:
 
 
 def test_bench_sim_last_line():
-    got = run_bench("bench/bench_sim.py", "--requests", "1500", "--iteration-requests", "200")
+    got = run_bench("bench/bench_sim.py", "--requests", "1500", "--iteration-requests", "200", "--e2e-scale", "1",
+                    "--e2e-hours", "2", "--baseline-customers", "3000")
     assert float(got["request_full_req_per_s"]) > 0 and float(got["iteration_full_none_events_per_req"]) > 0
+    for case in ("warm", "default"):
+        rate = float(got[f"request_e2e_{case}_req_per_s"])
+        assert int(got[f"request_e2e_{case}_requests"]) > 0
+        # the ratios are the rate over the baselines printed beside them (each rounded)
+        assert math.isclose(float(got[f"request_e2e_{case}_ratio_to_simpy"]),
+                            rate / float(got["mm8_simpy_customers_per_s"]), rel_tol=0.01, abs_tol=0.001)
+        assert math.isclose(float(got[f"request_e2e_{case}_ratio_to_heap"]),
+                            rate / float(got["mm8_heap_customers_per_s"]), rel_tol=0.01, abs_tol=0.0001)
+    assert float(got["peak_mem_mb"]) > 0
+
+
+def test_the_m_m_8_baselines_compute_the_same_queue_as_erlang_c_says():
+    # The two baselines the end-to-end rate is compared with must be the queue they claim: the
+    # same FIFO M/M/8 on the same draws (equal mean waits), whose mean wait matches Erlang C.
+    bench_sim = _module("bench_sim")
+    c, rho = 8, 0.8
+    gaps, service = bench_sim.mmc_draws(60_000, c, rho, seed=5)
+    _, w_simpy = bench_sim.mmc_simpy(gaps, service, c)
+    _, w_heap = bench_sim.mmc_heap(gaps, service, c)
+    assert math.isclose(w_simpy, w_heap, rel_tol=1e-9)
+    a = rho * c  # offered load with mean service 1 s
+    tail = a**c / math.factorial(c) / (1 - rho)
+    erlang_c = tail / (sum(a**k / math.factorial(k) for k in range(c)) + tail)
+    wq = erlang_c / (c - a)  # mean wait in queue, service rate 1
+    assert math.isclose(w_heap, wq, rel_tol=0.10), (w_heap, wq)
 
 
 def test_bench_metrics_last_line():
