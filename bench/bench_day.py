@@ -206,19 +206,20 @@ def _or_nan(value) -> float:
 
 
 def report(folder: str) -> None:
-    """Print where each leg logged in `folder` stands: finished or not, its rate, and for an
-    unfinished leg the CPU time the whole leg would take at the rate it has kept so far."""
+    """Print where each leg logged in `folder` stands: done or unfinished (a log cannot tell a
+    leg still running from one that was killed), its rate, and for an unfinished leg the CPU
+    time the whole leg would take at the rate it has kept so far."""
     paths = sorted(Path(folder).glob("*.jsonl"))
     if not paths:
         raise SystemExit(f"bench_day: --report {folder}: no .jsonl logs there")
-    print(f"{'log':28s} {'state':>8s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
+    print(f"{'log':28s} {'state':>10s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
           f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}")
     figures: dict[str, object] = {}
     for path in paths:
         header, lines = read_log(path)
         key = path.stem
         if not lines:
-            print(f"{key:28s} {'started':>8s}")
+            print(f"{key:28s} {'started':>10s}")
             continue
         last = lines[-1]
         done = bool(last.get("done"))
@@ -231,7 +232,7 @@ def report(folder: str) -> None:
         slo = 100.0 * last["slo_met"] / last["served"] if last["served"] else float("nan")
         peak = max(line["rss_mb"] for line in lines)
         leg_h = "?" if projected is None else f"{projected / 3600:.1f}" + ("" if done else "*")
-        print(f"{key:28s} {'done' if done else 'running':>8s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
+        print(f"{key:28s} {'done' if done else 'unfinished':>10s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
               f"{last['cpu_s'] / 3600:6.2f} {_or_nan(last['cpu_req_per_s']):8.0f} {peak:8.0f} {slo:6.1f} "
               f"{_or_nan(last['ttft_p50_s']):7.3f} {_or_nan(last['ttft_p99_s']):7.1f} {leg_h:>10s}")
         figures.update({f"{key}_done": int(done), f"{key}_requests": last["requests"], f"{key}_sim_s": last["sim_s"],
