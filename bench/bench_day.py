@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from figures import print_figures
+from rss import current_rss_mb, peak_rss_mb
 
 TARGET_S = 600.0
 TARGET_MB = 2048.0
@@ -93,15 +93,6 @@ def combo_specs(combo: str) -> dict[str, str]:
 
 def slug(combo: str) -> str:
     return "_".join(p.split("[")[0] for p in split_top(combo, "+"))
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def open_day(leg: Leg, duration_s: float, volume: float):

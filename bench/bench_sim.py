@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
-import resource
 import time
 from collections import deque
 
 import numpy as np
 import simpy
 from figures import print_figures
+from rss import current_rss_mb, peak_rss_mb
 
 from contracts.request import Request
 from sim.config import SimConfig
@@ -143,11 +142,6 @@ def mmc_heap(gaps: list[float], service: list[float], servers: int) -> tuple[flo
     return len(gaps) / (time.process_time() - t0), waited / len(gaps)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def end_to_end(trace_spec: str, duration_s: float, options: dict) -> tuple[float, dict, list[float]]:
     """(requests per CPU second, summary, RSS every 2^16 requests) of a run as `python -m sim`
     makes it: the trace opened and streamed, the default cluster and router, records off."""
@@ -159,7 +153,7 @@ def end_to_end(trace_spec: str, duration_s: float, options: dict) -> tuple[float
 
     def progress(n: int) -> None:
         if not n % (1 << 16):
-            samples.append(round(rss_mb(), 1))
+            samples.append(round(current_rss_mb(), 1))
 
     row = sim.run(iter(trace), on_progress=progress, horizon_s=duration_s)
     return row["requests"] / (time.process_time() - t0), row, samples
@@ -241,7 +235,7 @@ def main() -> None:
             figures[f"request_e2e_{key}_rss_growth_mb"] = round(rss[-1] - rss[0], 1)
     print(f"targets: warm-dominated {TARGET_REQUEST_FIDELITY:,.0f}/s, default trace {TARGET_DEFAULT_TRACE:,.0f}/s "
           f"(end to end, one core); RSS sampled every 65,536 requests")
-    figures["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    figures["peak_mem_mb"] = round(peak_rss_mb())
     print_figures(figures)
 
 
