@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
+import math
 import time
 from collections import deque
 
@@ -118,7 +120,8 @@ def mmc_heap(gaps: list[float], service: list[float], servers: int) -> tuple[flo
     free = servers
     now = 0.0
     waited = 0.0
-    for g, s in zip(gaps, service, strict=True):
+    # A last arrival at infinity (service None) lets everyone still there leave and counts their waits.
+    for g, s in itertools.chain(zip(gaps, service, strict=True), ((math.inf, None),)):
         now += g
         while departures and departures[0] <= now:  # everyone due by this arrival leaves
             t = heapq.heappop(departures)
@@ -128,17 +131,13 @@ def mmc_heap(gaps: list[float], service: list[float], servers: int) -> tuple[flo
                 heapq.heappush(departures, t + s_next)
             else:
                 free += 1
+        if s is None:
+            break
         if free:
             free -= 1
             heapq.heappush(departures, now + s)
         else:
             waiting.append((now, s))
-    while departures:
-        t = heapq.heappop(departures)
-        if waiting:
-            arrived, s_next = waiting.popleft()
-            waited += t - arrived
-            heapq.heappush(departures, t + s_next)
     return len(gaps) / (time.process_time() - t0), waited / len(gaps)
 
 
