@@ -62,10 +62,12 @@ class Leg:
     profile: str
     seed: int
     log: str = ""  # a JSON-lines file the leg appends its progress to ("": none)
+    walk: str = "compiled"  # the default router's walk: "compiled" where numba is, or "python"
 
     @property
     def tag(self) -> str:
-        return f"h{self.hours:g}_v{self.volume:g}".replace(".", "p")
+        tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p")
+        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
 
 
 def split_top(text: str, sep: str = ",") -> list[str]:
@@ -107,12 +109,15 @@ def open_day(leg: Leg, duration_s: float, volume: float):
 
 def run_leg(leg: Leg) -> dict:
     """Replay one leg in this process; the measurements as a dict."""
+    from policies.router import TtftEstimator
     from sim.config import SimConfig
     from sim.metrics import RunMetrics
     from sim.policyset import PolicySet
     from sim.profile import load_profile
     from sim.simulator import Simulator
 
+    if leg.walk == "python":  # this process is the leg's own: never compile a walk in it
+        TtftEstimator.compiled_min_candidates = TtftEstimator.compiled_min_gpus = sys.maxsize
     rss_start = current_rss_mb()
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -272,6 +277,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="append each leg's progress (every ~1M requests: simulated time, CPU time, memory, SLO and "
                          "TTFT so far) to DIR/<combination>_<leg>.jsonl, synced, so a killed day still says how far "
                          "it got")
+    ap.add_argument("--walk", default="compiled",
+                    help="the default router's walk over a model's instances: compiled (numba), python, or "
+                         "compiled,python to run each leg both ways and print the speed-up (the results are "
+                         "the same; default compiled)")
     ap.add_argument("--report", metavar="DIR",
                     help="print where the legs logged in DIR (by --log) stand, finished or not, and stop")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -292,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     combos = split_top(args.combos)
     for c in combos:
         combo_specs(c)
+    walks = [w.strip() for w in args.walk.split(",") if w.strip()]
+    if not walks or not set(walks) <= {"compiled", "python"}:
+        raise SystemExit(f"bench_day: --walk {args.walk!r}: expected compiled, python or compiled,python")
     probe = Leg(24.0, 1.0, combos[0], args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
                 args.seed)
     full_day = float(open_day(probe, DAY_S, 1.0).details["expected_requests"])  # the generator's expectation
@@ -301,15 +313,16 @@ def main(argv: list[str] | None = None) -> None:
           f"{'peak MB':>8s} {'cold %':>7s} {'day@full (extrapolated)':>24s}")
     figures: dict[str, object] = {"full_day_requests": round(full_day)}
     for combo in combos:
-        for h, v in zip(hours, volumes, strict=True):
+        for (h, v), walk in ((hv, w) for hv in zip(hours, volumes, strict=True) for w in walks):
             leg = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
-                      args.seed)
+                      args.seed, walk=walk)
             if args.log:
                 Path(args.log).mkdir(parents=True, exist_ok=True)
                 leg = replace(leg, log=str(Path(args.log) / f"{slug(combo)}_{leg.tag}.jsonl"))
             r = run_in_child(leg)
             day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
-            print(f"{combo:34s} {h:6g} {v:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} {r['cpu_req_per_s']:8.0f} "
+            name = combo if walk == "compiled" else f"{combo} (python walk)"
+            print(f"{name:34s} {h:6g} {v:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} {r['cpu_req_per_s']:8.0f} "
                   f"{r['peak_rss_mb']:8.0f} {r['cold_start_pct']:7.2f} {day / 60:9.0f} min = "
                   f"{day / TARGET_S:5.1f}x target", flush=True)
             if r["rss_every_1m_requests_mb"]:
@@ -324,6 +337,11 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"{key}_day_extrapolated_s"] = round(day)
             figures[f"{key}_ratio_to_10min"] = round(day / TARGET_S, 2)
             figures[f"{key}_ratio_to_2gb"] = round(r["peak_rss_mb"] / TARGET_MB, 3)
+            if walk == "python" and "compiled" in walks:  # the same leg compiled ran just before
+                compiled_key = f"{slug(combo)}_{replace(leg, walk='compiled').tag}"
+                speedup = figures[f"{compiled_key}_cpu_req_per_s"] / figures[f"{key}_cpu_req_per_s"]
+                figures[f"{compiled_key}_walk_speedup"] = round(speedup, 3)
+                print(f"{'':34s} compiled walk: {speedup:.2f}x the python walk's requests per CPU second")
     print(f"target: a full-volume day (~{figures['full_day_requests']:.3g} requests) in <= {TARGET_S / 60:g} min "
           f"and <= {TARGET_MB:g} MB per combination; 'day@full' divides that count by the leg's rate per CPU second")
     print_figures(figures)

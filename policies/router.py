@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+
 from policies.base import RouterPolicy
 from policies.views import ClusterView, InstanceView, ModelView
 
@@ -67,6 +69,8 @@ class PreferFull(RouterPolicy):
 _STARTING = ("starting", "loading")
 _TIERS = ("dram", "ssd", "remote")  # every tier a checkpoint can be read from (`ClusterView.checkpoint_tier`)
 _INF = float("inf")
+_NAN = float("nan")
+_NO_EXTRA = np.zeros(0)
 
 
 class _Context(NamedTuple):
@@ -123,12 +127,28 @@ class TtftEstimator:
     clears it.
     """
 
+    # A model's walks go compiled (`policies/ttft_kernel.py`) from the first arrival that finds
+    # this many instances of it, or any on a cluster of this many GPUs, where the cluster keeps
+    # routing rows (the simulator does). The walk's answers are the same either way, so these
+    # only say when compiling pays: numba's import and loading the compiled walk take about
+    # 0.8 s a process, which a small run would spend for nothing.
+    compiled_min_candidates = 4
+    compiled_min_gpus = 64
+
     def __init__(self, alpha: float = 0.05):
         self.alpha = alpha
         self._clear()
 
     def __eq__(self, other: object) -> bool:  # equal state: a policy's label round trip compares vars()
-        return type(other) is type(self) and vars(other) == vars(self)
+        if type(other) is not type(self):
+            return False
+        mine, theirs = dict(vars(self)), dict(vars(other))
+        seen_rows, other_rows = mine.pop("_seen_rows"), theirs.pop("_seen_rows")
+        if (seen_rows is None) != (other_rows is None):
+            return False
+        if seen_rows is not None and not np.array_equal(seen_rows, other_rows, equal_nan=True):
+            return False
+        return mine == theirs
 
     def _clear(self) -> None:
         self._tokens: dict[str, list[float]] = {}  # model -> [mean prompt, mean output]
@@ -145,6 +165,10 @@ class TtftEstimator:
         self._now = float("-inf")
         self._room_key: tuple[int, int] | None = None  # (memory epoch, bytes) `_room` answers for
         self._room = False
+        # Models whose walks are compiled (`_best_compiled`; None: the cluster cannot), and what
+        # `_track` keeps of their instances: a row per routing slot (policies/ttft_kernel.py's `seen`).
+        self._compiled: dict[str, _CompiledModel | None] = {}
+        self._seen_rows: np.ndarray | None = None
 
     def observe(self, request: Request, cluster: ClusterView) -> None:
         """Learn from one arrival (once per request, before `ttft`)."""
@@ -247,6 +271,9 @@ class TtftEstimator:
 
     def ttft(self, request: Request, inst: InstanceView, cluster: ClusterView) -> float:
         """Expected TTFT of `request` if it joined `inst` now (inf for an evicted instance)."""
+        compiled = self._compiled.get(request.model)
+        if compiled is not None:
+            return self._best_compiled(compiled, request, [inst], cluster)[1]
         state = inst.state
         if state == "evicted":
             return _INF
@@ -297,6 +324,13 @@ class TtftEstimator:
         Performance: what `ttft` would work out again for each candidate (the model, its
         prefill of this prompt, a typical request's time in a slot) is worked out once.
         """
+        name = request.model
+        compiled = self._compiled.get(name, False)
+        if (compiled is False and candidates and hasattr(cluster, "routing_slots")  # rows: `RoutingRowsView`
+                and (len(candidates) >= self.compiled_min_candidates or len(cluster.gpus) >= self.compiled_min_gpus)):
+            compiled = self._compile(name, candidates, cluster)
+        if compiled:
+            return self._best_compiled(compiled, request, candidates, cluster)
         best, best_t = None, _INF
         ctx = None
         for inst in candidates:
@@ -314,6 +348,142 @@ class TtftEstimator:
             for iid in [iid for iid in seen if iid not in live]:
                 del seen[iid]
         return best, best_t
+
+    def _compile(self, name: str, candidates: list[InstanceView], cluster: ClusterView) -> _CompiledModel | None:
+        """From now on walk `name`'s instances compiled, on a cluster that keeps routing rows
+        (`policies.views.RoutingRowsView`), if numba imports (else None, remembered): what
+        `_track` kept of them moves to `_seen_rows`."""
+        compiled = None
+        try:
+            from policies import ttft_kernel
+        except ImportError:  # numba missing: the Python walk gives the same answers
+            ttft_kernel = None
+        if ttft_kernel is not None:
+            compiled = _CompiledModel(cluster.model(name), ttft_kernel)
+            compiled.decode_up_to(max(1, max(i.capacity for i in candidates)))
+            slots = cluster.routing_slots(name, candidates)
+            seen = self._seen_rows_for(cluster.routing_view())
+            kept = self._seen.pop(name, {})
+            for inst, slot in zip(candidates, slots, strict=True):
+                rec = kept.get(inst.id)
+                if rec is not None and slot >= 0:
+                    seen[slot] = (inst.id, float(rec[0]), rec[1], _NAN if rec[2] is None else rec[2])
+        self._compiled[name] = compiled
+        return compiled
+
+    def _seen_rows_for(self, rows: np.ndarray) -> np.ndarray:
+        """`_seen_rows`, with a row for every routing slot of `rows` (new rows: nothing seen)."""
+        seen = self._seen_rows
+        if seen is None or len(seen) < len(rows):
+            grown = np.full((len(rows), 4), _NAN)
+            grown[:, 0] = -1.0
+            if seen is not None:
+                grown[:len(seen)] = seen
+            seen = self._seen_rows = grown
+        return seen
+
+    def _best_compiled(self, compiled: _CompiledModel, request: Request, candidates: list[InstanceView],
+                       cluster: ClusterView):
+        """`best`, walked by policies/ttft_kernel.py: the same answer and the same state after it."""
+        name = request.model
+        model = cluster.model(name)
+        if model is not compiled.model:  # another run's model of that name: its tables, not these
+            compiled = self._compiled[name] = _CompiledModel(model, compiled.kernel)
+            compiled.decode_up_to(max(1, max((i.capacity for i in candidates), default=1)))
+        rows = cluster.routing_view()
+        slots = cluster.routing_slots(name, candidates)
+        seen = self._seen_rows_for(rows)
+        own = model.prefill_s(request.prompt_tokens)
+        self._own = (request, model, own)
+        prompt, output = self._tokens.get(name, (1.0, 1.0))
+        prefill_typ = model.prefill_s(max(1, round(prompt)))
+        learned = self._slots.get(name, _NAN)
+        asked = self._asked.get(name, _NAN)
+        extra, has_extra = _NO_EXTRA, False
+        call_n, call_v, asked_for = compiled.call_n, compiled.call_v, 0  # prefill times this walk asked for
+        kernel = compiled.kernel
+        # Each question answered lets the walk past one more candidate (or answers them all).
+        for _ in range(3 * len(candidates) + 3):
+            code, pos, best_t, now_learned, asked_used, need = kernel.walk(
+                rows, slots, seen, extra, has_extra, compiled.prefill_n, compiled.prefill_v, call_n, call_v,
+                compiled.decode, cluster.now, own, learned, asked, prefill_typ, prompt, output)
+            if asked_used:  # `_track` took the start the caller asked for, as the Python walk pops it
+                del self._asked[name]
+                asked = _NAN
+            if code == kernel.DONE:
+                break
+            if code == kernel.NEED_EXTRA:  # when each starting or sleeping candidate would serve
+                extra, has_extra = self._ready_in(name, model, candidates, cluster), True
+            elif code == kernel.NEED_PREFILL:
+                value = compiled.know_prefill(need)
+                if asked_for == len(call_n):
+                    call_n, call_v = compiled.more_call_room()
+                call_n[asked_for], call_v[asked_for] = need, value
+                asked_for += 1
+            else:  # NEED_DECODE
+                compiled.decode_up_to(need)
+        else:
+            raise RuntimeError(f"the compiled walk over {name}'s {len(candidates)} instances did not finish")
+        if asked_for:
+            call_n[:asked_for] = -1
+        if now_learned == now_learned:
+            self._slots[name] = now_learned
+        return (None, _INF) if pos < 0 else (candidates[pos], best_t)
+
+    def _ready_in(self, name: str, model: ModelView, candidates: list[InstanceView],
+                  cluster: ClusterView) -> np.ndarray:
+        """Per candidate: the cold start of a starting one, the wake of a sleeping one (as `_ttft`)."""
+        extra = np.zeros(len(candidates))
+        for p, inst in enumerate(candidates):
+            state = inst.state
+            if state in _STARTING:
+                extra[p] = self.cold_start_s(model, cluster.checkpoint_tier(name, inst.node))
+            elif state == "sleeping":
+                extra[p] = model.wake_s(inst.sleep_level or 1, cluster.checkpoint_tier(name, inst.node))
+        return extra
+
+
+class _CompiledModel:
+    """What the compiled walk needs of one model's profile, as arrays it can read.
+
+    `decode[b]` is `decode_s(max(1, b))`; `prefill_v[n % PREFILL_KEPT]` is the prefill time of
+    `prefill_n[...] = n` prompt tokens, the last such size asked (a direct-mapped memo: a
+    queue's prefill size varies with its length). Every value is the model's own tables'
+    answer, so the walk computes nothing the profile would answer otherwise.
+    """
+
+    PREFILL_KEPT = 1024
+    CALL_ROOM = 8
+
+    def __init__(self, model: ModelView, kernel):
+        self.model = model
+        self.kernel = kernel  # policies.ttft_kernel, imported only when a walk is first compiled
+        self.decode = np.zeros(0)
+        self.prefill_n = np.full(self.PREFILL_KEPT, -1, dtype=np.int64)
+        self.prefill_v = np.zeros(self.PREFILL_KEPT)
+        # the prefill times one walk asked for (-1: a free entry), kept apart from the memo so
+        # that two sizes sharing a memo entry cannot make the walk ask forever; emptied after it
+        self.call_n = np.full(self.CALL_ROOM, -1, dtype=np.int64)
+        self.call_v = np.zeros(self.CALL_ROOM)
+
+    def decode_up_to(self, batch: int) -> None:
+        n = len(self.decode)
+        if batch >= n:
+            more = [self.model.decode_s(max(1, b)) for b in range(n, max(batch + 1, 2 * n))]
+            self.decode = np.concatenate([self.decode, np.array(more, dtype=np.float64)])
+
+    def know_prefill(self, tokens: int) -> float:
+        """The prefill time of `tokens`, now in the memo."""
+        k = tokens % self.PREFILL_KEPT
+        self.prefill_n[k] = tokens
+        value = self.prefill_v[k] = self.model.prefill_s(tokens)
+        return value
+
+    def more_call_room(self) -> tuple[np.ndarray, np.ndarray]:
+        """`call_n` and `call_v` twice as long (a walk asked for more prefill times than they held)."""
+        self.call_n = np.concatenate([self.call_n, np.full(len(self.call_n), -1, dtype=np.int64)])
+        self.call_v = np.concatenate([self.call_v, np.zeros(len(self.call_v))])
+        return self.call_n, self.call_v
 
 
 class ExpectedWait(RouterPolicy):

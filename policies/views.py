@@ -10,7 +10,10 @@ them between calls.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # a type only
+    import numpy as np
 
 
 class InstanceView(Protocol):
@@ -181,4 +184,22 @@ class ClusterView(Protocol):
     def memory_epoch(self) -> int:
         """A number that changes whenever GPU memory or an instance's idleness changes: a
         policy may cache what it derives from `gpus` (room for a new instance) until then."""
+        ...
+
+
+class RoutingRowsView(Protocol):
+    """What a cluster may offer beside `ClusterView` for compiled routing (the simulator does).
+
+    Optional: a policy checks for it (`hasattr(cluster, "routing_slots")`) and walks the views
+    otherwise. The rows are laid out as `contracts/routing_row.py` says; each says, at the
+    moment of the call, what its instance's `state`, `capacity`, `waiting` and `active` say.
+    """
+
+    def routing_view(self) -> np.ndarray:
+        """Every instance's routing row, as one (rows, `WIDTH`) float64 array (read only)."""
+        ...
+
+    def routing_slots(self, model: str, candidates: list[InstanceView]) -> np.ndarray:
+        """The rows of `candidates` (instances of `model`) in `routing_view()`, in their order;
+        -1 for an evicted one."""
         ...

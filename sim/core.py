@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sim.policyset import PolicyError, PolicySet
     from sim.profile import Profile
     from sim.records import RequestRecord
+    from sim.routing_rows import RoutingRows
     from sim.usage import UsageLedger
 
 
@@ -42,6 +43,7 @@ class SimCore(Protocol):
     emit: Callable[[RequestRecord], None]
     instances: dict[int, Instance]
     by_model: dict[str, list[Instance]]
+    routing_rows: RoutingRows  # what routers read of each instance; each instance writes its own row
     arrivals_done: bool
     outstanding: int  # requests in batch loops not yet finished (serving counts them)
     events_processed: int  # events the run has processed so far

@@ -10,6 +10,7 @@ from contracts.plan import StagePlan
 from contracts.request import Request
 from sim.cluster import Gpu, Node
 from sim.deployment import Deployment
+from sim.routing_rows import RUNNING, SOLO_FINISH, STATE, STATE_CODES, WAITING, WIDTH
 from sim.stepclock import steps_begun, timeout_at
 
 
@@ -38,6 +39,7 @@ TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     _S.EVICTED: frozenset(),
 }
 SERVING = frozenset({_S.READY, _S.FULL})
+_NO_SOLO = float("-inf")
 
 
 class IllegalTransition(RuntimeError):
@@ -210,6 +212,11 @@ class Instance:
         self.used_signal = Signal()  # it was given a request (ends a keep-alive wait)
         self.keeper_state = None  # its keep-alive (sim/keeper.py's Keeper), once one started
         self.segment: DecodeRun | None = None  # request fidelity: the run of decode steps under way
+        # What routers read of it, as a row of `sim.routing_rows` (sim/routing_rows.py): this
+        # instance is the row's one writer, at every change of its pending requests, queue,
+        # batch, solo request or state (the methods below and `move_to`).
+        self._rows = sim.routing_rows
+        self._row = self._rows.acquire(iid, self._state.value, self.capacity)
 
     # --- InstanceView -------------------------------------------------------------------
     @property
@@ -244,12 +251,52 @@ class Instance:
         """Requests given to this instance that have not started: pending its load or queued."""
         return len(self.pending) + len(self.queue)
 
+    @property
+    def routing_slot(self) -> int:
+        """Its row in `sim.routing_rows` (sim/routing_rows.py), -1 once evicted (the slot is reused)."""
+        return -1 if self._state is InstanceState.EVICTED else self._row // WIDTH
+
+    # --- what it owes, with its routing row (sim/routing_rows.py) --------------------------
+    def add_pending(self, pending: Pending) -> None:
+        """A request waits for this instance to finish loading or waking."""
+        self.pending.append(pending)
+        self._rows.values[self._row + WAITING] += 1.0
+
+    def take_pending(self) -> deque[Pending]:
+        """Every pending request, removed (it can serve them now, or they go elsewhere)."""
+        pending, self.pending = self.pending, deque()
+        self._rows.values[self._row + WAITING] -= len(pending)
+        return pending
+
+    def enqueue(self, live: Live) -> None:
+        """A request queues for the batch."""
+        self.queue.append(live)
+        self._rows.values[self._row + WAITING] += 1.0
+
+    def dequeue(self) -> Live:
+        """The request at the head of the queue leaves it to join the batch (`running_started`)."""
+        self._rows.values[self._row + WAITING] -= 1.0
+        return self.queue.popleft()
+
+    def running_changed(self, by: int) -> None:
+        """`by` requests joined (> 0) or left (< 0) the batch, `running`."""
+        self._rows.values[self._row + RUNNING] += by
+
+    def set_solo(self, solo: Solo | None) -> None:
+        """The request alone on it at request fidelity, or None."""
+        self.solo = solo
+        self._rows.values[self._row + SOLO_FINISH] = _NO_SOLO if solo is None else solo.finish_s
+
     # --- transitions ----------------------------------------------------------------------
     def move_to(self, new: InstanceState) -> None:
         """The one way to change `state`: refuses a move its life does not have."""
         if new not in TRANSITIONS[self._state]:
             raise IllegalTransition(f"instance {self.id} ({self.model}): {self._state.value} -> {new.value}")
         self._state = new
+        if new is InstanceState.EVICTED:
+            self._rows.release(self._row)
+        else:
+            self._rows.values[self._row + STATE] = STATE_CODES[new.value]
 
     def step_view(self, now: float, continuing: bool) -> tuple[int, float, float]:
         """(stage, quality, latency scale) a batch step starting at `now` computes with.

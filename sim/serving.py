@@ -72,7 +72,7 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
         elif solo.start_s == now and solo.epoch == sim.events_processed:
             # It started this instant and no event has run since: the literal loop would not have
             # begun its first step yet (its process starts on the next event): both share it.
-            inst.solo = None
+            inst.set_solo(None)
             enqueue_iteration(sim, inst, solo.req, solo.cold, solo.load_wait_s, woke=solo.woke)
             solo = None
     if solo is None:
@@ -82,8 +82,8 @@ def serve(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: f
             first = now + shape.prefill(req.prompt_tokens) * scale  # tables remember their answers
             step = shape.decode(1) * scale
             finish = first + (req.output_tokens - 1) * step
-            inst.solo = Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
-                             sim.events_processed, woke)
+            inst.set_solo(Solo(req, cold, load_wait_s, first, finish, step, inst.stage, inst.quality, now,
+                               sim.events_processed, woke))
             sim.mark_busy(inst, finish)
             return
     else:
@@ -96,7 +96,7 @@ def flush_solo(sim: SimCore, inst: Instance) -> None:
     s = inst.solo
     if s is None:
         return
-    inst.solo = None
+    inst.set_solo(None)
     sim.emit(served_record(sim, inst, s.req, s.first_token_s, s.finish_s, s.step_s, s.cold, s.load_wait_s,
                            s.stage, s.quality, s.woke))
 
@@ -109,7 +109,7 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
     loop starts it before a request arriving at that instant is handled).
     """
     s = inst.solo
-    inst.solo = None
+    inst.set_solo(None)
     out = s.req.output_tokens
     if now < s.first_token_s:
         boundary, tokens = s.first_token_s, 1
@@ -147,7 +147,7 @@ def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, lo
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
     queue = inst.queue
     # `woke` by keyword only where it is set: a keyword call costs more (once per request)
-    queue.append(Live(req, cold, load_wait_s, prefill_fraction, woke=True) if woke
+    inst.enqueue(Live(req, cold, load_wait_s, prefill_fraction, woke=True) if woke
                  else Live(req, cold, load_wait_s, prefill_fraction))
     sim.outstanding += 1
     if not inst.loop_running and inst.can_serve:
@@ -232,7 +232,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
                     need = prompt + req.output_tokens
                     if in_flight + need > cap_tokens and running:
                         break
-                    queue.popleft()
+                    inst.dequeue()
                     in_flight += need
                     prompt_tokens += prompt
                     prefill_work += prompt * live.prefill_fraction
@@ -313,6 +313,7 @@ def _join(inst: Instance, live: Live, join_step: int, q_at_join: float) -> None:
     inst.joined += 1
     req = live.req
     heapq.heappush(inst.running, (join_step + req.output_tokens, inst.joined, live))
+    inst.running_changed(1)
     inst.prompt_in_batch += req.prompt_tokens
     inst.join_steps_sum += join_step
 
@@ -342,6 +343,7 @@ def _finish_done(sim: SimCore, inst: Instance) -> None:
     steps = inst.steps
     now = sim.env.now
     emit = sim.emit
+    left = len(running)
     while running and running[0][0] <= steps:
         live = heapq.heappop(running)[2]
         req = live.req
@@ -358,3 +360,4 @@ def _finish_done(sim: SimCore, inst: Instance) -> None:
             quality = (quality if quality < 1.0 else 1.0) if quality > 0.0 else 0.0
         emit(served_record(sim, inst, req, first, now, tpot, live.cold, live.load_wait_s, live.stage, quality,
                            live.woke))
+    inst.running_changed(len(running) - left)

@@ -29,6 +29,7 @@ from sim.placing import prewarm_loop, start_instance
 from sim.policyset import PolicyError, PolicySet, policy_error
 from sim.profile import Profile
 from sim.records import RequestRecord
+from sim.routing_rows import RoutingRows
 from sim.serving import finalize, gates_changed, serve
 from sim.usage import UsageLedger
 from sim.watchdog import HookWatchdog
@@ -105,6 +106,8 @@ class Simulator:
         self.memory = MemoryLedger(self.usage, metrics)
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}
+        self.routing_rows = RoutingRows()  # what routers read of each instance (sim/routing_rows.py)
+        self._slot_lists: dict[str, tuple[list[Instance], np.ndarray]] = {}  # `routing_slots`' last answer per model
         self.deployments: dict[str, Deployment] = {}
         self._arrivals: dict[str, deque] = {}
         self._unplaced: dict[str, int] = {}  # per model: requests in the memory queue
@@ -142,6 +145,24 @@ class Simulator:
     @property
     def models_seen(self) -> list[str]:
         return list(self.deployments)
+
+    def routing_view(self) -> np.ndarray:
+        """Every instance's routing row (sim/routing_rows.py), for a compiled router walk."""
+        return self.routing_rows.view()
+
+    def routing_slots(self, model: str, candidates: list[Instance]) -> np.ndarray:
+        """The rows of `candidates` in `routing_view()`, in their order (-1 for an evicted one).
+
+        Routers are handed a copy of the model's instance list on each arrival, so the answer
+        for that list is kept until the list changes (an instance started or evicted).
+        """
+        kept = self._slot_lists.get(model)
+        if kept is not None and kept[0] == candidates:  # the same instances, compared by identity
+            return kept[1]
+        slots = np.fromiter((c.routing_slot for c in candidates), dtype=np.int64, count=len(candidates))
+        if candidates == self.by_model.get(model):
+            self._slot_lists[model] = (list(candidates), slots)
+        return slots
 
     def waiting(self, model: str) -> int:
         """Admitted requests of `model` not yet started: unplaced, pending a load, or queued."""
@@ -353,7 +374,7 @@ class Simulator:
                 self.usage.of(req.model).cold += 1
             serve(self, inst, req, cold, waited)
         else:
-            inst.pending.append(Pending(req, arrival))
+            inst.add_pending(Pending(req, arrival))
             self.pending_total += 1
         if inst.used_signal:  # keep-alive reacts at once, to the request in place (sim/keeper.py)
             inst.used_signal.fire()
@@ -363,7 +384,7 @@ class Simulator:
     def became_ready(self, inst: Instance, pipelined: bool) -> None:
         now = self.env.now
         inst.move_to(S.FULL if inst.bound_layers >= inst.num_layers else S.READY)
-        pending, inst.pending = inst.pending, deque()
+        pending = inst.take_pending()
         self.pending_total -= len(pending)
         # Execute-while-load: a pending prompt's prefill ran layer by layer as layers arrived;
         # only the last layer's share is left once the last layer lands.
@@ -388,7 +409,7 @@ class Simulator:
         """A prewarmed process that collected requests while starting: wake it, or requeue them."""
         if self._wake(inst):
             return True
-        pending, inst.pending = inst.pending, deque()
+        pending = inst.take_pending()
         self.pending_total -= len(pending)
         for p in pending:
             self._unplace(p.req.model, 1)

@@ -47,6 +47,27 @@ def test_bench_day_tiny_run_prints_key_value_figures(tmp_path):
         assert abs(float(figures[f"{key}_ratio_to_10min"]) - day / 600) <= 0.005 + 0.5 / 600
 
 
+def test_bench_day_runs_each_leg_with_both_walks_and_prints_the_speedup():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "bench/bench_day.py", "--hours", "0.01", "--volume", "0.05", "--functions", "400",
+         "--catalog", "4", "--nodes", "8", "--gpus-per-node", "8", "--combos", "full+fixed",
+         "--walk", "compiled,python"],  # 64 GPUs: every model's walk is compiled in the first leg
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = dict(pair.split("=", 1) for pair in out.stdout.strip().splitlines()[-1].split())
+    compiled, python = "full_fixed_h0p01_v0p05", "full_fixed_h0p01_v0p05_python"
+    # the same run either way: the walk changes speed, not results
+    for field in ("requests", "cold_start_pct"):
+        assert figures[f"{compiled}_{field}"] == figures[f"{python}_{field}"]
+    speedup = float(figures[f"{compiled}_walk_speedup"])
+    rates = float(figures[f"{compiled}_cpu_req_per_s"]) / float(figures[f"{python}_cpu_req_per_s"])
+    assert abs(speedup - rates) < 1e-3
+    bad = subprocess.run([sys.executable, "bench/bench_day.py", "--walk", "cython"], capture_output=True,
+                         text=True, cwd=REPO, env=env, timeout=60)
+    assert bad.returncode != 0 and "--walk 'cython'" in bad.stderr
+
+
 def test_bench_day_refuses_unpaired_legs():
     out = subprocess.run([sys.executable, "bench/bench_day.py", "--hours", "1,2", "--volume", "0.1,0.2,0.3"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)

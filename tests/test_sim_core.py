@@ -74,15 +74,24 @@ def test_move_clock_refuses_to_jump_over_a_due_event():
 
 @pytest.mark.parametrize(("old", "new"), list(itertools.product(InstanceState, InstanceState)))
 def test_only_the_listed_moves_are_allowed(old, new):
+    from sim.routing_rows import INSTANCE_ID, STATE, STATE_CODES, WIDTH, RoutingRows
+
     class Probe:
         id, model = 0, "m"
         _state = old
+        _rows = RoutingRows(1)
+        _row = _rows.acquire(7, old.value, 1)
         move_to = __import__("sim.instance", fromlist=["Instance"]).Instance.move_to
 
     p = Probe()
     if new in TRANSITIONS[old]:
         p.move_to(new)
         assert p._state is new
+        row = p._rows.view()[p._row // WIDTH]
+        if new is InstanceState.EVICTED:  # its slot is free for the next instance
+            assert row[INSTANCE_ID] == -1 and p._rows.acquire(8, "starting", 1) == p._row
+        else:
+            assert row[STATE] == STATE_CODES[new.value] and row[INSTANCE_ID] == 7
     else:
         with pytest.raises(IllegalTransition, match=f"{old.value} -> {new.value}"):
             p.move_to(new)
