@@ -30,7 +30,7 @@ from contracts.routing_row import CAPACITY, INSTANCE_ID, RUNNING, SOLO_FINISH, S
 DONE, NEED_EXTRA, NEED_PREFILL, NEED_DECODE = 0, 1, 2, 3
 
 # `contracts/routing_row.py`'s state codes the walk tells apart
-_STARTING, _LOADING, _READY, _FULL, _SLEEPING, _EVICTED = 0, 1, 2, 3, 4, 5
+_STARTING, _LOADING, _READY, _FULL, _SLEEPING = 0, 1, 2, 3, 4
 
 # columns of `seen`
 SEEN_ID, SEEN_LOADING, SEEN_SINCE, SEEN_QUEUE = 0, 1, 2, 3
@@ -71,9 +71,7 @@ def walk(rows, slots, seen, extra, has_extra, pre_n, pre_v, call_n, call_v, dec,
         s = slots[p]
         if s < 0:
             continue
-        st = rows[s, STATE]
-        if st == _EVICTED:
-            continue
+        st = rows[s, STATE]  # never "evicted": an evicted instance's slot is -1 (its row is freed)
         iid = rows[s, INSTANCE_ID]
         slots_f = max(1.0, rows[s, CAPACITY])
         if learned == learned:

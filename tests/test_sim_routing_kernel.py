@@ -17,8 +17,10 @@ the same learned state after every call. Checked here three ways:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,16 +40,21 @@ from traces.request import Request  # noqa: E402
 NEVER = 10**9
 
 
-def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
-    """Poisson arrivals over Zipf-like model popularity, LLM-like prompt and output lengths."""
-    rng = np.random.default_rng(seed)
-    times = np.cumsum(rng.exponential(1.0 / rate, n))
-    weights = 1.0 / np.arange(1, models + 1)
-    which = rng.choice(models, size=n, p=weights / weights.sum())
-    prompts = rng.lognormal(6.0, 1.0, n).astype(int).clip(1, 8000)
-    outputs = rng.lognormal(4.5, 0.8, n).astype(int).clip(1, 2000)
-    return [Request(float(t), f"model-{m}", int(p), int(o), i)
-            for i, (t, m, p, o) in enumerate(zip(times, which, prompts, outputs, strict=True))]
+def _bench_sim():
+    """bench/bench_sim.py, loaded as a module (its `workload` is the one these runs replay)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location("bench_sim_for_routing_kernel", bench / "bench_sim.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(bench))  # it imports its sibling modules as a script does
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    return module
+
+
+# Poisson arrivals over Zipf-like model popularity, LLM-like prompt and output lengths
+workload = _bench_sim().workload
 
 
 class Collect:
@@ -87,6 +94,14 @@ def same(a, b) -> bool:
 # decision by decision
 
 
+def poisoned(values: np.ndarray) -> np.ndarray:
+    """`values` as a view whose memory goes on with NaN: a read past its end (compiled code
+    does not check bounds) gives NaN, which no answer survives."""
+    buf = np.full(len(values) + 4, np.nan)
+    buf[:len(values)] = values
+    return buf[:len(values)]
+
+
 class TwinRouter(ExpectedWait):
     """`expected_wait` routing with a compiled estimator, checked at every arrival against a
     Python one asked the very same questions."""
@@ -105,7 +120,7 @@ class TwinRouter(ExpectedWait):
         if self.forgetful:  # every question the walk can ask back is asked
             for compiled in self.compiled._compiled.values():
                 if compiled is not None:
-                    compiled.decode = compiled.decode[:1]
+                    compiled.decode = poisoned(compiled.decode[:1])
                     compiled.prefill_n[:] = -1
         self._est = self.compiled
         answer = super().route(request, candidates, cluster)
@@ -433,6 +448,9 @@ def walk_both(model, insts, state, later, prompt):
         for inst in insts:
             inst.now = now
         cluster = FakeCluster(model, insts, now)
+        for kept in compiled._compiled.values():  # every decode step asked back, and none read past
+            if kept is not None:
+                kept.decode = poisoned(kept.decode[:1])
         got = compiled.best(request, list(insts), cluster)
         want = python.best(request, list(insts), cluster)
         assert (got[0] is want[0]) and same(got[1], want[1]), (got, want)
@@ -464,3 +482,18 @@ def test_the_walk_asks_for_the_prefill_of_the_queue_rounded_as_python_rounds(pro
         10.0, 0.1, math.nan, math.nan, 0.5, prompt_mean, 3.0)
     assert (code, pos, used) == (NEED_PREFILL, -1, False) and math.isnan(learned)
     assert need == max(1, round(prompt_mean * ahead))
+
+
+@pytest.mark.parametrize("running", [1, 3])
+def test_the_walk_asks_for_a_decode_step_it_does_not_hold_instead_of_reading_past_its_table(running):
+    from policies.ttft_kernel import NEED_DECODE, walk
+
+    rows = np.zeros((1, 6))
+    rows[0, [STATE, CAPACITY, WAITING, RUNNING, SOLO_FINISH, INSTANCE_ID]] = (
+        STATE_CODES["full"], 4, 2, running, -math.inf, 7)
+    seen = np.array([[7.0, 0.0, 0.0, 1.0]])  # a queue seen since 1.0: old, saturated at `running`
+    code, pos, _, learned, used, need = walk(
+        rows, np.array([0]), seen, np.zeros(0), False, np.full(8, -1), np.zeros(8),
+        np.zeros(0, dtype=np.int64), np.zeros(0), poisoned(np.ones(running)),
+        10.0, 0.1, math.nan, math.nan, 0.5, 2.0, 3.0)
+    assert (code, pos, need) == (NEED_DECODE, -1, running)
