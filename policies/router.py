@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -356,7 +357,13 @@ class TtftEstimator:
         compiled = None
         try:
             from policies import ttft_kernel
+
+            ttft_kernel.ready()
         except ImportError:  # numba missing: the Python walk gives the same answers
+            ttft_kernel = None
+        except Exception as e:  # numba there but unable to compile or cache here: say so once
+            warnings.warn(f"the compiled router walk is unavailable ({type(e).__name__}: {e}); "
+                          f"the Python walk runs instead (the same results, slower)", RuntimeWarning, stacklevel=2)
             ttft_kernel = None
         if ttft_kernel is not None:
             compiled = _CompiledModel(cluster.model(name), ttft_kernel)

@@ -140,3 +140,19 @@ def walk(rows, slots, seen, extra, has_extra, pre_n, pre_v, call_n, call_v, dec,
             best = p
             best_t = t
     return DONE, best, best_t, learned, asked_used, 0
+
+
+_ready = False
+
+
+def ready() -> None:
+    """Compile the walk (or load it from numba's cache) now, once per process, so that a
+    machine where numba cannot compile is found when a model switches, not mid-walk."""
+    global _ready
+    if not _ready:
+        rows = np.zeros((1, 6))
+        seen = np.full((1, SEEN_WIDTH), math.nan)
+        none = np.zeros(0)
+        walk(rows, np.zeros(1, dtype=np.int64), seen, none, False, np.full(1, -1, dtype=np.int64), np.zeros(1),
+             np.zeros(0, dtype=np.int64), none, np.ones(2), 0.0, 0.0, math.nan, math.nan, 0.0, 1.0, 1.0)
+        _ready = True

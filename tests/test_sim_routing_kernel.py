@@ -224,6 +224,23 @@ def test_a_walk_is_compiled_from_four_instances_or_on_a_cluster_of_64_gpus(candi
     assert (est._compiled.get("m") is not None) is compiles
 
 
+def test_where_numba_cannot_compile_the_python_walk_serves_and_says_so(monkeypatch):
+    from policies import ttft_kernel
+
+    def broken():
+        raise RuntimeError("no locator available")  # what numba raises where it cannot cache
+
+    monkeypatch.setattr(ttft_kernel, "ready", broken)
+    monkeypatch.setattr(TtftEstimator, "compiled_min_candidates", 1)
+    reqs = workload(600, 3, 20.0, 4)
+    policies = PolicySet.from_specs()
+    with pytest.warns(RuntimeWarning, match="compiled router walk is unavailable.*no locator"):
+        got = run(reqs, policies)
+    assert set(policies.router._est._compiled.values()) == {None}
+    monkeypatch.setattr(TtftEstimator, "compiled_min_candidates", NEVER)
+    assert same(run(reqs, PolicySet.from_specs()), got)
+
+
 def test_the_profile_answers_the_walk_needs_are_kept_as_arrays():
     class Model:
         def prefill_s(self, n):
