@@ -366,8 +366,7 @@ class TtftEstimator:
                           f"the Python walk runs instead (the same results, slower)", RuntimeWarning, stacklevel=2)
             ttft_kernel = None
         if ttft_kernel is not None:
-            compiled = _CompiledModel(cluster.model(name), ttft_kernel)
-            compiled.decode_up_to(max(1, max(i.capacity for i in candidates)))
+            compiled = _CompiledModel(cluster.model(name), ttft_kernel, candidates)
             slots = cluster.routing_slots(name, candidates)
             seen = self._seen_rows_for(cluster.routing_view())
             kept = self._seen.pop(name, {})
@@ -395,8 +394,7 @@ class TtftEstimator:
         name = request.model
         model = cluster.model(name)
         if model is not compiled.model:  # another run's model of that name: its tables, not these
-            compiled = self._compiled[name] = _CompiledModel(model, compiled.kernel)
-            compiled.decode_up_to(max(1, max((i.capacity for i in candidates), default=1)))
+            compiled = self._compiled[name] = _CompiledModel(model, compiled.kernel, candidates)
         rows = cluster.routing_view()
         slots = cluster.routing_slots(name, candidates)
         seen = self._seen_rows_for(rows)
@@ -462,10 +460,11 @@ class _CompiledModel:
     PREFILL_KEPT = 1024
     CALL_ROOM = 8
 
-    def __init__(self, model: ModelView, kernel):
+    def __init__(self, model: ModelView, kernel, candidates: list[InstanceView] = ()):
         self.model = model
         self.kernel = kernel  # policies.ttft_kernel, imported only when a walk is first compiled
         self.decode = np.zeros(0)
+        self.decode_up_to(max((i.capacity for i in candidates), default=1))  # every batch they can run
         self.prefill_n = np.full(self.PREFILL_KEPT, -1, dtype=np.int64)
         self.prefill_v = np.zeros(self.PREFILL_KEPT)
         # the prefill times one walk asked for (-1: a free entry), kept apart from the memo so

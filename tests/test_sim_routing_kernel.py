@@ -17,15 +17,15 @@ the same learned state after every call. Checked here three ways:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("numba")
+
+from test_bench_figures import _module  # noqa: E402  (loads a bench script as a module)
 
 from policies.router import ExpectedWait, TtftEstimator, _CompiledModel  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
@@ -40,21 +40,8 @@ from traces.request import Request  # noqa: E402
 NEVER = 10**9
 
 
-def _bench_sim():
-    """bench/bench_sim.py, loaded as a module (its `workload` is the one these runs replay)."""
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.spec_from_file_location("bench_sim_for_routing_kernel", bench / "bench_sim.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(bench))  # it imports its sibling modules as a script does
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(bench))
-    return module
-
-
 # Poisson arrivals over Zipf-like model popularity, LLM-like prompt and output lengths
-workload = _bench_sim().workload
+workload = _module("bench_sim").workload
 
 
 class Collect:
