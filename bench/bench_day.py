@@ -109,7 +109,7 @@ def open_day(leg: Leg, duration_s: float, volume: float):
 
 def run_leg(leg: Leg) -> dict:
     """Replay one leg in this process; the measurements as a dict."""
-    from policies.router import TtftEstimator
+    from policies.ttft import TtftEstimator
     from sim.config import SimConfig
     from sim.metrics import RunMetrics
     from sim.policyset import PolicySet

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from contracts.decisions import SERVE, Admit
 from policies.base import AdmissionPolicy
-from policies.router import TtftEstimator
+from policies.ttft import TtftEstimator
 from policies.views import ClusterView
 
 if TYPE_CHECKING:  # a type only: importing traces here would load its readers
@@ -58,7 +58,7 @@ class Deadline(AdmissionPolicy):
     Deadline-aware shedding as in Clockwork (Gujarati et al., OSDI'20: a request that cannot
     meet its SLO is dropped early rather than served late), here for TopFull's goal (Park et
     al., SIGCOMM'24: maximise requests served within the SLO under overload). The prediction is
-    the best expected TTFT over the model's instances (`policies.router.TtftEstimator`: time
+    the best expected TTFT over the model's instances (`policies.ttft.TtftEstimator`: time
     until it serves, its queue at the profile's speeds, the prefill). `slo` is a parameter
     because a policy does not see the run's `--slo-ttft`; keep them equal.
 

@@ -359,7 +359,7 @@ def test_degrade_changes_nothing_without_a_partial_stage_or_overload():
 def test_the_public_cold_start_estimate_and_the_estimators_agree():
     # `cold_start_estimate` is the library's rule for policy writers; the router's estimator
     # remembers it per set of tiers: both answer the fastest tier any node holds.
-    from policies.router import TtftEstimator, cold_start_estimate
+    from policies.ttft import TtftEstimator, cold_start_estimate
 
     dep = Deployment("small", SMALL.model("small"), SMALL.hardware, SMALL.engine)
     for tiers in ({"ssd"}, {"dram", "remote"}, {"remote"}):
@@ -376,7 +376,7 @@ def test_a_saturated_queue_is_priced_at_a_typical_requests_slot_time_at_its_own_
     # requests at once: this request starts after `waiting + 1` slot releases, each a
     # `running`-th of a typical request's time in a slot at that batch (its prefill plus its
     # decode steps after the first token), computed once per request for all candidates.
-    from policies.router import TtftEstimator
+    from policies.ttft import TtftEstimator
 
     model = SimpleNamespace(name="m", prefill_s=lambda n: 0.001 * n, decode_s=lambda b: 0.01 + 0.0005 * b)
     cluster = SimpleNamespace(model=lambda name: model, now=0.0)

@@ -27,7 +27,8 @@ pytest.importorskip("numba")
 
 from test_bench_figures import _module  # noqa: E402  (loads a bench script as a module)
 
-from policies.router import ExpectedWait, TtftEstimator, _CompiledModel  # noqa: E402
+from policies.router import ExpectedWait  # noqa: E402
+from policies.ttft import TtftEstimator, _CompiledModel  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
 from sim.metrics import RunMetrics  # noqa: E402
 from sim.policyset import PolicySet  # noqa: E402
