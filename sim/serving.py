@@ -187,7 +187,7 @@ def batch_loop(sim: SimCore, inst: Instance, resume: tuple[Live, float, int, flo
     capacity = inst.capacity
     compute = inst.gpu_ref.compute  # set when the run starts, if co-located instances share the GPU
     mark_busy = sim.mark_busy
-    prefill, decode = shape.prefill, shape.decode  # tables remember their answers (sim/profile.py)
+    prefill, decode = shape.prefill, shape.decode  # tables remember their answers (sim/table.py)
     last_end = -1.0  # when this loop's previous step ended (a step starting then continues the batch)
     run_kind, run_origin, run_steps = None, 0.0, 0  # iteration fidelity: the run of identical steps
     try:

@@ -12,12 +12,12 @@ from sim.profile import (
     DEFAULT_PROFILE,
     PROFILES_DIR,
     ProfileError,
-    Table,
     load_profile,
     profile_from_dict,
     profile_path,
     shipped_profiles,
 )
+from sim.table import Table
 
 SHIPPED = json.loads((PROFILES_DIR / f"{DEFAULT_PROFILE}.json").read_text())
 
@@ -103,7 +103,7 @@ def test_table_memo_answers_as_the_table_and_stays_bounded(monkeypatch):
     import dataclasses
     import pickle
 
-    import sim.profile as profile_mod
+    import sim.table as table_mod
 
     t = Table((1.0, 8.0, 32.0), (0.02, 0.03, 0.05))
     fresh = Table((1.0, 8.0, 32.0), (0.02, 0.03, 0.05))
@@ -118,7 +118,7 @@ def test_table_memo_answers_as_the_table_and_stays_bounded(monkeypatch):
     copy_ = pickle.loads(pickle.dumps(t))
     assert copy_ == t and copy_.memo == {}
     # Bounded: once full it starts afresh.
-    monkeypatch.setattr(profile_mod, "TABLE_MEMO_SIZE", 4)
+    monkeypatch.setattr(table_mod, "TABLE_MEMO_SIZE", 4)
     small = Table((1.0, 8.0), (0.02, 0.03))
     for x in range(1, 10):
         small(x)
