@@ -22,9 +22,15 @@ count for the day divided by the rate per CPU second of the leg's process, since
 one core's time and a shared machine's wall clock is not): an extrapolation, labelled as one. The last line
 is machine-readable key=value pairs. A full-volume day runs for many hours: `--log DIR` leaves
 each leg's progress in DIR (one synced JSON line every ~1M requests), and `--report DIR` prints
-where those legs stand, finished, running or killed. Run, e.g.:
+where those legs stand, finished, running or killed; a leg whose log says it finished is not
+run again. `--cells N` runs the platform as N independent cells (the functions, catalogue
+entries and nodes divided among them, each cell drawing its own functions), a few at a time
+if asked (`--cell`), on several cores or over several sittings, and prints the platform's
+totals once every cell has run: a cell-partitioned platform, not the one cluster above (its
+router and placement see one cell). Run, e.g.:
     python bench/bench_day.py --hours 0.05,24 --volume 1,0.002
     python bench/bench_day.py --combos full+fixed --log runs/day; python bench/bench_day.py --report runs/day
+    python bench/bench_day.py --combos full+fixed --cells 8 --cell 0,1 --log runs/cells
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,6 +48,7 @@ from pathlib import Path
 from figures import print_figures
 from rss import current_rss_mb, peak_rss_mb
 
+CELL_LOG = re.compile(r"(.+)_c(\d+)of(\d+)(_python)?")  # a cell's log: <combination>_<leg>_c<k>of<N>[_python]
 TARGET_S = 600.0
 TARGET_MB = 2048.0
 DAY_S = 86400.0
@@ -63,11 +71,45 @@ class Leg:
     seed: int
     log: str = ""  # a JSON-lines file the leg appends its progress to ("": none)
     walk: str = "compiled"  # the default router's walk: "compiled" where numba is, or "python"
+    cell: str = ""  # "k/N": cell k of a platform run as N cells (`cell_legs`); "": the whole platform
 
     @property
     def tag(self) -> str:
         tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p")
+        if self.cell:
+            k, n = self.cell.split("/")
+            tag = f"{tag}_c{k}of{n}"
         return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+
+    @property
+    def platform_tag(self) -> str:
+        """The tag of the platform this cell belongs to (all N cells share it)."""
+        n = self.cell.split("/")[1]
+        tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p") + f"_cells{n}"
+        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+
+    def same_run(self, logged: dict) -> bool:
+        """Whether a log's leg (its header's `leg`) replays what this leg replays (where it logs,
+        and how it is labelled, aside)."""
+        mine = {k: v for k, v in asdict(self).items() if k not in ("log", "cell")}
+        return all(logged.get(k, Leg.__dataclass_fields__[k].default) == v for k, v in mine.items())
+
+
+def share(total: int, parts: int, k: int) -> int:
+    """Part k of `total` divided into `parts` as evenly as integers allow (the first
+    `total % parts` parts one more): the parts add up to `total`."""
+    return total // parts + (k < total % parts)
+
+
+def cell_legs(leg: Leg, cells: int, which: list[int]) -> list[Leg]:
+    """Cells `which` of `leg`'s platform run as `cells` independent cells: cell k has its
+    share of the functions, catalogue entries and nodes, and its own seed (`seed * cells + k`,
+    for its draw of functions and for the run), so that cells are alike but not copies."""
+    if cells == 1:
+        return [leg]
+    return [replace(leg, functions=share(leg.functions, cells, k), catalog=share(leg.catalog, cells, k),
+                    nodes=share(leg.nodes, cells, k), seed=leg.seed * cells + k, cell=f"{k}/{cells}")
+            for k in which]
 
 
 def split_top(text: str, sep: str = ",") -> list[str]:
@@ -148,6 +190,7 @@ def run_leg(leg: Leg) -> dict:
         "wall_s": wall, "cpu_s": cpu, "req_per_s": rate, "cpu_req_per_s": cpu_rate, "peak_rss_mb": peak_rss_mb(), "rss_start_mb": rss_start,
         "rss_every_1m_requests_mb": rss_samples, "cold_start_pct": row["cold_start_pct"],
         "ttft_p99_s": row["ttft_p99_s"], "slo_pct": row["slo_attainment_pct"],
+        "served": metrics.served, "slo_met": metrics.slo_met, "cold": metrics.cold,
         "deployments": len(sim.deployments), "label": policies.label,
     }
 
@@ -201,6 +244,69 @@ def _or_nan(value) -> float:
     return float("nan") if value is None else float(value)
 
 
+def logged_result(leg: Leg) -> dict | None:
+    """What `run_leg` measured for `leg`, read from its log if the log says the same leg ran to
+    its end (None otherwise: no log, another leg's, or one that did not finish)."""
+    path = Path(leg.log)
+    if not leg.log or not path.exists():
+        return None
+    header, lines = read_log(path)
+    if header is None or not lines or not lines[-1].get("done") or not leg.same_run(header["leg"]):
+        return None
+    last = lines[-1]
+    requests = last["requests"]
+    return {
+        "requests": requests, "expected_requests": header["expected_requests"], "wall_s": last["wall_s"],
+        "cpu_s": last["cpu_s"], "req_per_s": requests / last["wall_s"] if last["wall_s"] else float("nan"),
+        "cpu_req_per_s": requests / last["cpu_s"] if last["cpu_s"] else float("nan"),
+        "peak_rss_mb": max(line["rss_mb"] for line in lines), "rss_every_1m_requests_mb": [],
+        "cold_start_pct": 100.0 * last["cold"] / requests if requests else float("nan"),
+        "ttft_p99_s": _or_nan(last["ttft_p99_s"]), "served": last["served"], "slo_met": last["slo_met"],
+        "cold": last["cold"], "logged": True,
+    }
+
+
+@dataclass
+class PlatformTotal:
+    """A platform run as cells, added up from its cells' results (`run_leg`'s or a log's)."""
+
+    cells: int
+    done: int = 0
+    requests: int = 0
+    served: int = 0
+    slo_met: int = 0
+    cold: int = 0
+    cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def add(self, r: dict) -> None:
+        self.done += 1
+        self.requests += r["requests"]
+        self.served += r["served"]
+        self.slo_met += r["slo_met"]
+        self.cold += r["cold"]
+        self.cpu_s += r["cpu_s"]
+        self.peak_rss_mb = max(self.peak_rss_mb, r["peak_rss_mb"])
+
+    def figures(self, key: str) -> dict[str, object]:
+        if self.done < self.cells:  # partial sums would read as the platform's
+            return {f"{key}_cells_done": self.done}
+        return {f"{key}_cells_done": self.done, f"{key}_requests": self.requests, f"{key}_cpu_s": round(self.cpu_s, 1),
+                f"{key}_peak_mem_mb": round(self.peak_rss_mb),
+                f"{key}_slo_pct": round(100.0 * self.slo_met / self.requests, 3) if self.requests else float("nan"),
+                f"{key}_cold_start_pct": round(100.0 * self.cold / self.requests, 3) if self.requests else float("nan"),
+                f"{key}_ratio_to_10min": round(self.cpu_s / TARGET_S, 2)}
+
+    def line(self, name: str) -> str:
+        if self.done < self.cells:
+            return f"{name}: {self.done} of {self.cells} cells done; the platform's totals once all have run"
+        slo = 100.0 * self.slo_met / self.requests if self.requests else float("nan")
+        return (f"{name}: {self.cells} cells, {self.requests} requests in {self.cpu_s:.0f} s of CPU "
+                f"({self.cpu_s / 3600:.2f} h, {self.cpu_s / TARGET_S:.1f}x the 10 min target), peak "
+                f"{self.peak_rss_mb:.0f} MB a cell, SLO met {slo:.2f} %, cold starts "
+                f"{100.0 * self.cold / self.requests:.2f} %")
+
+
 def report(folder: str) -> None:
     """Print where each leg logged in `folder` stands: done or unfinished (a log cannot tell a
     leg still running from one that was killed), its rate, and for an unfinished leg the CPU
@@ -211,6 +317,7 @@ def report(folder: str) -> None:
     print(f"{'log':28s} {'state':>10s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
           f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}")
     figures: dict[str, object] = {}
+    platforms: dict[str, PlatformTotal] = {}
     for path in paths:
         header, lines = read_log(path)
         key = path.stem
@@ -235,8 +342,17 @@ def report(folder: str) -> None:
                         f"{key}_cpu_s": last["cpu_s"], f"{key}_peak_mem_mb": round(peak)})
         if projected is not None:
             figures[f"{key}_leg_cpu_s"] = round(projected)
+        cell = CELL_LOG.fullmatch(key)
+        if cell:  # one cell of a platform run as cells: add it up with the others
+            prefix, k, n, walk = cell.groups()
+            total = platforms.setdefault(f"{prefix}_cells{n}{walk or ''}", PlatformTotal(int(n)))
+            if done and int(k) < int(n):
+                total.add({**last, "peak_rss_mb": peak})
     print("leg cpu h: the leg's CPU time; * projected, the leg's expected requests over the rate kept so far; "
           "? where the log does not give the leg's size")
+    for key, total in platforms.items():
+        print(total.line(key))
+        figures.update(total.figures(key))
     print_figures(figures)
 
 
@@ -257,6 +373,52 @@ def floats(text: str, name: str) -> list[float]:
     if not vals or not all(v > 0 for v in vals):
         raise SystemExit(f"bench_day: --{name} {text!r}: expected positive numbers")
     return vals
+
+
+def leg_figures(leg: Leg, r: dict, full_day: float, walks: list[str], figures: dict) -> dict[str, object]:
+    """Print the table row of one leg's result `r` (run now or read from its log) and return its
+    figures (`figures`: those so far, where a compiled leg's rate is found for the speed-up)."""
+    day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
+    name = leg.combo + (f" cell {leg.cell}" if leg.cell else "") + (" (python walk)" if leg.walk == "python" else "")
+    if r.get("logged"):
+        name += " (logged)"
+    print(f"{name:34s} {leg.hours:6g} {leg.volume:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} "
+          f"{r['cpu_req_per_s']:8.0f} {r['peak_rss_mb']:8.0f} {r['cold_start_pct']:7.2f} {day / 60:9.0f} min = "
+          f"{day / TARGET_S:5.1f}x target", flush=True)
+    if r["rss_every_1m_requests_mb"]:
+        print(f"{'':34s} RSS every 1M requests (MB): {r['rss_every_1m_requests_mb']}")
+    key = f"{slug(leg.combo)}_{leg.tag}"
+    out: dict[str, object] = {
+        f"{key}_requests": r["requests"], f"{key}_wall_s": round(r["wall_s"], 1),
+        f"{key}_req_per_s": round(r["req_per_s"]), f"{key}_cpu_req_per_s": round(r["cpu_req_per_s"]),
+        f"{key}_peak_mem_mb": round(r["peak_rss_mb"]), f"{key}_cold_start_pct": round(r["cold_start_pct"], 3),
+        f"{key}_day_extrapolated_s": round(day), f"{key}_ratio_to_10min": round(day / TARGET_S, 2),
+        f"{key}_ratio_to_2gb": round(r["peak_rss_mb"] / TARGET_MB, 3),
+    }
+    compiled_rate = f"{slug(leg.combo)}_{replace(leg, walk='compiled').tag}_cpu_req_per_s"
+    if leg.walk == "python" and "compiled" in walks and compiled_rate in figures:  # the same leg compiled, before
+        speedup = figures[compiled_rate] / out[f"{key}_cpu_req_per_s"]
+        out[compiled_rate.replace("_cpu_req_per_s", "_walk_speedup")] = round(speedup, 3)
+        print(f"{'':34s} compiled walk: {speedup:.2f}x the python walk's requests per CPU second")
+    return out
+
+
+def cells_to_run(cells: int, cell: str, most: int) -> list[int]:
+    """The cell indices `--cell` names (all of `--cells` by default), checked (`most`: the fewest
+    of nodes, catalogue entries and functions, of which each cell needs one)."""
+    if cells < 1 or cells > most:
+        raise SystemExit(f"bench_day: --cells {cells}: expected 1 to {most} (each cell needs a node, a catalogue "
+                         f"entry and a function)")
+    if not cell.strip():
+        return list(range(cells))
+    try:
+        which = [int(k) for k in cell.split(",") if k.strip()]
+    except ValueError:
+        raise SystemExit(f"bench_day: --cell {cell!r}: expected comma-separated cell indices") from None
+    bad = [k for k in which if not 0 <= k < cells]
+    if cells == 1 or bad or not which:
+        raise SystemExit(f"bench_day: --cell {cell!r}: expected indices from 0 to {cells - 1} of --cells {cells}")
+    return sorted(set(which))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -281,8 +443,17 @@ def main(argv: list[str] | None = None) -> None:
                     help="the default router's walk over a model's instances: compiled (numba), python, or "
                          "compiled,python to run each leg both ways and print the speed-up (the results are "
                          "the same; default compiled)")
+    ap.add_argument("--cells", type=int, default=1, metavar="N",
+                    help="run the platform as N independent cells: cell k gets its share of --functions, "
+                         "--catalog and --nodes (the first cells one more where they do not divide) and its "
+                         "own seed (seed*N+k); the platform's totals are printed once every cell has run, in "
+                         "this call or, with --log, before it (default 1: one cluster)")
+    ap.add_argument("--cell", default="", metavar="K,...",
+                    help="with --cells: which cells to run in this call (default all), so that a platform "
+                         "day can run a few cells at a time, on several cores or over several sittings")
     ap.add_argument("--report", metavar="DIR",
-                    help="print where the legs logged in DIR (by --log) stand, finished or not, and stop")
+                    help="print where the legs logged in DIR (by --log) stand, finished or not (and the "
+                         "totals of platforms run as cells), and stop")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.report:
@@ -304,44 +475,38 @@ def main(argv: list[str] | None = None) -> None:
     walks = [w.strip() for w in args.walk.split(",") if w.strip()]
     if not walks or not set(walks) <= {"compiled", "python"}:
         raise SystemExit(f"bench_day: --walk {args.walk!r}: expected compiled, python or compiled,python")
+    which = cells_to_run(args.cells, args.cell, min(args.nodes, args.catalog, args.functions))
     probe = Leg(24.0, 1.0, combos[0], args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
                 args.seed)
     full_day = float(open_day(probe, DAY_S, 1.0).details["expected_requests"])  # the generator's expectation
+    cells = f", run as {args.cells} cells" if args.cells > 1 else ""
     print(f"workload: {args.functions} functions -> catalogue of {args.catalog} ({args.profile}), "
-          f"{args.nodes}x{args.gpus_per_node} = {args.nodes * args.gpus_per_node} GPUs, request fidelity, records off")
+          f"{args.nodes}x{args.gpus_per_node} = {args.nodes * args.gpus_per_node} GPUs{cells}, request fidelity, "
+          f"records off")
     print(f"{'combination':34s} {'hours':>6s} {'volume':>7s} {'requests':>10s} {'wall s':>8s} {'req/s':>8s} {'cpu r/s':>8s} "
           f"{'peak MB':>8s} {'cold %':>7s} {'day@full (extrapolated)':>24s}")
     figures: dict[str, object] = {"full_day_requests": round(full_day)}
     for combo in combos:
         for (h, v), walk in ((hv, w) for hv in zip(hours, volumes, strict=True) for w in walks):
-            leg = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
-                      args.seed, walk=walk)
-            if args.log:
-                Path(args.log).mkdir(parents=True, exist_ok=True)
-                leg = replace(leg, log=str(Path(args.log) / f"{slug(combo)}_{leg.tag}.jsonl"))
-            r = run_in_child(leg)
-            day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
-            name = combo if walk == "compiled" else f"{combo} (python walk)"
-            print(f"{name:34s} {h:6g} {v:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} {r['cpu_req_per_s']:8.0f} "
-                  f"{r['peak_rss_mb']:8.0f} {r['cold_start_pct']:7.2f} {day / 60:9.0f} min = "
-                  f"{day / TARGET_S:5.1f}x target", flush=True)
-            if r["rss_every_1m_requests_mb"]:
-                print(f"{'':34s} RSS every 1M requests (MB): {r['rss_every_1m_requests_mb']}")
-            key = f"{slug(combo)}_{leg.tag}"
-            figures[f"{key}_requests"] = r["requests"]
-            figures[f"{key}_wall_s"] = round(r["wall_s"], 1)
-            figures[f"{key}_req_per_s"] = round(r["req_per_s"])
-            figures[f"{key}_cpu_req_per_s"] = round(r["cpu_req_per_s"])
-            figures[f"{key}_peak_mem_mb"] = round(r["peak_rss_mb"])
-            figures[f"{key}_cold_start_pct"] = round(r["cold_start_pct"], 3)
-            figures[f"{key}_day_extrapolated_s"] = round(day)
-            figures[f"{key}_ratio_to_10min"] = round(day / TARGET_S, 2)
-            figures[f"{key}_ratio_to_2gb"] = round(r["peak_rss_mb"] / TARGET_MB, 3)
-            if walk == "python" and "compiled" in walks:  # the same leg compiled ran just before
-                compiled_key = f"{slug(combo)}_{replace(leg, walk='compiled').tag}"
-                speedup = figures[f"{compiled_key}_cpu_req_per_s"] / figures[f"{key}_cpu_req_per_s"]
-                figures[f"{compiled_key}_walk_speedup"] = round(speedup, 3)
-                print(f"{'':34s} compiled walk: {speedup:.2f}x the python walk's requests per CPU second")
+            whole = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
+                        args.seed, walk=walk)
+            platform = PlatformTotal(args.cells) if args.cells > 1 else None
+            for k, leg in enumerate(cell_legs(whole, args.cells, list(range(args.cells)))):
+                if args.log:
+                    Path(args.log).mkdir(parents=True, exist_ok=True)
+                    leg = replace(leg, log=str(Path(args.log) / f"{slug(combo)}_{leg.tag}.jsonl"))
+                r = logged_result(leg)  # it ran to its end before: not again
+                if r is None:
+                    if k not in which:
+                        continue
+                    r = run_in_child(leg)
+                if platform is not None:
+                    platform.add(r)
+                figures.update(leg_figures(leg, r, full_day, walks, figures))
+            if platform is not None:
+                key = f"{slug(combo)}_{replace(whole, cell=f'0/{args.cells}').platform_tag}"
+                print(f"{'':34s} {platform.line('platform')}", flush=True)
+                figures.update(platform.figures(key))
     print(f"target: a full-volume day (~{figures['full_day_requests']:.3g} requests) in <= {TARGET_S / 60:g} min "
           f"and <= {TARGET_MB:g} MB per combination; 'day@full' divides that count by the leg's rate per CPU second")
     print_figures(figures)

@@ -94,3 +94,74 @@ def test_bench_day_report_projects_an_unfinished_leg_and_skips_a_torn_last_line(
     bad = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path)],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode != 0 and "line 1: not a JSON line" in bad.stderr and str(log) in bad.stderr
+
+
+def _figures(stdout: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in stdout.strip().splitlines()[-1].split())
+
+
+def test_cells_share_the_platform_exactly_and_draw_their_own_functions():
+    from tests.test_bench_figures import _module
+
+    day = _module("bench_day")
+    whole = day.Leg(24.0, 1.0, "full+fixed", 46_001, 300, 128, 8, "p", 3)
+    cells = day.cell_legs(whole, 8, list(range(8)))
+    # the parts add up to the platform, the first cells taking what does not divide
+    assert sum(c.functions for c in cells) == 46_001 and [c.functions for c in cells][:2] == [5751, 5750]
+    assert sum(c.catalog for c in cells) == 300 and [c.catalog for c in cells] == [38] * 4 + [37] * 4
+    assert sum(c.nodes for c in cells) == 128 and {c.nodes for c in cells} == {16}
+    # each cell its own seed, none shared with another platform seed's cells
+    assert [c.seed for c in cells] == list(range(24, 32))
+    assert {c.seed for c in day.cell_legs(replace_seed(whole, 2), 8, list(range(8)))}.isdisjoint(c.seed for c in cells)
+    assert [c.tag for c in cells[:2]] == ["h24_v1_c0of8", "h24_v1_c1of8"] and cells[0].platform_tag == "h24_v1_cells8"
+    assert day.cell_legs(whole, 1, [0]) == [whole]
+    # a log's leg is the same run whatever it is called and wherever it logs
+    logged = {**day.asdict(cells[0]), "log": "elsewhere.jsonl", "cell": ""}
+    assert cells[0].same_run(logged) and not cells[1].same_run(logged)
+
+
+def replace_seed(leg, seed):
+    from dataclasses import replace
+
+    return replace(leg, seed=seed)
+
+
+def test_a_platform_run_as_cells_a_few_at_a_time_adds_up_once_every_cell_has_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "bench/bench_day.py", "--hours", "0.01", "--volume", "0.02", "--functions", "400",
+            "--catalog", "6", "--nodes", "2", "--gpus-per-node", "4", "--combos", "full+fixed", "--cells", "2",
+            "--log", str(tmp_path)]
+    first = subprocess.run(base + ["--cell", "1"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    got = _figures(first.stdout)
+    assert "1 of 2 cells done" in first.stdout and got["full_fixed_h0p01_v0p02_cells2_cells_done"] == "1"
+    assert "full_fixed_h0p01_v0p02_c0of2_requests" not in got  # cell 0 was not asked for
+    assert "full_fixed_h0p01_v0p02_cells2_requests" not in got  # no partial sums passed off as the platform's
+    cell1 = int(got["full_fixed_h0p01_v0p02_c1of2_requests"])
+    # the rest of the platform: cell 1 is read from its log, not run again
+    second = subprocess.run(base, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "cell 1/2 (logged)" in second.stdout and "cell 0/2 (logged)" not in second.stdout
+    both = _figures(second.stdout)
+    cell0 = int(both["full_fixed_h0p01_v0p02_c0of2_requests"])
+    assert int(both["full_fixed_h0p01_v0p02_c1of2_requests"]) == cell1
+    assert both["full_fixed_h0p01_v0p02_cells2_cells_done"] == "2"
+    assert int(both["full_fixed_h0p01_v0p02_cells2_requests"]) == cell0 + cell1 > 0
+    assert len((tmp_path / "full_fixed_h0p01_v0p02_c1of2.jsonl").read_text().splitlines()) == 2  # header, end
+    # --report adds the same platform up from the logs
+    rep = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    from_logs = _figures(rep.stdout)
+    for field in ("cells_done", "requests", "cpu_s", "slo_pct", "cold_start_pct", "peak_mem_mb"):
+        assert from_logs[f"full_fixed_h0p01_v0p02_cells2_{field}"] == both[f"full_fixed_h0p01_v0p02_cells2_{field}"]
+
+
+def test_bench_day_refuses_cells_it_cannot_make():
+    for args, message in ((["--cells", "3", "--nodes", "2"], "--cells 3: expected 1 to 2"),
+                          (["--cells", "2", "--cell", "2"], "--cell '2': expected indices from 0 to 1"),
+                          (["--cell", "0"], "--cell '0': expected indices"),
+                          (["--cells", "2", "--cell", "x"], "--cell 'x': expected comma-separated")):
+        out = subprocess.run([sys.executable, "bench/bench_day.py", *args], capture_output=True, text=True,
+                             cwd=REPO, timeout=60)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-500:])

@@ -21,6 +21,7 @@ BENCH = REPO / "bench"
 def _module(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     sys.path.insert(0, str(BENCH))  # the benches import their sibling `figures` as scripts do
     try:
         spec.loader.exec_module(module)
