@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from contracts.routing_row import CAPACITY, INSTANCE_ID, RUNNING, SOLO_FINISH, STATE, WAITING
+from contracts.routing_row import CAPACITY, INSTANCE_ID, RUNNING, SOLO_FINISH, STATE, WAITING, WIDTH
 
 DONE, NEED_EXTRA, NEED_PREFILL, NEED_DECODE = 0, 1, 2, 3
 
@@ -150,7 +150,7 @@ def ready() -> None:
     machine where numba cannot compile is found when a model switches, not mid-walk."""
     global _ready
     if not _ready:
-        rows = np.zeros((1, 6))
+        rows = np.zeros((1, WIDTH))
         seen = np.full((1, SEEN_WIDTH), math.nan)
         none = np.zeros(0)
         walk(rows, np.zeros(1, dtype=np.int64), seen, none, False, np.full(1, -1, dtype=np.int64), np.zeros(1),
