@@ -38,7 +38,9 @@ def test_prefill_runs_each_layer_as_it_binds_and_gives_the_full_models_tokens(ti
     for k in range(6):
         # layer k is computed before layer k+1 is even started: compute overlaps the load
         wait_until(lambda k=k: eng.pipelined_progress == k + 1)
-        assert eng.loader.bound_stage == k and "r" not in out
+        assert eng.loader.bound_stage == k
+        if k < 5:  # layer k + 1 is not loaded: no token yet (once the last is, it may finish any time)
+            assert "r" not in out
         units.release()
     t.join(30)
     res = out["r"]
