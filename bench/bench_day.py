@@ -314,7 +314,8 @@ def report(folder: str) -> None:
     paths = sorted(Path(folder).glob("*.jsonl"))
     if not paths:
         raise SystemExit(f"bench_day: --report {folder}: no .jsonl logs there")
-    print(f"{'log':28s} {'state':>10s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
+    width = max(28, *(len(path.stem) for path in paths))  # a cell's log name is long
+    print(f"{'log':{width}s} {'state':>10s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
           f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}")
     figures: dict[str, object] = {}
     platforms: dict[str, PlatformTotal] = {}
@@ -322,7 +323,7 @@ def report(folder: str) -> None:
         header, lines = read_log(path)
         key = path.stem
         if not lines:
-            print(f"{key:28s} {'started':>10s}")
+            print(f"{key:{width}s} {'started':>10s}")
             continue
         last = lines[-1]
         done = bool(last.get("done"))
@@ -335,7 +336,7 @@ def report(folder: str) -> None:
         slo = 100.0 * last["slo_met"] / last["served"] if last["served"] else float("nan")
         peak = max(line["rss_mb"] for line in lines)
         leg_h = "?" if projected is None else f"{projected / 3600:.1f}" + ("" if done else "*")
-        print(f"{key:28s} {'done' if done else 'unfinished':>10s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
+        print(f"{key:{width}s} {'done' if done else 'unfinished':>10s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
               f"{last['cpu_s'] / 3600:6.2f} {_or_nan(last['cpu_req_per_s']):8.0f} {peak:8.0f} {slo:6.1f} "
               f"{_or_nan(last['ttft_p50_s']):7.3f} {_or_nan(last['ttft_p99_s']):7.1f} {leg_h:>10s}")
         figures.update({f"{key}_done": int(done), f"{key}_requests": last["requests"], f"{key}_sim_s": last["sim_s"],
