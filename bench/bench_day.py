@@ -71,27 +71,26 @@ class Leg:
     seed: int
     log: str = ""  # a JSON-lines file the leg appends its progress to ("": none)
     walk: str = "compiled"  # the default router's walk: "compiled" where numba is, or "python"
-    cell: str = ""  # "k/N": cell k of a platform run as N cells (`cell_legs`); "": the whole platform
+    cell: int = 0  # cell `cell` of a platform run as `cells` cells (`cell_legs`); 1 cell: the whole platform
+    cells: int = 1
+
+    def _tag(self, part: str = "") -> str:
+        tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p") + part
+        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
 
     @property
     def tag(self) -> str:
-        tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p")
-        if self.cell:
-            k, n = self.cell.split("/")
-            tag = f"{tag}_c{k}of{n}"
-        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+        return self._tag(f"_c{self.cell}of{self.cells}" if self.cells > 1 else "")
 
     @property
     def platform_tag(self) -> str:
-        """The tag of the platform this cell belongs to (all N cells share it)."""
-        n = self.cell.split("/")[1]
-        tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p") + f"_cells{n}"
-        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+        """The tag of the platform this cell belongs to (all its cells share it)."""
+        return self._tag(f"_cells{self.cells}")
 
     def same_run(self, logged: dict) -> bool:
         """Whether a log's leg (its header's `leg`) replays what this leg replays (where it logs,
         and how it is labelled, aside)."""
-        mine = {k: v for k, v in asdict(self).items() if k not in ("log", "cell")}
+        mine = {k: v for k, v in asdict(self).items() if k not in ("log", "cell", "cells")}
         return all(logged.get(k, Leg.__dataclass_fields__[k].default) == v for k, v in mine.items())
 
 
@@ -101,15 +100,15 @@ def share(total: int, parts: int, k: int) -> int:
     return total // parts + (k < total % parts)
 
 
-def cell_legs(leg: Leg, cells: int, which: list[int]) -> list[Leg]:
-    """Cells `which` of `leg`'s platform run as `cells` independent cells: cell k has its
+def cell_legs(leg: Leg, cells: int) -> list[Leg]:
+    """`leg`'s platform run as `cells` independent cells: cell k has its
     share of the functions, catalogue entries and nodes, and its own seed (`seed * cells + k`,
     for its draw of functions and for the run), so that cells are alike but not copies."""
     if cells == 1:
         return [leg]
     return [replace(leg, functions=share(leg.functions, cells, k), catalog=share(leg.catalog, cells, k),
-                    nodes=share(leg.nodes, cells, k), seed=leg.seed * cells + k, cell=f"{k}/{cells}")
-            for k in which]
+                    nodes=share(leg.nodes, cells, k), seed=leg.seed * cells + k, cell=k, cells=cells)
+            for k in range(cells)]
 
 
 def split_top(text: str, sep: str = ",") -> list[str]:
@@ -288,23 +287,24 @@ class PlatformTotal:
         self.cpu_s += r["cpu_s"]
         self.peak_rss_mb = max(self.peak_rss_mb, r["peak_rss_mb"])
 
+    def _pct(self, count: int) -> float:
+        return 100.0 * count / self.requests if self.requests else float("nan")
+
     def figures(self, key: str) -> dict[str, object]:
         if self.done < self.cells:  # partial sums would read as the platform's
             return {f"{key}_cells_done": self.done}
         return {f"{key}_cells_done": self.done, f"{key}_requests": self.requests, f"{key}_cpu_s": round(self.cpu_s, 1),
-                f"{key}_peak_mem_mb": round(self.peak_rss_mb),
-                f"{key}_slo_pct": round(100.0 * self.slo_met / self.requests, 3) if self.requests else float("nan"),
-                f"{key}_cold_start_pct": round(100.0 * self.cold / self.requests, 3) if self.requests else float("nan"),
+                f"{key}_peak_mem_mb": round(self.peak_rss_mb), f"{key}_slo_pct": round(self._pct(self.slo_met), 3),
+                f"{key}_cold_start_pct": round(self._pct(self.cold), 3),
                 f"{key}_ratio_to_10min": round(self.cpu_s / TARGET_S, 2)}
 
     def line(self, name: str) -> str:
         if self.done < self.cells:
             return f"{name}: {self.done} of {self.cells} cells done; the platform's totals once all have run"
-        slo = 100.0 * self.slo_met / self.requests if self.requests else float("nan")
         return (f"{name}: {self.cells} cells, {self.requests} requests in {self.cpu_s:.0f} s of CPU "
                 f"({self.cpu_s / 3600:.2f} h, {self.cpu_s / TARGET_S:.1f}x the 10 min target), peak "
-                f"{self.peak_rss_mb:.0f} MB a cell, SLO met {slo:.2f} %, cold starts "
-                f"{100.0 * self.cold / self.requests:.2f} %")
+                f"{self.peak_rss_mb:.0f} MB a cell, SLO met {self._pct(self.slo_met):.2f} %, cold starts "
+                f"{self._pct(self.cold):.2f} %")
 
 
 def report(folder: str) -> None:
@@ -380,7 +380,8 @@ def leg_figures(leg: Leg, r: dict, full_day: float, walks: list[str], figures: d
     """Print the table row of one leg's result `r` (run now or read from its log) and return its
     figures (`figures`: those so far, where a compiled leg's rate is found for the speed-up)."""
     day = full_day / r["cpu_req_per_s"]  # the target is one core's time: CPU, not a shared wall
-    name = leg.combo + (f" cell {leg.cell}" if leg.cell else "") + (" (python walk)" if leg.walk == "python" else "")
+    name = leg.combo + (f" cell {leg.cell}/{leg.cells}" if leg.cells > 1 else "")
+    name += " (python walk)" if leg.walk == "python" else ""
     if r.get("logged"):
         name += " (logged)"
     print(f"{name:34s} {leg.hours:6g} {leg.volume:7g} {r['requests']:10d} {r['wall_s']:8.1f} {r['req_per_s']:8.0f} "
@@ -396,10 +397,10 @@ def leg_figures(leg: Leg, r: dict, full_day: float, walks: list[str], figures: d
         f"{key}_day_extrapolated_s": round(day), f"{key}_ratio_to_10min": round(day / TARGET_S, 2),
         f"{key}_ratio_to_2gb": round(r["peak_rss_mb"] / TARGET_MB, 3),
     }
-    compiled_rate = f"{slug(leg.combo)}_{replace(leg, walk='compiled').tag}_cpu_req_per_s"
-    if leg.walk == "python" and "compiled" in walks and compiled_rate in figures:  # the same leg compiled, before
-        speedup = figures[compiled_rate] / out[f"{key}_cpu_req_per_s"]
-        out[compiled_rate.replace("_cpu_req_per_s", "_walk_speedup")] = round(speedup, 3)
+    compiled = f"{slug(leg.combo)}_{replace(leg, walk='compiled').tag}"
+    if leg.walk == "python" and "compiled" in walks and f"{compiled}_cpu_req_per_s" in figures:  # it ran before
+        speedup = figures[f"{compiled}_cpu_req_per_s"] / out[f"{key}_cpu_req_per_s"]
+        out[f"{compiled}_walk_speedup"] = round(speedup, 3)
         print(f"{'':34s} compiled walk: {speedup:.2f}x the python walk's requests per CPU second")
     return out
 
@@ -487,25 +488,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'combination':34s} {'hours':>6s} {'volume':>7s} {'requests':>10s} {'wall s':>8s} {'req/s':>8s} {'cpu r/s':>8s} "
           f"{'peak MB':>8s} {'cold %':>7s} {'day@full (extrapolated)':>24s}")
     figures: dict[str, object] = {"full_day_requests": round(full_day)}
+    if args.log:
+        Path(args.log).mkdir(parents=True, exist_ok=True)
     for combo in combos:
         for (h, v), walk in ((hv, w) for hv in zip(hours, volumes, strict=True) for w in walks):
             whole = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
                         args.seed, walk=walk)
             platform = PlatformTotal(args.cells) if args.cells > 1 else None
-            for k, leg in enumerate(cell_legs(whole, args.cells, list(range(args.cells)))):
+            legs = cell_legs(whole, args.cells)
+            for leg in legs:
                 if args.log:
-                    Path(args.log).mkdir(parents=True, exist_ok=True)
                     leg = replace(leg, log=str(Path(args.log) / f"{slug(combo)}_{leg.tag}.jsonl"))
                 r = logged_result(leg)  # it ran to its end before: not again
                 if r is None:
-                    if k not in which:
+                    if leg.cell not in which:
                         continue
                     r = run_in_child(leg)
                 if platform is not None:
                     platform.add(r)
                 figures.update(leg_figures(leg, r, full_day, walks, figures))
             if platform is not None:
-                key = f"{slug(combo)}_{replace(whole, cell=f'0/{args.cells}').platform_tag}"
+                key = f"{slug(combo)}_{legs[0].platform_tag}"
                 print(f"{'':34s} {platform.line('platform')}", flush=True)
                 figures.update(platform.figures(key))
     print(f"target: a full-volume day (~{figures['full_day_requests']:.3g} requests) in <= {TARGET_S / 60:g} min "

@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+from test_bench_figures import _module  # loads a bench script as a module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,29 +104,21 @@ def _figures(stdout: str) -> dict[str, str]:
 
 
 def test_cells_share_the_platform_exactly_and_draw_their_own_functions():
-    from tests.test_bench_figures import _module
-
     day = _module("bench_day")
     whole = day.Leg(24.0, 1.0, "full+fixed", 46_001, 300, 128, 8, "p", 3)
-    cells = day.cell_legs(whole, 8, list(range(8)))
+    cells = day.cell_legs(whole, 8)
     # the parts add up to the platform, the first cells taking what does not divide
     assert sum(c.functions for c in cells) == 46_001 and [c.functions for c in cells][:2] == [5751, 5750]
     assert sum(c.catalog for c in cells) == 300 and [c.catalog for c in cells] == [38] * 4 + [37] * 4
     assert sum(c.nodes for c in cells) == 128 and {c.nodes for c in cells} == {16}
     # each cell its own seed, none shared with another platform seed's cells
     assert [c.seed for c in cells] == list(range(24, 32))
-    assert {c.seed for c in day.cell_legs(replace_seed(whole, 2), 8, list(range(8)))}.isdisjoint(c.seed for c in cells)
+    assert {c.seed for c in day.cell_legs(replace(whole, seed=2), 8)}.isdisjoint(c.seed for c in cells)
     assert [c.tag for c in cells[:2]] == ["h24_v1_c0of8", "h24_v1_c1of8"] and cells[0].platform_tag == "h24_v1_cells8"
-    assert day.cell_legs(whole, 1, [0]) == [whole]
+    assert day.cell_legs(whole, 1) == [whole]
     # a log's leg is the same run whatever it is called and wherever it logs
-    logged = {**day.asdict(cells[0]), "log": "elsewhere.jsonl", "cell": ""}
+    logged = {**day.asdict(cells[0]), "log": "elsewhere.jsonl", "cell": 5}
     assert cells[0].same_run(logged) and not cells[1].same_run(logged)
-
-
-def replace_seed(leg, seed):
-    from dataclasses import replace
-
-    return replace(leg, seed=seed)
 
 
 def test_a_platform_run_as_cells_a_few_at_a_time_adds_up_once_every_cell_has_run(tmp_path):
