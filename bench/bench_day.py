@@ -48,7 +48,8 @@ from pathlib import Path
 from figures import print_figures
 from rss import current_rss_mb, peak_rss_mb
 
-CELL_LOG = re.compile(r"(.+)_c(\d+)of(\d+)(_python)?")  # a cell's log: <combination>_<leg>_c<k>of<N>[_python]
+# a cell's log: <combination>_<leg>_c<k>of<N>[_python][_pyloops]
+CELL_LOG = re.compile(r"(.+)_c(\d+)of(\d+)((?:_python)?(?:_pyloops)?)")
 TARGET_S = 600.0
 TARGET_MB = 2048.0
 DAY_S = 86400.0
@@ -71,12 +72,14 @@ class Leg:
     seed: int
     log: str = ""  # a JSON-lines file the leg appends its progress to ("": none)
     walk: str = "compiled"  # the default router's walk: "compiled" where numba is, or "python"
+    batches: str = "compiled"  # request fidelity's batch loops (SimConfig.batches): "compiled" or "python"
     cell: int = 0  # cell `cell` of a platform run as `cells` cells (`cell_legs`); 1 cell: the whole platform
     cells: int = 1
 
     def _tag(self, part: str = "") -> str:
         tag = f"h{self.hours:g}_v{self.volume:g}".replace(".", "p") + part
-        return tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+        tag = tag if self.walk == "compiled" else f"{tag}_{self.walk}"
+        return tag if self.batches == "compiled" else f"{tag}_pyloops"
 
     @property
     def tag(self) -> str:
@@ -91,7 +94,12 @@ class Leg:
         """Whether a log's leg (its header's `leg`) replays what this leg replays (where it logs,
         and how it is labelled, aside)."""
         mine = {k: v for k, v in asdict(self).items() if k not in ("log", "cell", "cells")}
-        return all(logged.get(k, Leg.__dataclass_fields__[k].default) == v for k, v in mine.items())
+        return all(logged.get(k, LOGGED_BEFORE.get(k, Leg.__dataclass_fields__[k].default)) == v
+                   for k, v in mine.items())
+
+
+# What a log written before a field existed ran with: batch loops were Python processes then.
+LOGGED_BEFORE = {"batches": "python"}
 
 
 def share(total: int, parts: int, k: int) -> int:
@@ -169,7 +177,8 @@ def run_leg(leg: Leg) -> dict:
     policies = PolicySet.from_specs(**combo_specs(leg.combo))
     metrics = RunMetrics(policies.label, 5.0)  # no writer: records off
     sim = Simulator(load_profile(leg.profile), policies,
-                    SimConfig(nodes=leg.nodes, gpus_per_node=leg.gpus_per_node, seed=leg.seed), metrics)
+                    SimConfig(nodes=leg.nodes, gpus_per_node=leg.gpus_per_node, seed=leg.seed,
+                              batches=leg.batches), metrics)
     rss_samples: list[float] = []
 
     def progress(n: int) -> None:
@@ -445,6 +454,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the default router's walk over a model's instances: compiled (numba), python, or "
                          "compiled,python to run each leg both ways and print the speed-up (the results are "
                          "the same; default compiled)")
+    ap.add_argument("--batches", choices=("compiled", "python"), default="compiled",
+                    help="request fidelity's batch loops: compiled (numba, no event per step) or python (a SimPy "
+                         "process per busy instance); the same results (default compiled)")
     ap.add_argument("--cells", type=int, default=1, metavar="N",
                     help="run the platform as N independent cells: cell k gets its share of --functions, "
                          "--catalog and --nodes (the first cells one more where they do not divide) and its "
@@ -483,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
     full_day = float(open_day(probe, DAY_S, 1.0).details["expected_requests"])  # the generator's expectation
     cells = f", run as {args.cells} cells" if args.cells > 1 else ""
     print(f"workload: {args.functions} functions -> catalogue of {args.catalog} ({args.profile}), "
-          f"{args.nodes}x{args.gpus_per_node} = {args.nodes * args.gpus_per_node} GPUs{cells}, request fidelity, "
+          f"{args.nodes}x{args.gpus_per_node} = {args.nodes * args.gpus_per_node} GPUs{cells}, request fidelity "
+          f"({args.batches} batch loops), "
           f"records off")
     print(f"{'combination':34s} {'hours':>6s} {'volume':>7s} {'requests':>10s} {'wall s':>8s} {'req/s':>8s} {'cpu r/s':>8s} "
           f"{'peak MB':>8s} {'cold %':>7s} {'day@full (extrapolated)':>24s}")
@@ -493,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     for combo in combos:
         for (h, v), walk in ((hv, w) for hv in zip(hours, volumes, strict=True) for w in walks):
             whole = Leg(h, v, combo, args.functions, args.catalog, args.nodes, args.gpus_per_node, args.profile,
-                        args.seed, walk=walk)
+                        args.seed, walk=walk, batches=args.batches)
             platform = PlatformTotal(args.cells) if args.cells > 1 else None
             legs = cell_legs(whole, args.cells)
             for leg in legs:

@@ -55,15 +55,16 @@ def workload(n: int, models: int, rate: float, seed: int) -> list[Request]:
 
 
 def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_slice",
-        repeat: int = 1, router: str = "least_loaded") -> tuple[float, dict, int]:
-    """(CPU seconds of the fastest of `repeat` runs, its summary row, events it processed)."""
+        repeat: int = 1, router: str = "least_loaded", batches: str = "compiled") -> tuple[float, dict, int]:
+    """(CPU seconds of the fastest of `repeat` runs, its summary row, events it processed: SimPy's
+    and, with compiled batches, the batch loops' events the kernel processed)."""
     best = None
     for _ in range(repeat):
         profile = load_profile()
         policies = PolicySet.from_specs(staging=staging, keepalive="fixed", router=router)
         metrics = RunMetrics(policies.label, 5.0)
         sim = Simulator(profile, policies, SimConfig(nodes=2, gpus_per_node=4, fidelity=fidelity,
-                                                     compute_sharing=sharing), metrics)
+                                                     compute_sharing=sharing, batches=batches), metrics)
         steps = [0]
         step = sim.env.step
 
@@ -75,6 +76,8 @@ def run(reqs: list[Request], fidelity: str, staging: str, sharing: str = "time_s
         t0 = time.process_time()
         row = sim.run(iter(reqs))
         dt = time.process_time() - t0
+        if sim.batches is not None:
+            steps[0] += sim.batches.events
         if best is None or dt < best[0]:
             best = (dt, row, steps[0])
     return best
@@ -185,13 +188,21 @@ def main() -> None:
     reqs = workload(args.requests, models=8, rate=args.rate, seed=1)
     figures = {}
     for staging in ("full", "progressive"):
-        dt, row, events = run(reqs, "request", staging, repeat=args.repeat, router=args.router)
-        rate = row["requests"] / dt
-        figures[f"request_{staging}_req_per_s"] = round(rate)
-        figures[f"request_{staging}_events_per_req"] = round(events / row["requests"], 3)
-        print(f"{'request':10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
-              f"  {rate / TARGET_REQUEST_FIDELITY:.3f} x the 1M/s target"
-              f"  ({row['ttft_p50_s']:.3f} / {row['ttft_p99_s']:.3f} s)")
+        rates = {}
+        # compiled batch loops (the default) and the Python loops (--batches python): the same records
+        for batches in ("compiled", "python"):
+            dt, row, events = run(reqs, "request", staging, repeat=args.repeat, router=args.router, batches=batches)
+            rate = rates[batches] = row["requests"] / dt
+            key = f"request_{staging}" + ("" if batches == "compiled" else "_python_batches")
+            figures[f"{key}_req_per_s"] = round(rate)
+            figures[f"{key}_events_per_req"] = round(events / row["requests"], 3)
+            label = staging if batches == "compiled" else f"{staging} (py)"
+            print(f"{'request':10s} {label:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} "
+                  f"{events / row['requests']:10.3f}  {rate / TARGET_REQUEST_FIDELITY:.3f} x the 1M/s target"
+                  f"  ({row['ttft_p50_s']:.3f} / {row['ttft_p99_s']:.3f} s)")
+        figures[f"request_{staging}_compiled_batches_speedup"] = round(rates["compiled"] / rates["python"], 3)
+        print(f"{'':23s} compiled batch loops: {rates['compiled'] / rates['python']:.2f} x the Python loops' "
+              f"requests per CPU second")
     reqs = workload(args.iteration_requests, models=8, rate=20.0, seed=2)
     for staging in ("full", "progressive"):
         # "none" shows what sharing a GPU's compute costs the simulator (one more event per step)

@@ -81,7 +81,7 @@ def replay_horizon(duration: float | None, details: dict) -> tuple[float | None,
 
 def build_parser() -> argparse.ArgumentParser:
     from policies.registry import KINDS, described
-    from sim.config import COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS
+    from sim.config import BATCHES, COMPUTE_SHARING, FIDELITIES, STORAGE, UNKNOWN_MODELS, SimConfig
     from sim.profile import DEFAULT_PROFILE, shipped_profiles
 
     p = _Parser(
@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fidelity", choices=FIDELITIES, default="request",
                    help="request: closed-form per request (fast, day-long traces); "
                         "iteration: continuous batching, one event per batch step (default request)")
+    c.add_argument("--batches", choices=BATCHES, default=SimConfig.batches,
+                   help="request fidelity's batch loops: compiled (arrays advanced by a numba kernel, no "
+                        "event per step) or python (a SimPy process per busy instance); both give the same "
+                        f"records (default {SimConfig.batches})")
     c.add_argument("--compute-sharing", choices=COMPUTE_SHARING, default="time_slice",
                    help="time_slice: instances packed on one GPU share its compute, as CUDA time-slices "
                         "processes (a run whose GPUs can hold more instances than compute slots then "
@@ -311,7 +315,7 @@ class _Run:
                 raise ValueError(f"--{'resume' if args.resume else 'overwrite'} needs --out")
             config = SimConfig(nodes=2 if args.nodes is None else args.nodes,
                                gpus_per_node=4 if args.gpus_per_node is None else args.gpus_per_node,
-                               fidelity=args.fidelity,
+                               fidelity=args.fidelity, batches=args.batches,
                                slo_ttft_s=args.slo_ttft, storage=args.storage, seed=args.seed,
                                compute_sharing=args.compute_sharing, unknown_models=args.unknown_models,
                                hook_timeout_s=args.hook_timeout or None)

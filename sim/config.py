@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FIDELITIES = ("request", "iteration")
+BATCHES = ("python", "compiled")
 STORAGE = ("ssd", "remote")
 COMPUTE_SHARING = ("time_slice", "none")
 UNKNOWN_MODELS = ("default", "error")
@@ -25,6 +26,9 @@ class SimConfig:
     unknown_models: str = "default"
     # Seconds a policy hook may run before the run ends naming it (sim.watchdog); None: no limit.
     hook_timeout_s: float | None = 60.0
+    # Request fidelity's batch loops: "python" (a SimPy process each, sim/serving.py) or
+    # "compiled" (arrays advanced by a numba kernel, sim/compiled_batch.py): the same records.
+    batches: str = "compiled"
 
     def __post_init__(self) -> None:
         if self.fidelity not in FIDELITIES:
@@ -35,6 +39,8 @@ class SimConfig:
             raise ValueError(f"compute_sharing must be one of {COMPUTE_SHARING}, got {self.compute_sharing!r}")
         if self.unknown_models not in UNKNOWN_MODELS:
             raise ValueError(f"unknown_models must be one of {UNKNOWN_MODELS}, got {self.unknown_models!r}")
+        if self.batches not in BATCHES:
+            raise ValueError(f"batches must be one of {BATCHES}, got {self.batches!r}")
         if self.hook_timeout_s is not None and not self.hook_timeout_s > 0:
             raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
         if self.nodes < 1 or self.gpus_per_node < 1:

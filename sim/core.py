@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from contracts.plan import StagePlan
     from sim.cluster import Gpu, Node
+    from sim.compiled_batch import CompiledBatches
     from sim.deployment import Deployment
     from sim.flows import FlowNetwork
     from sim.instance import Instance
@@ -48,6 +49,8 @@ class SimCore(Protocol):
     outstanding: int  # requests in batch loops not yet finished (serving counts them)
     events_processed: int  # events the run has processed so far
     iteration: bool  # batch steps one event each (iteration fidelity, or GPUs that can be shared)
+    batches: CompiledBatches | None  # request fidelity's batches, compiled (sim/compiled_batch.py), or None
+    max_finish: float  # the latest end of a step or request so far
 
     def deployment(self, name: str) -> Deployment: ...
     def policy_failure(self, policy, hook: str, err) -> PolicyError: ...

@@ -186,7 +186,7 @@ class Instance:
         self.memory_bytes = dep.own_bytes  # its shared base, if any, is the GPU's (sim/memory.py)
         self.base_residency = None  # the copy of its shared base it uses on its GPU, while it holds memory
         self.base_was_resident = False  # at its last reservation: it loads only its task part
-        self.busy_until = 0.0
+        self._busy_until = 0.0  # the simulator's `mark_busy` raises it; see `busy_until`
         self.pending: deque[Pending] = deque()
         self.solo: Solo | None = None  # request fidelity: a request alone, computed without events
         self.idle_since: float | None = None
@@ -217,6 +217,11 @@ class Instance:
         # batch, solo request or state (the methods below and `move_to`).
         self._rows = sim.routing_rows
         self._row = self._rows.acquire(iid, self._state.value, self.capacity)
+        # Request fidelity's compiled batches (sim/compiled_batch.py), when the run has them:
+        # then its queue and batch live there, not in `queue` and `running`.
+        self._batches = sim.batches
+        if self._batches is not None:
+            self._batches.acquire(self)
 
     # --- InstanceView -------------------------------------------------------------------
     @property
@@ -244,12 +249,25 @@ class Instance:
         """Every request this instance owes: running, queued for the batch, or pending its load."""
         solo = self.solo
         alone = 1 if solo is not None and solo.finish_s > self._sim.env.now else 0
+        if self._batches is not None and self._state is not InstanceState.EVICTED:  # compiled: the row counts it
+            values, row = self._rows.values, self._row
+            return alone + int(values[row + WAITING]) + int(values[row + RUNNING])
         return alone + len(self.pending) + len(self.queue) + len(self.running)
 
     @property
     def waiting(self) -> int:
         """Requests given to this instance that have not started: pending its load or queued."""
+        if self._batches is not None and self._state is not InstanceState.EVICTED:  # compiled: the row counts it
+            return int(self._rows.values[self._row + WAITING])
         return len(self.pending) + len(self.queue)
+
+    @property
+    def busy_until(self) -> float:
+        """When the work it has been given so far ends, as far as is known now: the latest
+        end of a step its batch began, or of its solo request."""
+        if self._batches is not None and self._state is not InstanceState.EVICTED:
+            return max(self._busy_until, self._batches.busy_until(self))
+        return self._busy_until  # (an evicted instance's compiled part was kept at its eviction)
 
     @property
     def routing_slot(self) -> int:
@@ -292,11 +310,14 @@ class Instance:
         """The one way to change `state`: refuses a move its life does not have."""
         if new not in TRANSITIONS[self._state]:
             raise IllegalTransition(f"instance {self.id} ({self.model}): {self._state.value} -> {new.value}")
-        self._state = new
         if new is InstanceState.EVICTED:
+            if self._batches is not None:  # its slot may be reused: keep what it says of this one
+                self._busy_until = self.busy_until
+            self._state = new
             self._rows.release(self._row)
-        else:
-            self._rows.values[self._row + STATE] = STATE_CODES[new.value]
+            return
+        self._state = new
+        self._rows.values[self._row + STATE] = STATE_CODES[new.value]
 
     def step_view(self, now: float, continuing: bool) -> tuple[int, float, float]:
         """(stage, quality, latency scale) a batch step starting at `now` computes with.
@@ -345,5 +366,7 @@ class Instance:
         self.stage = stage
         self.quality = self.shape.quality_at(layers)
         self.latency_scale = self.shape.latency_scale_at(layers)
-        if self.segment is not None:
+        if self._batches is not None:
+            self._batches.view_changed(self, now)  # a compiled run ends at its next boundary
+        elif self.segment is not None:
             self.segment.cut(now)  # the run of decode steps ends at its next boundary

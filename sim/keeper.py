@@ -127,7 +127,7 @@ class Keeper:
         state = inst.state
         if state is S.EVICTED or state is S.SLEEPING or state is S.LOADING:
             self.stop()  # a wake process owns the instance now (or it is gone)
-        elif inst.busy_until > self.env.now or inst.running or inst.queue or inst.pending:
+        elif inst.loop_running or inst.busy_until > self.env.now or inst.running or inst.queue or inst.pending:
             self.check()  # only schedules the next wait: no idle work inside `assign`
         else:
             self.phase = _BUSY  # finished already: the idle check runs after this arrival

@@ -117,10 +117,15 @@ def _solo_joins_the_batch(sim: SimCore, inst: Instance, now: float) -> None:
         m = steps_begun(s.first_token_s, s.step_s, now) if s.step_s > 0 else out
         tokens = min(out, 1 + m)
         boundary = s.finish_s if tokens >= out else s.first_token_s + m * s.step_s
-    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage, woke=s.woke)
     sim.outstanding += 1
-    inst.tokens_in_flight += s.req.prompt_tokens + out
     inst.loop_running = True
+    batches = sim.batches
+    if batches is not None:
+        batches.resume(inst, s.req, s.cold, s.load_wait_s, s.woke, s.first_token_s, s.stage, boundary, tokens,
+                       s.quality, now)
+        return
+    live = Live(s.req, s.cold, s.load_wait_s, first_token_s=s.first_token_s, stage=s.stage, woke=s.woke)
+    inst.tokens_in_flight += s.req.prompt_tokens + out
     inst.loop_process = sim.env.process(batch_loop(sim, inst, resume=(live, boundary, tokens, s.quality)))
 
 
@@ -145,6 +150,14 @@ def finalize(sim: SimCore, inst: Instance) -> None:
 def enqueue_iteration(sim: SimCore, inst: Instance, req: Request, cold: bool, load_wait_s: float,
                       prefill_fraction: float = 1.0, woke: bool = False) -> None:
     """Add a request to the instance's batch queue and make sure its batch loop runs."""
+    batches = sim.batches
+    if batches is not None:  # request fidelity's batches are compiled (sim/compiled_batch.py)
+        start = not inst.loop_running and inst.can_serve
+        if start:
+            inst.loop_running = True
+        sim.outstanding += 1
+        batches.enqueue(inst, req, cold, load_wait_s, prefill_fraction, woke, sim.env.now, start)
+        return
     queue = inst.queue
     # `woke` by keyword only where it is set: a keyword call costs more (once per request)
     inst.enqueue(Live(req, cold, load_wait_s, prefill_fraction, woke=True) if woke

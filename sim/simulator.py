@@ -7,9 +7,11 @@ evictions, batch steps at iteration fidelity) are events.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Hashable, Iterable
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -34,6 +36,9 @@ from sim.serving import finalize, gates_changed, serve
 from sim.usage import UsageLedger
 from sim.watchdog import HookWatchdog
 
+if TYPE_CHECKING:  # a type only: the module needs numba, imported where the run asks for it
+    from sim.compiled_batch import CompiledBatches
+
 S = InstanceState
 
 
@@ -43,6 +48,7 @@ _TIER_RANK = {t: i for i, t in enumerate(_TIERS)}
 # Arrivals beyond this many simulated seconds (about 31.7 years) are refused: far beyond any
 # trace, and where a float clock could no longer tell a prefill from the time it starts.
 MAX_ARRIVAL_S = 1e9
+_INF = float("inf")
 
 
 def move_clock(env: simpy.Environment, t: float) -> None:
@@ -56,6 +62,24 @@ def move_clock(env: simpy.Environment, t: float) -> None:
     if queue and queue[0][0] < t:
         raise RuntimeError(f"move_clock: an event is due at {queue[0][0]} before {t}")
     env._now = t
+
+
+def compiled_batches(rows: RoutingRows) -> CompiledBatches | None:
+    """The run's compiled batches, or None (Python batch loops, the same results) where numba
+    cannot be imported; said once per process."""
+    global _NO_NUMBA_SAID
+    try:
+        from sim.compiled_batch import CompiledBatches
+    except ImportError as e:
+        if not _NO_NUMBA_SAID:
+            _NO_NUMBA_SAID = True
+            warnings.warn(f"compiled batches need numba ({e}); the batch loops run in Python (the same "
+                          f"results, slower)", RuntimeWarning, stacklevel=3)
+        return None
+    return CompiledBatches(rows)
+
+
+_NO_NUMBA_SAID = False
 
 
 def gpus_can_be_shared(profile: Profile, config: SimConfig) -> bool:
@@ -107,6 +131,12 @@ class Simulator:
         self.instances: dict[int, Instance] = {}
         self.by_model: dict[str, list[Instance]] = {}
         self.routing_rows = RoutingRows()  # what routers read of each instance (sim/routing_rows.py)
+        # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
+        self.iteration = config.fidelity == "iteration" or shared
+        self.fidelity = "iteration" if self.iteration else "request"
+        # request fidelity's batches as arrays (sim/compiled_batch.py), or Python loops (None)
+        self.batches = (compiled_batches(self.routing_rows) if config.batches == "compiled" and not self.iteration
+                        else None)
         self._slot_lists: dict[str, tuple[list[Instance], np.ndarray]] = {}  # `routing_slots`' last answer per model
         self.deployments: dict[str, Deployment] = {}
         self._arrivals: dict[str, deque] = {}
@@ -122,9 +152,6 @@ class Simulator:
         self._no_room: tuple[int, Hashable] | None = None
         self._degraded: set[str] = set()  # models admission last said `degrade` for
         self.defaulted_models: list[str] = []  # names that took the default model's shape
-        # The closed form is exact only where an instance computes alone (see gpus_can_be_shared).
-        self.iteration = config.fidelity == "iteration" or shared
-        self.fidelity = "iteration" if self.iteration else "request"
         metrics.fidelity = self.fidelity
 
     # --- ClusterView ------------------------------------------------------------------------
@@ -228,8 +255,8 @@ class Simulator:
         self._unplaced[model] = self._unplaced.get(model, 0) + n
 
     def mark_busy(self, inst: Instance, finish: float) -> None:
-        if finish > inst.busy_until:
-            inst.busy_until = finish
+        if finish > inst._busy_until:
+            inst._busy_until = finish
         if finish > self.max_finish:
             self.max_finish = finish
 
@@ -473,9 +500,36 @@ class Simulator:
 
     # --- the run ---------------------------------------------------------------------------------
     def _step(self) -> None:
-        """Process the next event, counted (serving reads the count); `_advance_to` does the same inline."""
+        """Process the next event, counted (serving reads the count); `_advance_to` does the same inline.
+
+        With compiled batches, the next is whichever of a batch loop's events and SimPy's is due
+        first, the loops' first at a tie (sim/batch_kernel.py says why).
+        """
+        batches = self.batches
+        if batches is not None:
+            simpy_due = self.env.peek()
+            if batches.next_time() <= simpy_due:
+                self._run_batches(simpy_due)  # every loop event up to SimPy's next (or a drain)
+                return
         self.events_processed += 1
         self.env.step()
+
+    def _next_due(self) -> float:
+        """When the next event of the run is due: SimPy's, or a compiled batch loop's."""
+        due = self.env.peek()
+        batches = self.batches
+        return due if batches is None else min(due, batches.next_time())
+
+    def _run_batches(self, limit: float) -> None:
+        """The compiled batch loops' events due by `limit` (no SimPy event is due before it);
+        a loop that ran out of work tells keep-alive at that instant."""
+        drained = self.batches.run(self, limit)
+        self.events_processed += 1
+        if drained is not None:
+            inst, t = drained
+            if t > self.env._now:
+                move_clock(self.env, t)
+            inst.idle_signal.fire()  # keep-alive waits for this
 
     def _advance_to(self, t: float) -> None:
         """Process every event due by `t`, then move the clock to `t` (`move_clock`).
@@ -485,7 +539,22 @@ class Simulator:
         """
         env = self.env
         queue = env._queue
-        if queue and queue[0][0] <= t:
+        batches = self.batches
+        if batches is not None:
+            # the compiled loops' events and SimPy's, in time order, the loops' first at a tie
+            while True:
+                due = batches.next_time()
+                simpy_due = queue[0][0] if queue else _INF
+                if due <= simpy_due:
+                    if due > t:
+                        break
+                    self._run_batches(simpy_due if simpy_due < t else t)
+                elif simpy_due <= t:
+                    self.events_processed += 1
+                    env.step()
+                else:
+                    break
+        elif queue and queue[0][0] <= t:
             step = env.step
             while True:
                 self.events_processed += 1
@@ -551,7 +620,7 @@ class Simulator:
             if on_progress is not None and not n & 4095:
                 on_progress(n)
         self.arrivals_done = True
-        while self._has_work() and env.peek() < float("inf"):
+        while self._has_work() and self._next_due() < _INF:
             self._step()
         horizon = last if horizon_s is None else max(float(horizon_s), last)
         if horizon > env.now:

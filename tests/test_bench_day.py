@@ -160,3 +160,16 @@ def test_bench_day_refuses_cells_it_cannot_make():
         out = subprocess.run([sys.executable, "bench/bench_day.py", *args], capture_output=True, text=True,
                              cwd=REPO, timeout=60)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-500:])
+
+
+def test_a_log_from_before_compiled_batches_is_a_python_loops_leg():
+    """Logs written before `batches` existed ran Python loops: a compiled leg is not read from
+    them (its time would be another code's), a `--batches python` leg is, and names its log apart."""
+    bench_day = _module("bench_day")
+    leg = bench_day.Leg(24.0, 1.0, "full+fixed", 5750, 38, 16, 8, "h100-llama3.1-8b-published", 0)
+    old = {k: v for k, v in leg.__dict__.items() if k != "batches"}  # a header without the field
+    assert leg.batches == "compiled" and not leg.same_run(old)
+    python = replace(leg, batches="python")
+    assert python.same_run(old) and python.tag == leg.tag + "_pyloops"
+    assert bench_day.CELL_LOG.fullmatch("full_fixed_h24_v1_c3of8_python_pyloops").groups() == (
+        "full_fixed_h24_v1", "3", "8", "_python_pyloops")

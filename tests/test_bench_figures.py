@@ -83,6 +83,11 @@ def test_bench_sim_last_line():
     got = run_bench("bench/bench_sim.py", "--requests", "1500", "--iteration-requests", "200", "--e2e-scale", "1",
                     "--e2e-hours", "2", "--baseline-customers", "3000")
     assert float(got["request_full_req_per_s"]) > 0 and float(got["iteration_full_none_events_per_req"]) > 0
+    # compiled and Python batch loops, with the ratio of their rates (each rounded)
+    for staging in ("full", "progressive"):
+        assert math.isclose(float(got[f"request_{staging}_compiled_batches_speedup"]),
+                            float(got[f"request_{staging}_req_per_s"])
+                            / float(got[f"request_{staging}_python_batches_req_per_s"]), rel_tol=0.01)
     for case in ("warm", "default"):
         rate = float(got[f"request_e2e_{case}_req_per_s"])
         assert int(got[f"request_e2e_{case}_requests"]) > 0

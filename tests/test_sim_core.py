@@ -81,6 +81,7 @@ def test_only_the_listed_moves_are_allowed(old, new):
         _state = old
         _rows = RoutingRows(1)
         _row = _rows.acquire(7, old.value, 1)
+        _batches = None  # request fidelity's compiled batches: none here
         move_to = __import__("sim.instance", fromlist=["Instance"]).Instance.move_to
 
     p = Probe()

@@ -187,7 +187,7 @@ class SleepTiers(KeepAlivePolicy):
 
 
 def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0,
-            compute_sharing="none", **specs):
+            compute_sharing="none", batches="python", **specs):
     """One instrumented run; a policy is a spec string or an instance."""
     chosen = dict(staging="full", keepalive="fixed", prewarm="none", placement="first_fit",
                   router="least_loaded", admission="always")
@@ -195,7 +195,7 @@ def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storag
     policies = PolicySet(**{k: load_policy(k, v) if isinstance(v, str) else v for k, v in chosen.items()})
     metrics = Recorder(policies.label)
     config = SimConfig(nodes=nodes, gpus_per_node=gpus, fidelity=fidelity, storage=storage, seed=seed,
-                       compute_sharing=compute_sharing)
+                       compute_sharing=compute_sharing, batches=batches)
     sim = CheckedSimulator(profile, policies, config, metrics)
     with time_limit(RUN_LIMIT_S):
         row = sim.run(list(requests))
