@@ -239,6 +239,16 @@ def _steps_done(si, sf, ri, rf, hd, ho, hr, rows, g, done, donef, joiners, slot,
 
 
 @njit(cache=True)
+def _wait_run(si, sf, ht, hq, hs, g, slot, phase, start, step, k):
+    """Wait out `k` decode steps of `step` seconds from `start` (a `DecodeRun`: `cut` may end it sooner)."""
+    sf[slot, F_RUN_START] = start
+    sf[slot, F_RUN_STEP] = step
+    si[slot, I_RUNK] = k
+    si[slot, I_PHASE] = phase
+    _push_event(ht, hq, hs, g, si, slot, start + k * step)
+
+
+@njit(cache=True)
 def _iterate(si, sf, ri, rf, hd, ho, hr, joiners, rows, tx, ty, toff, tlen, ht, hq, hs, g, gf, slot, now):
     """One pass of `batch_loop`'s `while` at `now`: form the next step and schedule its end;
     True when the loop has run out of work (or the instance cannot serve)."""
@@ -299,11 +309,7 @@ def _iterate(si, sf, ri, rf, hd, ho, hr, joiners, rows, tx, ty, toff, tlen, ht, 
     if not prompt_tokens:  # a run of identical decode steps up to the first finish
         k = 1 if stale else hd[slot, 0] - si[slot, I_STEPS]
         _mark_busy(sf, gf, slot, now + step)
-        sf[slot, F_RUN_START] = now
-        sf[slot, F_RUN_STEP] = step
-        si[slot, I_RUNK] = k
-        si[slot, I_PHASE] = P_RUN
-        _push_event(ht, hq, hs, g, si, slot, now + k * step)
+        _wait_run(si, sf, ht, hq, hs, g, slot, P_RUN, now, step, k)
         return False
     end = now + step
     _mark_busy(sf, gf, slot, end)
@@ -315,11 +321,7 @@ def _iterate(si, sf, ri, rf, hd, ho, hr, joiners, rows, tx, ty, toff, tlen, ht, 
     dtab = si[slot, I_DTAB]
     decode_step = interpolate(tx, ty, toff[dtab], tlen[dtab], float(si[slot, I_NRUN])) * scale
     sf[slot, F_HEAD_END] = end
-    sf[slot, F_RUN_START] = end
-    sf[slot, F_RUN_STEP] = decode_step
-    si[slot, I_RUNK] = k
-    si[slot, I_PHASE] = P_HEADRUN
-    _push_event(ht, hq, hs, g, si, slot, end + k * decode_step)
+    _wait_run(si, sf, ht, hq, hs, g, slot, P_HEADRUN, end, decode_step, k)
     return False
 
 

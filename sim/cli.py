@@ -343,7 +343,8 @@ class _Run:
         store = self.store
         say(f"trace: {trace.name}")
         say(f"profile: {profile.name} ({profile.provenance.get('kind')}); cluster: {config.nodes} x "
-             f"{config.gpus_per_node} {profile.hardware.gpu_name}; fidelity: {config.fidelity}; "
+             f"{config.gpus_per_node} {profile.hardware.gpu_name}; fidelity: {config.fidelity}"
+             f"{f' ({config.batches} batch loops)' if config.fidelity == 'request' else ''}; "
              f"TTFT SLO {config.slo_ttft_s:g} s; {len(combos)} policy combinations")
         if store is not None and store.complete:
             say(f"resume: every combination of the run in {store.out} is done; nothing to simulate")

@@ -510,3 +510,23 @@ def test_timeout_at_reaches_a_time_no_delay_can():
     env.process(proc())
     env.run()
     assert fired == [t]
+
+
+def test_a_request_is_a_frozen_dataclass_made_by_its_fast_init():
+    """`Request.__init__` is written by hand (speed): it must set every field, in order, by
+    position and keyword, and the request must stay frozen, comparable, hashable and picklable."""
+    import dataclasses
+    import pickle
+
+    from contracts.request import Request
+
+    names = [f.name for f in dataclasses.fields(Request)]
+    assert list(Request.__slots__) == names
+    values = (1.5, "m", 3, 4, 5, "fn", "ad", "te", (1, 2))
+    by_position, by_keyword = Request(*values), Request(**dict(zip(names, values, strict=True)))
+    assert by_position == by_keyword and tuple(getattr(by_position, n) for n in names) == values
+    assert Request(1.0, "m", 1, 1) == Request(1.0, "m", 1, 1, 0, "", "", "", ())
+    assert hash(by_position) == hash(by_keyword) and pickle.loads(pickle.dumps(by_position)) == by_position
+    assert dataclasses.replace(by_position, model="x").model == "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        by_position.model = "y"
