@@ -255,3 +255,24 @@ class CompiledBatches:
 
         self.hd, self.ho, self.hr, self.joiners = wider(self.hd), wider(self.ho), wider(self.hr), wider(self.joiners)
         self._width = width
+
+
+_ready = False
+
+
+def ready() -> None:
+    """Compile the kernel (or load it from numba's cache) now, once per process, on throwaway
+    arrays: a machine where numba cannot compile or cache finds out before a run, which then
+    runs the Python loops (`sim.simulator.compiled_batches`), not in the middle of it."""
+    global _ready
+    if _ready:
+        return
+    b = CompiledBatches(RoutingRows(1), requests=1)
+    rows = b._rows.view()
+    k.run_until(0.0, 1, b.si, b.sf, b.ri, b.rf, b.hd, b.ho, b.hr, b.joiners, rows, b.tx, b.ty, b.toff, b.tlen,
+                b.ht, b.hq, b.hs, b.g, b.gf, b.done, b.donef)
+    k.enqueue(b.si, b.sf, b.ri, rows, b.ht, b.hq, b.hs, b.g, 0, 0, 0.0, False)
+    k.begin(b.si, b.sf, b.ht, b.hq, b.hs, b.g, 0, 0.0, -1)
+    k.view_changed(b.si, b.sf, b.ht, b.hq, b.hs, b.g, 0, 0.0)
+    _ready = True
+

@@ -66,15 +66,17 @@ def move_clock(env: simpy.Environment, t: float) -> None:
 
 def compiled_batches(rows: RoutingRows) -> CompiledBatches | None:
     """The run's compiled batches, or None (Python batch loops, the same results) where numba
-    cannot be imported; said once per process."""
+    cannot be imported, or cannot compile or cache here; said once per process."""
     global _NO_NUMBA_SAID
     try:
-        from sim.compiled_batch import CompiledBatches
-    except ImportError as e:
+        from sim.compiled_batch import CompiledBatches, ready
+
+        ready()
+    except Exception as e:  # numba missing (ImportError), or unable to compile or cache here
         if not _NO_NUMBA_SAID:
             _NO_NUMBA_SAID = True
-            warnings.warn(f"compiled batches need numba ({e}); the batch loops run in Python (the same "
-                          f"results, slower)", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"compiled batches are unavailable ({type(e).__name__}: {e}); the batch loops run "
+                          f"in Python (the same results, slower)", RuntimeWarning, stacklevel=3)
         return None
     return CompiledBatches(rows)
 

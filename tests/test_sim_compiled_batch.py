@@ -138,10 +138,29 @@ def test_without_numba_the_loops_run_in_python(monkeypatch):
     monkeypatch.setattr(simulator, "_NO_NUMBA_SAID", False)
     reqs = [Request(arrival_s=0.1 * i, model="small", prompt_tokens=8, output_tokens=40, request_id=i)
             for i in range(20)]
-    with pytest.warns(RuntimeWarning, match="compiled batches need numba"):
+    with pytest.warns(RuntimeWarning, match="compiled batches are unavailable"):
         _, records, sim = run_sim(reqs, batches="compiled")
     assert sim.batches is None
     monkeypatch.undo()
     _, compiled, sim_c = run_sim(reqs, batches="compiled")
     assert sim_c.batches is not None
     assert sorted(records, key=lambda r: r.request_id) == sorted(compiled, key=lambda r: r.request_id)
+
+
+def test_where_numba_cannot_compile_the_python_loops_serve_and_say_so(monkeypatch):
+    import sim.compiled_batch as compiled_batch
+    import sim.simulator as simulator
+
+    def broken():
+        raise RuntimeError("no locator available")  # what numba raises where it cannot cache
+
+    monkeypatch.setattr(compiled_batch, "ready", broken)
+    monkeypatch.setattr(simulator, "_NO_NUMBA_SAID", False)
+    reqs = [Request(arrival_s=0.05 * i, model="small", prompt_tokens=8, output_tokens=40, request_id=i)
+            for i in range(30)]
+    with pytest.warns(RuntimeWarning, match="unavailable.*no locator"):
+        _, records, sim = run_sim(reqs, batches="compiled")
+    assert sim.batches is None
+    _, python, _ = run_sim(reqs, batches="python")
+    assert sorted(records, key=lambda r: r.request_id) == sorted(python, key=lambda r: r.request_id)
+
