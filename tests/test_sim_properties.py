@@ -187,7 +187,7 @@ class SleepTiers(KeepAlivePolicy):
 
 
 def run_sim(requests, profile=SMALL, nodes=1, gpus=1, fidelity="request", storage="ssd", seed=0,
-            compute_sharing="none", batches="python", **specs):
+            compute_sharing="none", batches=SimConfig.batches, **specs):
     """One instrumented run; a policy is a spec string or an instance."""
     chosen = dict(staging="full", keepalive="fixed", prewarm="none", placement="first_fit",
                   router="least_loaded", admission="always")

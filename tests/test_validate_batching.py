@@ -32,7 +32,9 @@ def test_replay_server_serves_real_batching_engines(tmp_path):
 
     ckpt = write_random_checkpoint(tmp_path / "tiny", "tiny", seed=2, dtype="float32")
     engine = EngineSpec(ckpt, "cpu", "float32", False, 64, max_batch=2)
-    seg = pd.DataFrame({"arrival_s": [0.0, 0.01, 0.02, 0.5], "model": ["a", "a", "b", "a"],
+    # the last arrives well after the first two are done (a real engine's load and steps on a
+    # CPU shared with other work can take over a second), within the 5 s keep-alive
+    seg = pd.DataFrame({"arrival_s": [0.0, 0.01, 0.02, 2.5], "model": ["a", "a", "b", "a"],
                         "prompt_tokens": [5, 6, 4, 3], "output_tokens": [6, 6, 3, 2]})  # fmt: skip
     spec = ServerSpec(
         engine, tuple(sorted(ckpt.glob("*.safetensors"))), "fixed", 5.0, 10.0, 1.0, 320, slots=2
