@@ -183,7 +183,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, got {args.repeat}")
-    print(f"{'fidelity':10s} {'staging':12s} {'requests':>9s} {'seconds':>8s} {'req/s':>9s} {'events/req':>10s}  ratio"
+    print(f"{'fidelity':10s} {'staging':16s} {'requests':>9s} {'seconds':>8s} {'req/s':>9s} {'events/req':>10s}  ratio"
           f"  (TTFT p50 / p99)")
     reqs = workload(args.requests, models=8, rate=args.rate, seed=1)
     figures = {}
@@ -197,11 +197,11 @@ def main() -> None:
             figures[f"{key}_req_per_s"] = round(rate)
             figures[f"{key}_events_per_req"] = round(events / row["requests"], 3)
             label = staging if batches == "compiled" else f"{staging} (py)"
-            print(f"{'request':10s} {label:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} "
+            print(f"{'request':10s} {label:16s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} "
                   f"{events / row['requests']:10.3f}  {rate / TARGET_REQUEST_FIDELITY:.3f} x the 1M/s target"
                   f"  ({row['ttft_p50_s']:.3f} / {row['ttft_p99_s']:.3f} s)")
         figures[f"request_{staging}_compiled_batches_speedup"] = round(rates["compiled"] / rates["python"], 3)
-        print(f"{'':23s} compiled batch loops: {rates['compiled'] / rates['python']:.2f} x the Python loops' "
+        print(f"{'':27s} compiled batch loops: {rates['compiled'] / rates['python']:.2f} x the Python loops' "
               f"requests per CPU second")
     reqs = workload(args.iteration_requests, models=8, rate=20.0, seed=2)
     for staging in ("full", "progressive"):
@@ -212,7 +212,7 @@ def main() -> None:
             name = f"iteration{'' if sharing == 'time_slice' else '*'}"
             figures[f"iteration_{staging}_{sharing}_req_per_s"] = round(rate)
             figures[f"iteration_{staging}_{sharing}_events_per_req"] = round(events / row["requests"], 3)
-            print(f"{name:10s} {staging:12s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
+            print(f"{name:10s} {staging:16s} {row['requests']:9d} {dt:8.2f} {rate:9.0f} {events / row['requests']:10.3f}"
                   f"  {rate / TARGET_ITERATION_FIDELITY:.2f} x the 50k/s target, {rate / VIDUR_REQ_PER_S:.0f} x Vidur"
                   f" ({events / dt:,.0f} events/s)")
     print("iteration*: --compute-sharing none (each instance at full speed)")
