@@ -132,42 +132,33 @@ def test_a_bad_batches_setting_is_refused():
         SimConfig(batches="fast")
 
 
-def test_without_numba_the_loops_run_in_python(monkeypatch):
-    """A machine where numba cannot be imported runs the Python loops (the same records) and says so."""
+@pytest.mark.parametrize(("how", "says"), [("missing", "unavailable.*ModuleNotFoundError"),
+                                           ("no cache", "unavailable.*no locator")])
+def test_where_numba_cannot_run_the_python_loops_serve_and_say_so(how, says, monkeypatch):
+    """A machine where numba cannot be imported, or cannot compile or cache, runs the Python
+    loops (the same records) and says so."""
     import sys
 
-    import sim.simulator as simulator
-
-    monkeypatch.setitem(sys.modules, "sim.compiled_batch", None)  # `import` raises ImportError
-    monkeypatch.setattr(simulator, "_NO_NUMBA_SAID", False)
-    reqs = [Request(arrival_s=0.1 * i, model="small", prompt_tokens=8, output_tokens=40, request_id=i)
-            for i in range(20)]
-    with pytest.warns(RuntimeWarning, match="compiled batches are unavailable"):
-        _, records, sim = run_sim(reqs, batches="compiled")
-    assert sim.batches is None
-    monkeypatch.undo()
-    _, compiled, sim_c = run_sim(reqs, batches="compiled")
-    assert sim_c.batches is not None
-    assert sorted(records, key=lambda r: r.request_id) == sorted(compiled, key=lambda r: r.request_id)
-
-
-def test_where_numba_cannot_compile_the_python_loops_serve_and_say_so(monkeypatch):
     import sim.compiled_batch as compiled_batch
     import sim.simulator as simulator
 
     def broken():
         raise RuntimeError("no locator available")  # what numba raises where it cannot cache
 
-    monkeypatch.setattr(compiled_batch, "ready", broken)
+    if how == "missing":
+        monkeypatch.setitem(sys.modules, "sim.compiled_batch", None)  # `import` raises ImportError
+    else:
+        monkeypatch.setattr(compiled_batch, "ready", broken)
     monkeypatch.setattr(simulator, "_NO_NUMBA_SAID", False)
     reqs = [Request(arrival_s=0.05 * i, model="small", prompt_tokens=8, output_tokens=40, request_id=i)
             for i in range(30)]
-    with pytest.warns(RuntimeWarning, match="unavailable.*no locator"):
+    with pytest.warns(RuntimeWarning, match=says):
         _, records, sim = run_sim(reqs, batches="compiled")
     assert sim.batches is None
-    _, python, _ = run_sim(reqs, batches="python")
-    assert sorted(records, key=lambda r: r.request_id) == sorted(python, key=lambda r: r.request_id)
-
+    monkeypatch.undo()
+    _, compiled, sim_c = run_sim(reqs, batches="compiled")
+    assert sim_c.batches is not None
+    assert sorted(records, key=lambda r: r.request_id) == sorted(compiled, key=lambda r: r.request_id)
 
 
 ZERO_OR_DYADIC = st.sampled_from([0.0, 0.0, 1 / 64, 1 / 8])
