@@ -186,7 +186,7 @@ class Instance:
         self.memory_bytes = dep.own_bytes  # its shared base, if any, is the GPU's (sim/memory.py)
         self.base_residency = None  # the copy of its shared base it uses on its GPU, while it holds memory
         self.base_was_resident = False  # at its last reservation: it loads only its task part
-        self._busy_until = 0.0  # the simulator's `mark_busy` raises it; see `busy_until`
+        self._busy_until = 0.0  # raised by `busy_at_least_until`; see `busy_until`
         self.pending: deque[Pending] = deque()
         self.solo: Solo | None = None  # request fidelity: a request alone, computed without events
         self.idle_since: float | None = None
@@ -260,6 +260,11 @@ class Instance:
         if self._batches is not None and self._state is not InstanceState.EVICTED:  # compiled: the row counts it
             return int(self._rows.values[self._row + WAITING])
         return len(self.pending) + len(self.queue)
+
+    def busy_at_least_until(self, finish: float) -> None:
+        """Work it was given ends no earlier than `finish` (`Simulator.mark_busy`: Python loops, solos)."""
+        if finish > self._busy_until:
+            self._busy_until = finish
 
     @property
     def busy_until(self) -> float:

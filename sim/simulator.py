@@ -257,8 +257,7 @@ class Simulator:
         self._unplaced[model] = self._unplaced.get(model, 0) + n
 
     def mark_busy(self, inst: Instance, finish: float) -> None:
-        if finish > inst._busy_until:
-            inst._busy_until = finish
+        inst.busy_at_least_until(finish)
         if finish > self.max_finish:
             self.max_finish = finish
 
