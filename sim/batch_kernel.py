@@ -28,6 +28,7 @@ import math
 from numba import njit
 
 from contracts.routing_row import RUNNING, STATE, STATE_CODES, WAITING
+from sim.table import interpolate as table_rule
 
 # --- int64 columns of an instance slot (`si`) ---------------------------------------------
 (I_STEPS, I_JOINED, I_PROMPT, I_JSUM, I_TOKENS, I_NRUN, I_QHEAD, I_QTAIL, I_QLEN, I_STEPPED,
@@ -61,31 +62,8 @@ _FULL = float(STATE_CODES["full"])
 _NAN = math.nan
 
 
-@njit(cache=True)
-def interpolate(tx, ty, off, n, value):
-    """`sim.table.Table._interpolate` on the table at `tx[off:off+n]`, `ty[off:off+n]`."""
-    if n == 1:
-        x0 = tx[off]
-        return ty[off] * value / x0 if x0 != 0.0 else ty[off]
-    if value <= tx[off]:
-        i = 1
-    elif value >= tx[off + n - 1]:
-        i = n - 1
-    else:  # bisect_right
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if value < tx[off + mid]:
-                hi = mid
-            else:
-                lo = mid + 1
-        i = lo
-    x0, x1, y0, y1 = tx[off + i - 1], tx[off + i], ty[off + i - 1], ty[off + i]
-    if value <= x0 and i == 1:
-        return y0
-    if value > x1 and y1 < y0:
-        return y1
-    return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
+# the profile's table rule, compiled: the same function `sim.table.Table` calls
+interpolate = njit(cache=True)(table_rule)
 
 
 @njit(cache=True)
@@ -450,9 +428,3 @@ def begin(si, sf, ht, hq, hs, g, slot, now, resumed):
     si[slot, I_RES_R] = resumed
     sf[slot, F_LAST_END] = -1.0
     _push_event(ht, hq, hs, g, si, slot, now)
-
-
-@njit(cache=True)
-def view_changed(si, sf, ht, hq, hs, g, slot, now):
-    """The instance's view changed now (`Instance._set_view` wrote it): a run ends at its next boundary."""
-    cut(si, sf, ht, hq, hs, g, slot, now)

@@ -107,7 +107,7 @@ class CompiledBatches:
         sf[slot, k.F_BOUND] = inst.bound_at
         if now is not None:
             self._heap_room()
-            k.view_changed(si, sf, self.ht, self.hq, self.hs, self.g, slot, now)
+            k.cut(si, sf, self.ht, self.hq, self.hs, self.g, slot, now)  # the run ends at its next boundary
 
     def busy_until(self, inst: Instance) -> float:
         """The end of the last step its loop began (as `Simulator.mark_busy` records for Python loops)."""
@@ -117,27 +117,20 @@ class CompiledBatches:
     def enqueue(self, inst: Instance, req: Request, cold: bool, load_wait_s: float, prefill_fraction: float,
                 woke: bool, now: float, start: bool) -> None:
         """Queue `req` for the instance's batch; `start`: its loop was not running (it starts now)."""
-        r = self._request_slot(req, inst, cold, load_wait_s, woke)
-        ri, rf = self.ri, self.rf
-        ri[r, k.R_PROMPT] = req.prompt_tokens
-        ri[r, k.R_OUT] = req.output_tokens
-        rf[r, k.R_FRAC] = prefill_fraction
+        r = self._request_slot(req, inst, cold, load_wait_s, woke, prefill_fraction)
         self._heap_room()
-        k.enqueue(self.si, self.sf, ri, self._rows.view(), self.ht, self.hq, self.hs, self.g, inst.routing_slot, r,
-                  now, start)
+        k.enqueue(self.si, self.sf, self.ri, self._rows.view(), self.ht, self.hq, self.hs, self.g, inst.routing_slot,
+                  r, now, start)
 
     def resume(self, inst: Instance, req: Request, cold: bool, load_wait_s: float, woke: bool, first_token_s: float,
                stage: int, boundary: float, tokens: int, quality: float, now: float) -> None:
         """A solo request met another: its loop starts now with it, at `boundary` with `tokens`
         tokens of quality `quality` so far (`serving._solo_joins_the_batch`)."""
-        r = self._request_slot(req, inst, cold, load_wait_s, woke)
+        r = self._request_slot(req, inst, cold, load_wait_s, woke, 1.0)
         slot = inst.routing_slot
-        ri, rf, si, sf = self.ri, self.rf, self.si, self.sf
-        ri[r, k.R_PROMPT] = req.prompt_tokens
-        ri[r, k.R_OUT] = req.output_tokens
-        ri[r, k.R_STAGE] = stage
-        rf[r, k.R_FRAC] = 1.0
-        rf[r, k.R_FIRST] = first_token_s
+        si, sf = self.si, self.sf
+        self.ri[r, k.R_STAGE] = stage
+        self.rf[r, k.R_FIRST] = first_token_s
         si[slot, k.I_TOKENS] += req.prompt_tokens + req.output_tokens
         si[slot, k.I_RES_TOK] = tokens
         sf[slot, k.F_RES_BOUND] = boundary
@@ -202,12 +195,17 @@ class CompiledBatches:
         sim.outstanding -= n
 
     # --- storage -----------------------------------------------------------------------------
-    def _request_slot(self, req: Request, inst: Instance, cold: bool, load_wait_s: float, woke: bool) -> int:
+    def _request_slot(self, req: Request, inst: Instance, cold: bool, load_wait_s: float, woke: bool,
+                      prefill_fraction: float) -> int:
+        """A request slot holding `req`: its sizes for the kernel, the rest for its record."""
         free = self._free
         if not free:
             self._grow_requests()
         r = free.pop()
         self._req[r] = (req, inst, cold, load_wait_s, woke)
+        self.ri[r, k.R_PROMPT] = req.prompt_tokens
+        self.ri[r, k.R_OUT] = req.output_tokens
+        self.rf[r, k.R_FRAC] = prefill_fraction
         return r
 
     def _table(self, table: Table) -> int:
@@ -273,6 +271,6 @@ def ready() -> None:
                 b.ht, b.hq, b.hs, b.g, b.gf, b.done, b.donef)
     k.enqueue(b.si, b.sf, b.ri, rows, b.ht, b.hq, b.hs, b.g, 0, 0, 0.0, False)
     k.begin(b.si, b.sf, b.ht, b.hq, b.hs, b.g, 0, 0.0, -1)
-    k.view_changed(b.si, b.sf, b.ht, b.hq, b.hs, b.g, 0, 0.0)
+    k.cut(b.si, b.sf, b.ht, b.hq, b.hs, b.g, 0, 0.0)
     _ready = True
 

@@ -6,7 +6,6 @@ estimates and the compiled walk's memo all ask a `Table` and never interpolate t
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 
 # Answers a table remembers before its memo starts afresh (about 3 MB per table when full).
@@ -51,19 +50,37 @@ class Table:
         return v
 
     def _interpolate(self, value: float) -> float:
-        # Pure-Python bisect: np.interp's array conversion costs more than the interpolation.
-        xs, ys = self.x, self.seconds
-        if len(xs) == 1:
-            return ys[0] * value / xs[0] if xs[0] else ys[0]
-        if value <= xs[0]:
-            i = 1
-        elif value >= xs[-1]:
-            i = len(xs) - 1
-        else:
-            i = bisect_right(xs, value)
-        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-        if value <= x0 and i == 1:
-            return y0  # clamp below the first point
-        if value > x1 and y1 < y0:
-            return y1  # never extrapolate downwards (a noisy last segment): times cannot go negative
-        return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
+        return interpolate(self.x, self.seconds, 0, len(self.x), value)
+
+
+def interpolate(xs, ys, off: int, n: int, value: float) -> float:
+    """The table rule: `ys` over `xs` (points `off` to `off + n`) at `value`, linearly interpolated,
+    clamped below the first point, extrapolated from the last segment but never downwards.
+
+    The one copy of the rule: `Table` calls it on its tuples, and the compiled batch loops
+    (`sim/batch_kernel.py`) compile this very function over arrays of many tables, so both
+    compute the same floats. Hence plain indexing and a hand-written bisection (numba compiles
+    neither `bisect` nor slices of tuples).
+    """
+    if n == 1:
+        x0 = xs[off]
+        return ys[off] * value / x0 if x0 != 0.0 else ys[off]
+    if value <= xs[off]:
+        i = 1
+    elif value >= xs[off + n - 1]:
+        i = n - 1
+    else:  # bisect_right: the first point above `value`
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if value < xs[off + mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = lo
+    x0, x1, y0, y1 = xs[off + i - 1], xs[off + i], ys[off + i - 1], ys[off + i]
+    if value <= x0 and i == 1:
+        return y0  # clamp below the first point
+    if value > x1 and y1 < y0:
+        return y1  # never extrapolate downwards (a noisy last segment): times cannot go negative
+    return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
