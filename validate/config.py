@@ -42,6 +42,10 @@ class Sizes:
     engine_batches: tuple[int, ...] = (1, 4)  # the engine's own continuous batching (validate/batching.py)
     engine_batch_tokens: int = 8
     served_contexts: tuple[int, ...] = (16, 128, 448)  # positions of the engine's own decode step
+    # engines serving side by side (validate/sharing.py): how many at once, and each one's request
+    sharing_engines: tuple[int, ...] = (1, 2)
+    sharing_prompt_tokens: int = 32
+    sharing_tokens: int = 8
 
 
 CPU_SIZES = Sizes(
@@ -74,6 +78,11 @@ GPU_SIZES = Sizes(
     engine_batches=(1, 8, 32),
     engine_batch_tokens=32,
     served_contexts=(128, 1024, 4000),
+    # the replay's largest number of engines (RunConfig.replay_max_instances) and its typical
+    # request: Azure LLM 2023 prompts of about a thousand tokens, a few dozen tokens out
+    sharing_engines=(1, 2, 4),
+    sharing_prompt_tokens=1024,
+    sharing_tokens=32,
 )
 
 

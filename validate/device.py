@@ -30,8 +30,9 @@ class DeviceInfo:
     memory_gb: float
     pci_bus_id: str | None = None
     versions: dict = field(default_factory=dict)
-    # engines that compute side by side at full speed (the profile's hardware.compute_slots):
-    # 1 on a GPU, which time-slices processes; on the CPU its cores over each engine's threads
+    # engines that compute side by side at full speed (the profile's hardware.compute_slots).
+    # A first guess (1 on a GPU; on the CPU its cores over each engine's threads) that the
+    # measuring run replaces with what validate/sharing.py measures
     compute_slots: float = 1.0
 
     @property

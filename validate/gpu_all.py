@@ -46,10 +46,11 @@ CKPT_SHAPE, CKPT_DTYPE = "llama2-7b", "float16"
 class Figures:
     """What the step estimates are computed from; `measured` says which came from this machine."""
 
+    # the defaults are the first call's on an H200 (2026-11-29: checkpoint.log, the 7B report)
     ckpt_bytes: float = 13.48e9  # LLaMA-2-7B fp16
-    write_gbps: float = 0.4  # the tiled checkpoint writer, end to end
-    cold_read_gbps: float = 1.0  # a checkpoint read with its pages dropped
-    process_start_s: float = 3.0  # python + torch + the engine, once per step
+    write_gbps: float = 0.84  # the tiled checkpoint writer, end to end (13.48 GB in 16.1 s)
+    cold_read_gbps: float = 1.41  # a checkpoint read with its pages dropped
+    process_start_s: float = 5.25  # python + torch + the engine, once per step
     measured: tuple[str, ...] = ()
 
 
@@ -84,13 +85,18 @@ def checkpoint_dir(cache: Path) -> Path:
     return cache / f"{CKPT_SHAPE}-random-{CKPT_DTYPE}"
 
 
-def plan_steps(py: str, cache: Path) -> list[Step]:
+REPLAY_POLICIES = "full/none,progressive/none"  # the GPU's short preset
+REPLAY_MODELS = 3  # validate's --replay-models default: each model's first load per policy is cold
+
+
+def plan_steps(py: str, cache: Path, replay_policies: str = REPLAY_POLICIES) -> list[Step]:
     """The call's steps, in order of value (the small model's run last: skipped first when time
     runs out). `cold_reads` counts 13.5 GB reads with the page cache dropped: the 7B
     measurement's disk probe (3 x 1 GiB: 0.24), the full and pipelined cold starts (1 each), the
     progressive one without and with init overlapped, each to its first token (stage 0: 24 of
     32 layers and the embedding and head, 0.76 each); the replay's first load of each of 3
-    models under each of 2 policies."""
+    models under each policy. `gpu_s` is the first call's seconds less those parts."""
+    policies = [p for p in replay_policies.split(",") if p]
     ckpt = str(checkpoint_dir(cache))
     c = str(cache)
     v = (py, "-m", "validate", "--gpu", "--cache-dir", c)
@@ -109,20 +115,22 @@ def plan_steps(py: str, cache: Path) -> list[Step]:
                 "tests/test_engine_cuda.py",
                 "tests/test_engine_device_guard.py",
             ),
-            gpu_s=41.0,  # + the graph captured beside a load, two modes on the tiny model
+            gpu_s=9.0,
             needs_module="pytest",
         ),  # fmt: skip
         Step(
             "bench",
             (py, "bench/bench_engine_gpu.py", "--ckpt", ckpt, "--out", "runs/bench-gpu.json"),
-            gpu_s=35.0,
+            gpu_s=21.0,
             needs_checkpoint=True,
             results=("runs/bench-gpu.json",),
         ),  # fmt: skip
         Step(
             "measure-7b",
             (*v, "--out", "runs/gpu-7b"),
-            gpu_s=93.0,  # + one more engine: weights, KV and capture beside the load, first token
+            # 111 s measured, + 4 engines loaded from the page cache (2.8 GB/s warm) to serve
+            # side by side (validate/sharing.py)
+            gpu_s=140.0,
             cold_reads=3.76,
             needs_checkpoint=True,
             results=("runs/gpu-7b",),
@@ -134,18 +142,20 @@ def plan_steps(py: str, cache: Path) -> list[Step]:
                 "--replay",
                 "--replay-preset",
                 "short",
+                "--policies",
+                ",".join(policies),
                 "--profile",
                 "runs/gpu-7b/profile.json",
                 "--out",
                 "runs/gpu-7b-replay",
             ),
-            gpu_s=100.0,
-            cold_reads=6.0,
+            gpu_s=20.0 + 30.0 * len(policies),  # per policy: 27 s of arrivals, the simulator's run
+            cold_reads=float(REPLAY_MODELS * len(policies)),
             needs_checkpoint=True,
             requires=("runs/gpu-7b/profile.json",),
             results=("runs/gpu-7b-replay",),
         ),  # fmt: skip
-        Step("small", (*v, "--small", "--out", "runs/gpu-small"), gpu_s=61.0, results=("runs/gpu-small",)),
+        Step("small", (*v, "--small", "--out", "runs/gpu-small"), gpu_s=88.0, results=("runs/gpu-small",)),
     ]
 
 
@@ -420,11 +430,10 @@ def _rehearse_validate(args: list[str]) -> tuple[str, int | None, str]:
     return "rehearsed", 0, note
 
 
-def rehearse(out: Path, cache: Path, budget_s: float) -> int:
+def rehearse(out: Path, cache: Path, budget_s: float, steps: list[Step]) -> int:
     """Walk every step on the CPU with the GPU commands stubbed; fail if the budget does not fit."""
     with tempfile.TemporaryDirectory(prefix="gpu-all-rehearsal-") as td:
         tmp = Path(td)
-        steps = plan_steps(sys.executable, cache)
         t = time.perf_counter()
         figures = measure_figures(tmp)
         call = Call(out, steps, figures, budget_s, rehearsal=True)
@@ -450,25 +459,40 @@ def build_checkpoint(cache: Path) -> int:
     return 0
 
 
+def without(steps: list[Step], skip: tuple[str, ...]) -> list[Step]:
+    """The plan less the steps named in `skip` (`--skip`): steps measured by an earlier call."""
+    names = [s.name for s in steps]
+    unknown = [n for n in skip if n not in names]
+    if unknown:
+        raise SystemExit(f"gpu_all: --skip {','.join(unknown)}: no such step (steps: {', '.join(names)})")
+    return [s for s in steps if s.name not in skip]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m validate.gpu_all", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/out")))
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"))
     p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole call (default 480)")
     p.add_argument("--dry-run", action="store_true", help="the CPU rehearsal: GPU commands stubbed")
+    p.add_argument("--skip", default="", metavar="NAMES",
+                   help="steps to leave out, comma-separated (cuda-tests, bench, measure-7b, replay-7b, small)")  # fmt: skip
+    p.add_argument("--replay-policies", default=REPLAY_POLICIES, metavar="LIST",
+                   help=f"the 7B replay's STAGING/KEEPALIVE pairs (default {REPLAY_POLICIES})")  # fmt: skip
     p.add_argument("--build-checkpoint", type=Path, metavar="CACHE", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.cache_dir = a.cache_dir.resolve()  # the children run in the project root
     if a.build_checkpoint is not None:
         return build_checkpoint(a.build_checkpoint)
+    skip = tuple(n for n in a.skip.split(",") if n)
+    steps = without(plan_steps(sys.executable, a.cache_dir, a.replay_policies), skip)
     if a.dry_run:
-        return rehearse(a.out, a.cache_dir, a.budget)
+        return rehearse(a.out, a.cache_dir, a.budget, steps)
     import torch
 
     if not torch.cuda.is_available():
         print("gpu_all: no CUDA device here; `--dry-run` rehearses the call on the CPU.", file=sys.stderr)
         return 2
-    return run_on_device(a.out, a.cache_dir, a.budget)
+    return run_on_device(a.out, a.cache_dir, a.budget, steps)
 
 
 if __name__ == "__main__":

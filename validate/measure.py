@@ -32,6 +32,7 @@ from validate.limits import LinkLimit, block_device_limit, gpu_pcie_limit
 from validate.models import ModelChoice, checkpoint_summary, choose_model
 from validate.probes import Bandwidth, copy_bandwidths, disk_read
 from validate.results import Measurements
+from validate.sharing import measure_sharing
 from validate.stage_quality import (
     SHIPPED,
     QualityResult,
@@ -41,7 +42,7 @@ from validate.stage_quality import (
     stage_names,
 )
 
-STEPS = 9
+STEPS = 10
 KV_UTILIZATION = 0.9  # share of memory left after weights that the KV cache may take (vLLM's default)
 
 
@@ -165,6 +166,13 @@ def run_measurements(cfg: RunConfig) -> Measurements:
     step("graph check")
     graph = check_graph_invariance(spec, prog)
     bar.update()
+    step("sharing")
+    sharing = measure_sharing(
+        spec, full_plan(n), _prompt(choice.ckpt_dir, sizes.sharing_prompt_tokens, cfg.seed + 1),
+        sizes.sharing_tokens, sizes.sharing_engines, sizes.probe_repeats,
+    )  # fmt: skip
+    dev = replace(dev, compute_slots=sharing["compute_slots"])
+    bar.update()
     step("")
     bar.close()
 
@@ -197,11 +205,12 @@ def run_measurements(cfg: RunConfig) -> Measurements:
         max_tokens_in_flight=kv_budget_tokens(
             dev.memory_gb, reserved_gb, int(ck["total_bytes"]), int(ck["kv_bytes_per_token"])
         ),
-        notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in),
+        notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in) | {"hardware.compute_slots": _sharing_note(sharing)},
         run_seconds=run_seconds,
         batching=batching,
         served_decode=served,
         init_overlap=overlap,
+        sharing=sharing,
     )
 
 
@@ -249,6 +258,17 @@ def _device_dict(dev: DeviceInfo, ckpt_dir: Path) -> dict:
         "versions": dev.versions,
         "compute_slots": dev.compute_slots,
     }
+
+
+def _sharing_note(sharing: dict) -> str:
+    rows = sharing["rows"]
+    top = max(rows, key=lambda r: r["engines"])
+    return (
+        f"{top['engines']} engines serving a {sharing['prompt_tokens']}-token prompt and {sharing['tokens']} tokens at once, "
+        f"each request {top['request_s']:.3g} s against {rows[0]['request_s']:.3g} s alone: "
+        f"k x t(1) / t(k) = {top['slots_request']:.2f} (prefill {top['slots_prefill']:.2f}, decode {top['slots_decode']:.2f})"
+        + (f"; {sharing['note']}" if sharing["note"] else "")
+    )
 
 
 def _quality(cfg: RunConfig, choice: ModelChoice, max_tokens: int) -> QualityResult:

@@ -101,6 +101,31 @@ def init_overlap_lines(o: dict) -> list[str]:
     ]
 
 
+def sharing_lines(sh: dict) -> list[str]:
+    """k engines serving at once (validate/sharing.py): seconds per part and the slots implied."""
+    if not sh.get("rows"):
+        return []
+    lines = [
+        f"## Engines side by side (`hardware.compute_slots` = {sh['compute_slots']:.2f})",
+        "",
+        f"Each engine serves one request of {sh['prompt_tokens']} prompt tokens and {sh['tokens']} tokens out, "
+        f"all started together ({sh['plan']} plan, {sh['repeats']} repeats, medians); slots = k x t(1) / t(k), "
+        "clamped to [1, k].",
+        "",
+    ]
+    lines += _table(
+        ["engines", "prefill s", "decode s/token", "request s", "slots: prefill", "decode", "request"],
+        [
+            [str(r["engines"]), fmt(r["prefill_s"]), fmt(r["decode_s_per_token"]), fmt(r["request_s"]),
+             f"{r['slots_prefill']:.2f}", f"{r['slots_decode']:.2f}", f"{r['slots_request']:.2f}"]
+            for r in sh["rows"]
+        ],
+    )  # fmt: skip
+    if sh.get("note"):
+        lines += [sh["note"], ""]
+    return lines
+
+
 def render_report(
     m: Measurements, profile_path: str, plots: dict[str, str] | None = None, replay_md: str | None = None
 ) -> str:
@@ -214,6 +239,7 @@ def render_report(
                 for r in m.batching
             ],
         )
+    lines += sharing_lines(m.sharing)
     lines += ["## CUDA-graph invariance across stages", ""]
     gc = m.graph_check
     if gc.get("skipped"):

@@ -83,6 +83,8 @@ class Measurements:
     served_decode: dict = field(default_factory=dict)
     # cold start with and without init overlapped, and the simulator's saving (validate/init_overlap.py)
     init_overlap: dict = field(default_factory=dict)
+    # k engines serving side by side, and the compute_slots that implies (validate/sharing.py)
+    sharing: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
