@@ -223,7 +223,23 @@ def test_server_evicts_idle_lru_instance_when_memory_is_full(monkeypatch, tmp_pa
         monkeypatch, tmp_path, "fixed", 5.0, [(0.0, "a"), (0.6, "b"), (1.2, "a")], capacity=1.0
     )
     assert list(rows["cold"]) == [True, True, True]  # b's start evicted idle a
-    assert server.counters["overcommits"] == 0
+    assert server.counters["queued_on_busy"] == 0
+
+
+def test_a_model_without_an_instance_waits_for_memory_as_in_the_simulator(monkeypatch, tmp_path):
+    """Memory for one instance, busy with a: b waits (no fifth engine beyond the cap), oldest
+    first, and starts when a goes idle; a's next request, arriving while b waits, joins a."""
+    rows, server = _serve(
+        monkeypatch, tmp_path, "fixed", 5.0, [(0.0, "a"), (0.01, "a"), (0.05, "b"), (0.06, "c")], capacity=1.0
+    )
+    load, gen = FakeEngine.LOAD_S, FakeEngine.GEN_S
+    assert list(rows["instance_id"]) == [0, 0, 1, 2]
+    assert list(rows["cold"]) == [True, True, True, True]  # b and c waited for memory: cold
+    # a's two requests end at load + 2 gen; b loads then, c after b
+    assert rows.loc[2, "ttft_s"] == pytest.approx(load + 2 * gen + load + gen - 0.05, abs=0.08)
+    assert rows.loc[3, "ttft_s"] == pytest.approx(2 * (load + gen) + load + 2 * gen - 0.06, abs=0.12)
+    assert server.counters["waited_for_memory"] == 2 and server.counters["queued_on_busy"] == 1
+    assert server.counters["loads"] == 3 and not server.waiting
 
 
 class ConcurrentFakeEngine(FakeEngine):
@@ -273,3 +289,36 @@ def test_replay_profile_carries_the_replay_batch_and_its_kv():
     assert four.hardware.gpu_memory_gb - four.hardware.gpu_reserved_gb == pytest.approx(
         2 * per_instance / 1e9, rel=1e-3
     )
+
+
+def test_the_simulator_runs_the_policies_the_real_server_implements(tmp_path):
+    """Named, not left to the simulator's defaults (its default router is expected_wait)."""
+    from validate.replay.simulate import sim_command
+
+    cmd = sim_command(tmp_path / "r.csv", tmp_path / "p.json", "full", "none", tmp_path / "o")
+    named = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+    assert named["--router"] == "least_loaded" and named["--placement"] == "first_fit"
+    assert named["--prewarm"] == "none" and named["--admission"] == "always"
+    assert (named["--fidelity"], named["--nodes"], named["--gpus-per-node"]) == ("iteration", "1", "1")
+
+
+def test_replay_profile_serves_with_the_engines_own_decode_step_and_loader_rate():
+    """The replay's engines decode with their own step (graphed at batch 1, batched above) and
+    load through one process at the loader's page-cache rate: the replay profile says so."""
+    from test_validate_units import sample_measurements
+
+    measured = build_profile_dict(sample_measurements(), "toy")
+    me = measured["provenance"]["measured"]
+    me["served_decode"] = {"contexts": [16, 128, 448], "seconds": [0.004, 0.006, 0.005], "cuda_graph": True}
+    me["batching"] = [{"batch": 4, "decode_s_per_step": 0.03}, {"batch": 1, "decode_s_per_step": 0.02}]
+    me["engine_phases"]["load_gbps_warm"] = 2.0  # the loader from the page cache, below 25 GB/s x 0.8
+    one = replay_profile(measured, 512)
+    assert one["models"][0]["decode"] == {"x": [1.0], "seconds": [0.005]}
+    assert one["hardware"]["h2d_gbps"] == pytest.approx(2.0 / 0.8)
+    assert "served_decode, CUDA graph" in one["provenance"]["notes"]["replay"]
+    four = profile_from_dict(json.loads(json.dumps(replay_profile(measured, 512, batch=4))))
+    assert four.models[0].decode(1) == pytest.approx(0.02) and four.models[0].decode(4) == pytest.approx(0.03)
+    # a loader as fast as its link leaves the link alone; the measured profile is untouched
+    me["engine_phases"]["load_gbps_warm"] = 30.0
+    assert replay_profile(measured, 512)["hardware"]["h2d_gbps"] == 25.0
+    assert measured["hardware"]["h2d_gbps"] == 25.0 and measured["models"][0]["decode"] != one["models"][0]["decode"]

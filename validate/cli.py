@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quality-tokens", type=int, help="tokens of text for perplexity (default CPU 256, GPU 1024)"
     )
+    p.add_argument(
+        "--resimulate", type=Path, metavar="DIR",
+        help="the simulator's side of a saved replay (DIR: its replay/ folder) again against the engine's saved "
+        "rows, with today's simulator; with --profile, the replay profile made again from that measured profile "
+        "(no GPU, no torch needed)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -163,6 +169,22 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         replay_batch=args.replay_batch,
         keepalive_ttl_s=args.ttl,
     )
+
+
+def resimulate_saved(saved: Path, out: Path, profile_path: Path | None, seed: int) -> int:
+    """`--resimulate DIR`: the simulator's side of a saved replay again; prints the error table."""
+    from validate.replay.pipeline import resimulate
+
+    profile = None
+    if profile_path is not None:
+        try:
+            profile = json.loads(profile_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValidateError(f"cannot read --profile {profile_path}: {e}.") from None
+    outcome = resimulate(saved, out, profile, seed)
+    print(outcome.table)
+    print(f"results in {out}")
+    return 0
 
 
 def run(cfg: RunConfig, profile_path: Path | None = None) -> int:
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.resimulate is not None:
+            return resimulate_saved(args.resimulate, args.out, args.profile, args.seed)
         cfg = config_from_args(args, argv)
         return run(cfg, args.profile)
     except ValidateError as e:

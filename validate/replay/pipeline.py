@@ -1,17 +1,27 @@
 """The replay check end to end: segment, engine replay per policy, simulator per policy, error table.
 
-The simulator gets a *replay profile*: the measured profile with the two phases this
-in-process server never pays set to zero (process start, CUDA context: one process hosts
-every engine here), and the engine's batch (1 unless `--replay-batch`) with the engine's
-KV size. Everything else (bandwidths, loader efficiency, allocation, latency tables, stage
-quality) is the measured profile's, so the error measures the simulator's model,
-not a mismatch of inputs.
+The simulator gets a *replay profile*: the measured profile adjusted to what this in-process
+server does, each adjustment from the same measuring run:
+- the two phases it never pays set to zero (process start, CUDA context: one process hosts
+  every engine here);
+- the engine's batch (1 unless `--replay-batch`) with the engine's KV size;
+- the decode step the engine serves with: its own step (`served_decode`, CUDA graphs on a
+  GPU) at batch 1, its continuous batching's steps (`batching`) above, rather than the model
+  forward of the latency tables (on the first H200: 8.2 ms a token served, 21 ms the table);
+- the host-to-device link at the rate the engine's loader reached from the page cache
+  (`load_gbps_warm`, over the loader efficiency), where that is below the link: every engine
+  loads through this one process, so its loads share that rate (on the H200, four 13.5 GB
+  loads at once took about four times one load's 3.7 s), as loads share a link in the
+  simulator.
+Everything else (disk, allocation, prefill tables, stage quality) is the measured profile's,
+so the error measures the simulator's model, not a mismatch of inputs.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +81,19 @@ def replay_profile(
         f"batch {batch} and {engine_max_tokens * batch} KV tokens (the engine's own), one checkpoint "
         "read by every trace model (shared_base in storage only)"
     )
+    measured = profile.get("provenance", {}).get("measured", {})
+    served = served_decode_table(measured, batch)
+    if served is not None:
+        for m in d["models"]:
+            m["decode"] = served
+        note += f"; decode the engine's served step at batch {batch} ({served['source']})"
+        del served["source"]
+    warm = measured.get("engine_phases", {}).get("load_gbps_warm")
+    hw, eff = d["hardware"], float(d["engine"]["loader_efficiency"])
+    if warm and warm < hw["h2d_gbps"] * eff:
+        hw["h2d_gbps"] = warm / eff
+        note += (f"; host-to-device {warm / eff:.3g} GB/s: the loader's {warm:.3g} GB/s from the page cache "
+                 "over its efficiency, shared by every load of this one process")
     if max_instances:
         hw = d["hardware"]
         hw["gpu_memory_gb"] = (
@@ -79,6 +102,26 @@ def replay_profile(
         note += f"; device memory for {max_instances} instances"
     d["provenance"].setdefault("notes", {})["replay"] = note
     return d
+
+
+def served_decode_table(measured: dict, batch: int) -> dict | None:
+    """The decode steps the replay's engines serve with, from the measuring run; None if not measured.
+
+    Batch 1: the engine's own step at each measured position (`served_decode`), its median at
+    every batch (the simulator's table is by batch; one request at a time never batches).
+    Above: the engine's continuous batching, seconds per step by batch (`batching`)."""
+    if batch == 1:
+        sd = measured.get("served_decode") or {}
+        secs = [float(x) for x in sd.get("seconds", ())]
+        if not secs:
+            return None
+        mid = statistics.median(secs)
+        mode = "CUDA graph" if sd.get("cuda_graph") else "eager"
+        return {"x": [1.0], "seconds": [mid], "source": f"served_decode, {mode}, median of {len(secs)} positions"}
+    rows = sorted((int(r["batch"]), float(r["decode_s_per_step"])) for r in measured.get("batching") or ())
+    if not rows:
+        return None
+    return {"x": [float(b) for b, _ in rows], "seconds": [t for _, t in rows], "source": "batching, eager"}
 
 
 def gpu_capacity(cfg: RunConfig, profile: dict, ckpt_dir: Path, max_prompt_tokens: int) -> ReplayCapacity:
@@ -158,7 +201,7 @@ def run_replay(
     vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
     engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens, cfg.replay_batch)
     have_sim = sim_cli_available()
-    errors, commands = [], []
+    errors, commands, counters = [], [], {}
     bar = tqdm(total=len(segment) * len(cfg.policies), desc="replay", unit="req")
     for staging, keepalive in cfg.policies:
         label = f"{staging}/{keepalive}"
@@ -175,15 +218,14 @@ def run_replay(
             real = server.run(segment, progress=bar)
         except RuntimeError as e:
             raise ValidateError(f"the engine replay of {label} failed: {e}") from None
+        counters[label] = dict(server.counters)
         slug = label.replace("/", "-")
         real.to_csv(out_dir / f"real-{slug}.csv", index=False)
         if not have_sim:
             continue
-        ka = keepalive_arg(keepalive, cfg.ttl_s)
-        sim_dir = out_dir / f"sim-{slug}"
-        commands.append(" ".join(sim_command(csv, rprof_path, staging, ka, sim_dir, cfg.seed)))
-        sim = run_sim(csv, rprof_path, staging, ka, sim_dir, cfg.seed)
-        errors.append(compare_policy(label, real, sim, sim_refills(sim_dir)))
+        command, error = simulate_policy(csv, rprof_path, staging, keepalive, cfg.ttl_s, real, out_dir, cfg.seed)
+        commands.append(command)
+        errors.append(error)
     bar.close()
     if not have_sim:
         raise ValidateError(
@@ -193,7 +235,12 @@ def run_replay(
         "segment": spec.describe(),
         "requests": len(segment),
         "ttl_s": cfg.ttl_s,
+        "batch": cfg.replay_batch,
+        "engine_max_tokens": sizes.engine_max_tokens,
         "sim_commands": commands,
+        # the real server's loads, evictions, requests that joined a busy instance for want of
+        # memory, and requests that waited for memory (validate/replay/runner.py)
+        "real_counters": counters,
         "capacity": capacity.to_dict()
         if capacity is not None
         else {"instances": instances, "rule": "CPU: one per model"},
@@ -202,6 +249,62 @@ def run_replay(
     (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
     md = markdown_table(errors) + "\n\n" + _segment_note(spec, len(segment), cfg.ttl_s)
     return ReplayOutcome(errors, format_table(errors), md, segment, details)
+
+
+def simulate_policy(
+    csv: Path, rprof_path: Path, staging: str, keepalive: str, ttl_s: float, real: pd.DataFrame, out_dir: Path,
+    seed: int,
+) -> tuple[str, PolicyError]:
+    """The simulator's run of one policy beside the engine's rows: (its command, the error)."""
+    label, slug = f"{staging}/{keepalive}", f"{staging}-{keepalive}"
+    ka = keepalive_arg(keepalive, ttl_s)
+    sim_dir = out_dir / f"sim-{slug}"
+    command = " ".join(sim_command(csv, rprof_path, staging, ka, sim_dir, seed))
+    sim = run_sim(csv, rprof_path, staging, ka, sim_dir, seed)
+    return command, compare_policy(label, real, sim, sim_refills(sim_dir))
+
+
+def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: int = 0) -> ReplayOutcome:
+    """The simulator's side of a saved replay again, against the engine's saved rows.
+
+    `saved` is a replay's folder (`requests.csv`, `real-*.csv`, `replay_details.json`,
+    `replay_profile.json`). With `profile` (the measured profile), the replay profile is made
+    again from it by today's rules; without, the saved replay profile is used as it was. The
+    hardware's side is not run again: a GPU replay is checked against a changed simulator
+    without a GPU."""
+    try:
+        details = json.loads((saved / "replay_details.json").read_text())
+        segment = pd.read_csv(saved / "requests.csv")
+        saved_profile = json.loads((saved / "replay_profile.json").read_text())
+    except (OSError, json.JSONDecodeError, pd.errors.ParserError) as e:
+        raise ValidateError(f"{saved} is not a saved replay: {e}.") from None
+    reals = sorted(saved.glob("real-*.csv"))
+    if not reals:
+        raise ValidateError(f"{saved} holds no real-*.csv: nothing to compare the simulator with.")
+    if not sim_cli_available():
+        raise ValidateError("the simulator's command line (python -m sim) is not installed in this checkout.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = write_requests_csv(segment, out_dir / "requests.csv")
+    batch = int(details.get("batch", 1))
+    if profile is None:
+        rprof = saved_profile
+    else:
+        kv = int(details.get("engine_max_tokens") or saved_profile["models"][0]["max_tokens_in_flight"] // batch)
+        rprof = replay_profile(profile, kv, int(details["capacity"]["instances"]), batch)
+    rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
+    ttl = float(details["ttl_s"])
+    errors, commands = [], []
+    for path in reals:
+        staging, _, keepalive = path.stem.removeprefix("real-").partition("-")
+        real = pd.read_csv(path)
+        real.to_csv(out_dir / path.name, index=False)
+        command, error = simulate_policy(csv, rprof_path, staging, keepalive, ttl, real, out_dir, seed)
+        commands.append(command)
+        errors.append(error)
+    details = {**details, "sim_commands": commands, "resimulated_from": str(saved)}
+    pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
+    (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
+    return ReplayOutcome(errors, format_table(errors), markdown_table(errors), segment, details)
 
 
 def _segment_note(spec: SegmentSpec, n: int, ttl_s: float) -> str:

@@ -8,7 +8,11 @@ first when memory would overflow (and, where nothing can be evicted, it queues o
 least-loaded instance). An instance serves `slots` requests at once (1 by default; more
 with `--replay-batch`, through the engine's continuous batching, and the replay profile
 says the same batch), and is kept for the keep-alive TTL after it goes
-idle ("none": evicted at once). A model's first load reads its checkpoint with the page cache dropped, the
+idle ("none": evicted at once). A request that finds no memory for a new instance joins the
+least-loaded instance of its model, or, where its model has none, waits for memory, oldest
+first, as the simulator's memory queue does: it is placed when an instance goes idle or is
+evicted. (The first GPU replay started such an instance beyond the memory cap instead, so
+the real side had a fifth engine that the simulator, rightly, did not.) A model's first load reads its checkpoint with the page cache dropped, the
 simulator's "from SSD"; later loads find it in the page cache, the simulator's "from
 host DRAM". All model names share one checkpoint folder, so the cache is dropped
 explicitly rather than left to chance.
@@ -67,7 +71,8 @@ class ReplayServer:
         self.instances: list[_Instance] = []
         self.loaded_once: set[str] = set()
         self.rows: list[dict] = []
-        self.counters = {"loads": 0, "evictions": 0, "overcommits": 0}
+        self.counters = {"loads": 0, "evictions": 0, "queued_on_busy": 0, "waited_for_memory": 0}
+        self.waiting: list[tuple] = []  # requests that found no memory, oldest first (lock held)
         self.errors: list[BaseException] = []
         self.threads: list[threading.Thread] = []
         self.t0 = 0.0
@@ -77,12 +82,33 @@ class ReplayServer:
         self, request_id: int, model: str, arrival: float, prompt: list[int], output_tokens: int
     ) -> None:
         with self.lock:
-            inst = self._route(model)
-            inst.active += 1
-            inst.inbox.put((request_id, arrival, not inst.ready, prompt, output_tokens))
+            item = (request_id, model, arrival, prompt, output_tokens)
+            inst = self._route(model, fallback=True)
+            if inst is None:
+                self.waiting.append(item)
+                self.counters["waited_for_memory"] += 1
+            else:
+                self._assign(inst, item, waited=False)
 
-    def _route(self, model: str) -> _Instance:
-        """The simulator's least_loaded router (lock held): serving, then loading, then a new instance."""
+    def _assign(self, inst: _Instance, item: tuple, waited: bool) -> None:
+        """Hand a request to an instance (lock held): cold if it waits for a load or waited for memory."""
+        request_id, _model, arrival, prompt, output_tokens = item
+        inst.active += 1
+        inst.inbox.put((request_id, arrival, waited or not inst.ready, prompt, output_tokens))
+
+    def _place_waiting(self) -> None:
+        """Requests that found no memory try again, oldest first, until one still cannot (lock held)."""
+        while self.waiting:
+            inst = self._route(self.waiting[0][1], fallback=False)
+            if inst is None:
+                return
+            self._assign(inst, self.waiting.pop(0), waited=True)
+
+    def _route(self, model: str, fallback: bool) -> _Instance | None:
+        """The simulator's least_loaded router (lock held): serving, then loading, then a new instance.
+
+        With no memory for one: the least-loaded instance of the model (`fallback`, an arrival),
+        else None, and the request waits for memory."""
         mine = [i for i in self.instances if i.model == model]
         serving = [i for i in mine if i.ready and i.active < self.spec.slots]
         if serving:
@@ -91,8 +117,8 @@ class ReplayServer:
         if loading:
             return min(loading, key=lambda i: (i.active, i.iid))
         inst = self._start_instance(model)
-        if inst is None:  # no memory, nothing idle to evict: wait on the least-loaded instance
-            self.counters["overcommits"] += 1
+        if inst is None and fallback and mine:  # no memory, nothing idle to evict: join the shortest queue
+            self.counters["queued_on_busy"] += 1
             return min(mine, key=lambda i: (not i.ready, i.active, i.iid))
         return inst
 
@@ -106,9 +132,7 @@ class ReplayServer:
             victims.append(idle.pop(0))
             used -= need
         if used + need > self.spec.capacity_bytes:
-            if any(i.model == model for i in self.instances):
-                return None
-            self.counters["overcommits"] += 1  # the simulator would queue it for memory; we start it anyway
+            return None
         for victim in victims:
             victim.evicted = True
             victim.inbox.put(None)  # wakes its worker, which unloads
@@ -152,6 +176,7 @@ class ReplayServer:
                             if inst in self.instances:
                                 self.instances.remove(inst)
                             self.counters["evictions"] += 1
+                            self._place_waiting()  # its memory is free
                             return
                     continue
                 if item is None:
@@ -208,6 +233,8 @@ class ReplayServer:
             )
             inst.last_used = done
             inst.active -= 1
+            if inst.active == 0 and self.waiting:
+                self._place_waiting()  # an idle instance can be evicted for a waiting request
 
     # -- the whole segment ---------------------------------------------------------------------------
     def run(self, segment: pd.DataFrame, progress=None) -> pd.DataFrame:

@@ -39,6 +39,13 @@ def sim_command(
         "--staging", staging,
         "--keepalive", keepalive,
         "--fidelity", "iteration",
+        # the policies the real server implements (validate/replay/runner.py), named rather
+        # than left to the simulator's defaults: the first GPU replay ran the simulator's
+        # default router (expected_wait) against a least_loaded server
+        "--router", "least_loaded",
+        "--placement", "first_fit",
+        "--prewarm", "none",
+        "--admission", "always",
         "--nodes", "1",
         "--gpus-per-node", "1",
         "--seed", str(seed),
