@@ -4,6 +4,8 @@
 #   bash validate/gpu_run.sh all           # everything in one call of at most 8 minutes (validate/gpu_all.py):
 #                                          # CUDA tests, small model, GPU bench, 7B measure, 7B short replay
 #   bash validate/gpu_run.sh all --dry-run # the CPU rehearsal of that call (CI runs it)
+#   bash validate/gpu_run.sh all --skip bench,small --replay-policies full/none,full/fixed
+#                                          # leave out what an earlier call measured; choose the replay's policies
 #
 # or one step per call (each fits a 10-minute call):
 #   bash validate/gpu_run.sh small     # every GPU code path on SmolLM2's shape, with replay: ~2-3 min
@@ -48,7 +50,7 @@ case "${1:-}" in
       --out runs/gpu-7b-replay 2>&1 | tee "$OUT/replay.log" || rc=$?
     tar czf "$OUT/gpu-7b-replay.tgz" --exclude='*.parquet' runs/gpu-7b-replay || true ;;
   *)
-    echo "usage: bash validate/gpu_run.sh all [--dry-run]|small|measure|replay" >&2
+    echo "usage: bash validate/gpu_run.sh all [--dry-run] [--skip NAMES] [--replay-policies LIST]|small|measure|replay" >&2
     exit 2 ;;
 esac
 exit $rc
