@@ -64,7 +64,7 @@ class Deployment:
         if hw is None or eng is None:
             raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a cold start")
         nbytes = self.shape.weight_bytes - (self.base_bytes if base_resident and self.gpu_base else 0)
-        load = nbytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
+        load = nbytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency_from(tier))
         load += eng.bind_s_per_layer * self.shape.num_layers
         init = eng.kv_cache_alloc_s + eng.graph_capture_s
         body = max(load, init) if eng.init_overlaps_load else load + init
@@ -79,7 +79,7 @@ class Deployment:
             raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a wake")
         if level == 1:
             return eng.wake_from_sleep_s + self.shape.weight_bytes / (hw.h2d_gbps * 1e9 * eng.loader_efficiency)
-        load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency)
+        load = self.shape.weight_bytes / (min(self._links(tier)) * 1e9 * eng.loader_efficiency_from(tier))
         return eng.wake_from_sleep_s + load + eng.bind_s_per_layer * self.shape.num_layers + eng.kv_cache_alloc_s
 
     def layer_load_s(self, tier: str = "ssd") -> float:
@@ -88,7 +88,7 @@ class Deployment:
         hw, eng = self.hardware, self.engine
         if hw is None or eng is None:
             raise ValueError(f"deployment {self.name}: no hardware/engine profile to estimate a load")
-        rate = min(self._links(tier)) * 1e9 * eng.loader_efficiency
+        rate = min(self._links(tier)) * 1e9 * eng.loader_efficiency_from(tier)
         return self.shape.layer_bytes / rate + eng.bind_s_per_layer
 
     @property

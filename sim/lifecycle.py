@@ -104,13 +104,14 @@ def _read(sim: SimCore, inst: Instance, key: str, nbytes: float, stage: int, sou
     node, gpu = inst.node_ref, inst.gpu_ref
     path, src = load_path(node, gpu, key)
     sources.setdefault(key, src)
-    net, eff = sim.net, sim.profile.engine.loader_efficiency
-    if src == "dram" or not sim.profile.engine.shares_reads:
+    net, engine = sim.net, sim.profile.engine
+    eff = engine.loader_efficiency_from(src)
+    if src == "dram" or not engine.shares_reads:
         return net.transfer(path, nbytes, eff)
     tag = (key, stage, nbytes)
     leader = node.reads.get(tag)
-    if leader is not None:
-        return sim.env.all_of([leader, net.transfer((gpu.pcie,), nbytes, eff)])
+    if leader is not None:  # its bytes come from the page cache: the loader's host-DRAM share
+        return sim.env.all_of([leader, net.transfer((gpu.pcie,), nbytes, engine.loader_efficiency_from("dram"))])
     done = net.transfer(path, nbytes, eff)
     node.reads[tag] = done
 

@@ -137,6 +137,34 @@ def test_cold_start_from_remote_then_from_dram():
     assert r[1].cold and r[1].ttft_s == pytest.approx(START + 1.0 + INIT + PREFILL, rel=1e-12)
 
 
+def test_a_loader_slower_from_host_dram_loads_at_its_own_share_there():
+    # `loader_efficiency_dram` 0.125: the remote load is unchanged (4 s); the load from DRAM
+    # runs at 0.125 x 4 GB/s, 2 GB in 4 s. The estimates policies plan with say the same.
+    from sim.deployment import Deployment
+
+    prof = profile_from_dict(small_profile_dict(loader_efficiency_dram=0.125), "dram-share")
+    _, recs, _ = run_sim([req(0.0, 0), req(100.0, 1)], profile=prof, storage="remote", keepalive="none")
+    r = by_id(recs)
+    assert r[0].ttft_s == pytest.approx(START + 4.0 + INIT + PREFILL, rel=1e-12)
+    assert r[1].cold and r[1].ttft_s == pytest.approx(START + 4.0 + INIT + PREFILL, rel=1e-12)
+    m = prof.models[0]
+    dep = Deployment(m.name, m, prof.hardware, prof.engine)
+    assert dep.cold_start_s("dram") == pytest.approx(START + 4.0 + INIT)
+    assert dep.cold_start_s("ssd") == pytest.approx(START + 2.0 + INIT)
+    assert dep.layer_load_s("dram") == pytest.approx(0.4 / 0.5) and dep.layer_load_s("ssd") == pytest.approx(0.4)
+    assert prof.engine.loader_efficiency_from("ssd") == 0.5 and prof.engine.loader_efficiency_from("dram") == 0.125
+    plain = profile_from_dict(small_profile_dict(), "plain").engine
+    assert plain.loader_efficiency_dram is None and plain.loader_efficiency_from("dram") == 0.5
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, "fast"])
+def test_a_host_dram_loader_share_outside_zero_to_one_is_refused(value):
+    from sim.profile import ProfileError
+
+    with pytest.raises(ProfileError, match="loader_efficiency_dram"):
+        profile_from_dict(small_profile_dict(loader_efficiency_dram=value), "bad")
+
+
 def test_cold_start_with_bind_time_and_output_tokens():
     prof = profile_from_dict(small_profile_dict(bind_s_per_layer=0.25), "bind")
     _, recs, _ = run_sim([req(0.0, 0, out=5)], profile=prof, keepalive="none")

@@ -223,6 +223,11 @@ def test_profile_passes_the_simulators_schema_and_keeps_provenance():
     assert (stage1.num_layers, stage1.quality, stage1.latency_scale) == (3, 0.5, 0.5)
     assert "cold_start" in d["provenance"]["measured"]
     assert "hardware.network_gbps" in d["provenance"]["notes"]
+    assert p.engine.loader_efficiency_dram is None  # not measured: one share for every tier
+    m.engine.update(load_gbps_warm=2.5, loader_efficiency_warm=0.1)
+    warm = profile_from_dict(json.loads(json.dumps(build_profile_dict(m, "test-gpu-toy-measured"))))
+    assert warm.engine.loader_efficiency_dram == 0.1 and warm.engine.loader_efficiency_from("ssd") == 0.8
+    assert "2.5 GB/s" in warm.provenance["notes"]["engine.loader_efficiency_dram"]
 
 
 def test_profile_without_a_pcie_limit_says_so_and_an_invalid_one_is_refused(tmp_path):

@@ -68,6 +68,12 @@ def build_profile_dict(m: Measurements, name: str, network_gbps: float = DEFAULT
     notes.setdefault(
         "engine.wake_from_sleep_s", "derived: weight bytes / pinned H2D GB/s + per-layer bind x layers"
     )
+    if eng.get("loader_efficiency_warm"):
+        notes.setdefault(
+            "engine.loader_efficiency_dram",
+            f"the full plan's load from the page cache, {float(eng.get('load_gbps_warm', 0.0)):.3g} GB/s, "
+            "over pinned host-to-device",
+        )
     full_prefill, full_decode = m.prefill["full"], m.decode["full"]
     stages = []
     for s in m.stages:
@@ -151,6 +157,11 @@ def build_profile_dict(m: Measurements, name: str, network_gbps: float = DEFAULT
             "bind_s_per_layer": bind_s,
             "loader_efficiency": min(1.0, max(1e-6, float(eng.get("loader_efficiency", 1.0)))),
             "wake_from_sleep_s": wake,
+            **(
+                {"loader_efficiency_dram": min(1.0, max(1e-6, float(eng["loader_efficiency_warm"])))}
+                if eng.get("loader_efficiency_warm")
+                else {}
+            ),
         },
         "models": [model],
     }

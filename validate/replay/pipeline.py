@@ -91,6 +91,8 @@ def replay_profile(
     warm = measured.get("engine_phases", {}).get("load_gbps_warm")
     hw, eff = d["hardware"], float(d["engine"]["loader_efficiency"])
     if warm and warm < hw["h2d_gbps"] * eff:
+        # one loader rate for every tier, at a link every load of the process shares
+        d["engine"]["loader_efficiency_dram"] = eff
         hw["h2d_gbps"] = warm / eff
         note += (f"; host-to-device {warm / eff:.3g} GB/s: the loader's {warm:.3g} GB/s from the page cache "
                  "over its efficiency, shared by every load of this one process")
