@@ -33,6 +33,8 @@ def test_the_shipped_h200_replay_resimulates_to_the_quoted_errors(tmp_path):
     assert list(got.index) == ["full/fixed", "full/none", "progressive/fixed", "progressive/none"]
     pd.testing.assert_frame_equal(got, quoted, rtol=1e-9)
     assert (got["requests"] == 30).all() and "TTFT p50 err %" in r.stdout
+    png = (tmp_path / "again" / "replay_ttft.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000  # four panels of CDFs
     # the engine's side is the saved one: the real figures are those of the run on the GPU
     as_run = pd.read_csv(SAVED / "as-run" / "replay_errors.csv").set_index("policy")
     for col in ("real_p50_s", "real_p90_s", "real_p99_s", "real_cold"):

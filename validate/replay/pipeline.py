@@ -36,6 +36,7 @@ from validate.errors import ValidateError
 from validate.profile_writer import write_profile
 from validate.replay.capacity import ReplayCapacity, activation_bytes, measured_free_bytes, size_replay
 from validate.replay.compare import PolicyError, compare_policy, format_table, markdown_table
+from validate.replay.plots import plot_replay_ttft
 from validate.replay.runner import ReplayServer, ServerSpec
 from validate.replay.segment import SegmentSpec, build_segment, write_requests_csv
 from validate.replay.simulate import run_sim, sim_cli_available, sim_command, sim_refills
@@ -203,7 +204,7 @@ def run_replay(
     vocab = int(json.loads((ckpt_dir / "config.json").read_text())["vocab_size"])
     engine = EngineSpec(ckpt_dir, device, cfg.dtype, cfg.gpu, sizes.engine_max_tokens, cfg.replay_batch)
     have_sim = sim_cli_available()
-    errors, commands, counters = [], [], {}
+    errors, commands, counters, pairs = [], [], {}, {}
     bar = tqdm(total=len(segment) * len(cfg.policies), desc="replay", unit="req")
     for staging, keepalive in cfg.policies:
         label = f"{staging}/{keepalive}"
@@ -225,9 +226,10 @@ def run_replay(
         real.to_csv(out_dir / f"real-{slug}.csv", index=False)
         if not have_sim:
             continue
-        command, error = simulate_policy(csv, rprof_path, staging, keepalive, cfg.ttl_s, real, out_dir, cfg.seed)
+        command, error, sim = simulate_policy(csv, rprof_path, staging, keepalive, cfg.ttl_s, real, out_dir, cfg.seed)
         commands.append(command)
         errors.append(error)
+        pairs[label] = (real, sim)
     bar.close()
     if not have_sim:
         raise ValidateError(
@@ -249,6 +251,7 @@ def run_replay(
     }
     pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
     (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
+    plot_replay_ttft(pairs, out_dir / "replay_ttft.png")
     md = markdown_table(errors) + "\n\n" + _segment_note(spec, len(segment), cfg.ttl_s)
     return ReplayOutcome(errors, format_table(errors), md, segment, details)
 
@@ -256,14 +259,14 @@ def run_replay(
 def simulate_policy(
     csv: Path, rprof_path: Path, staging: str, keepalive: str, ttl_s: float, real: pd.DataFrame, out_dir: Path,
     seed: int,
-) -> tuple[str, PolicyError]:
-    """The simulator's run of one policy beside the engine's rows: (its command, the error)."""
+) -> tuple[str, PolicyError, pd.DataFrame]:
+    """The simulator's run of one policy beside the engine's rows: (its command, the error, its rows)."""
     label, slug = f"{staging}/{keepalive}", f"{staging}-{keepalive}"
     ka = keepalive_arg(keepalive, ttl_s)
     sim_dir = out_dir / f"sim-{slug}"
     command = " ".join(sim_command(csv, rprof_path, staging, ka, sim_dir, seed))
     sim = run_sim(csv, rprof_path, staging, ka, sim_dir, seed)
-    return command, compare_policy(label, real, sim, sim_refills(sim_dir))
+    return command, compare_policy(label, real, sim, sim_refills(sim_dir)), sim
 
 
 def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: int = 0) -> ReplayOutcome:
@@ -295,17 +298,19 @@ def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: in
         rprof = replay_profile(profile, kv, int(details["capacity"]["instances"]), batch)
     rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
     ttl = float(details["ttl_s"])
-    errors, commands = [], []
+    errors, commands, pairs = [], [], {}
     for path in reals:
         staging, _, keepalive = path.stem.removeprefix("real-").partition("-")
         real = pd.read_csv(path)
         real.to_csv(out_dir / path.name, index=False)
-        command, error = simulate_policy(csv, rprof_path, staging, keepalive, ttl, real, out_dir, seed)
+        command, error, sim = simulate_policy(csv, rprof_path, staging, keepalive, ttl, real, out_dir, seed)
         commands.append(command)
         errors.append(error)
+        pairs[error.policy] = (real, sim)
     details = {**details, "sim_commands": commands, "resimulated_from": str(saved)}
     pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
     (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
+    plot_replay_ttft(pairs, out_dir / "replay_ttft.png")
     return ReplayOutcome(errors, format_table(errors), markdown_table(errors), segment, details)
 
 
