@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rows, with today's simulator; with --profile, the replay profile made again from that measured profile "
         "(no GPU, no torch needed)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the segment's and the simulator's seed (default 0; with --resimulate, the saved replay's)")  # fmt: skip
     return p
 
 
@@ -154,7 +155,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         cache_dir=args.cache_dir,
         trace_dir=args.trace_dir,
         network_gbps=args.network_gbps,
-        seed=args.seed,
+        seed=0 if args.seed is None else args.seed,
         command=" ".join(["python -m validate", *(shlex.quote(a) for a in argv)]),
         policies=parse_policies(args.policies or str(preset["policies"])),
         replay_start_min=start,
@@ -171,7 +172,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
     )
 
 
-def resimulate_saved(saved: Path, out: Path, profile_path: Path | None, seed: int) -> int:
+def resimulate_saved(saved: Path, out: Path, profile_path: Path | None, seed: int | None) -> int:
     """`--resimulate DIR`: the simulator's side of a saved replay again; prints the error table."""
     from validate.replay.pipeline import resimulate
 

@@ -43,7 +43,7 @@ class Sizes:
     engine_batch_tokens: int = 8
     served_contexts: tuple[int, ...] = (16, 128, 448)  # positions of the engine's own decode step
     # engines serving side by side (validate/sharing.py): how many at once, and each one's request
-    sharing_engines: tuple[int, ...] = (1, 2)
+    sharing_engines: tuple[int, ...] = (1, 2, 3)  # the CPU replay's most engines: one per model
     sharing_prompt_tokens: int = 32
     sharing_tokens: int = 8
 

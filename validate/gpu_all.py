@@ -484,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.build_checkpoint is not None:
         return build_checkpoint(a.build_checkpoint)
     skip = tuple(n for n in a.skip.split(",") if n)
+    if not any(pair.strip() for pair in a.replay_policies.split(",")):
+        p.error("--replay-policies needs at least one STAGING/KEEPALIVE pair")
     steps = without(plan_steps(sys.executable, a.cache_dir, a.replay_policies), skip)
     if a.dry_run:
         return rehearse(a.out, a.cache_dir, a.budget, steps)

@@ -15,7 +15,8 @@ decode (seconds per token after the first) and the whole request are timed per e
 each k and each part, processor sharing implies slots = k * t(1) / t(k), clamped to [1, k]
 (no slowdown at all is k slots, a full serialisation 1). The profile takes the whole
 request's figure at the largest k: that is the replay's mix of prefill and decode, at its
-largest number of engines. A larger k could show more slots; the replay never runs more.
+largest number of engines (the sizes ask for the replay's most: 4 on a GPU, 3 on the CPU). A
+larger k could show more slots; the replay never runs more.
 """
 
 from __future__ import annotations
@@ -114,19 +115,22 @@ def measure_sharing(
     and the note says so.
     """
     engines, note = [], ""
-    try:
-        for _ in range(max(counts)):
-            eng = make_engine(spec, plan)
-            engines.append(eng)
+    for _ in range(max(counts)):
+        eng = None
+        try:
+            eng = make_engine(spec, plan)  # allocates weights, KV cache and graph: out of memory here
             eng.start(background=False)
             eng.generate(prompt_ids, 2)  # first-use costs (kernels, graphs, allocator) are not sharing's
-    except RuntimeError as exc:  # torch's out-of-memory error is a RuntimeError
-        if not _is_out_of_memory(exc) or len(engines) <= 1:
-            for e in engines:
-                release(e)
-            raise
-        release(engines.pop())
-        note = f"the device held {len(engines)} engines of {max(counts)} asked for"
+        except RuntimeError as exc:  # torch's out-of-memory error is a RuntimeError
+            if eng is not None:
+                release(eng)
+            if not _is_out_of_memory(exc) or not engines:
+                for e in engines:
+                    release(e)
+                raise
+            note = f"the device held {len(engines)} engine(s) of the {max(counts)} asked for"
+            break
+        engines.append(eng)
     try:
         times: dict[int, list] = {}
         for k in sorted(c for c in set(counts) if c <= len(engines)):

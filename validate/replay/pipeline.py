@@ -269,39 +269,44 @@ def simulate_policy(
     return command, compare_policy(label, real, sim, sim_refills(sim_dir)), sim
 
 
-def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: int = 0) -> ReplayOutcome:
+def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: int | None = None) -> ReplayOutcome:
     """The simulator's side of a saved replay again, against the engine's saved rows.
 
     `saved` is a replay's folder (`requests.csv`, `real-*.csv`, `replay_details.json`,
     `replay_profile.json`). With `profile` (the measured profile), the replay profile is made
     again from it by today's rules; without, the saved replay profile is used as it was. The
     hardware's side is not run again: a GPU replay is checked against a changed simulator
-    without a GPU."""
+    without a GPU. The seed is the saved segment's unless `seed` is given."""
+    if out_dir.resolve() == saved.resolve():
+        raise ValidateError(f"--out {out_dir} is the saved replay itself: give another folder, so that it stays as it ran.")
     try:
         details = json.loads((saved / "replay_details.json").read_text())
         segment = pd.read_csv(saved / "requests.csv")
         saved_profile = json.loads((saved / "replay_profile.json").read_text())
-    except (OSError, json.JSONDecodeError, pd.errors.ParserError) as e:
-        raise ValidateError(f"{saved} is not a saved replay: {e}.") from None
-    reals = sorted(saved.glob("real-*.csv"))
+        ttl = float(details["ttl_s"])
+        batch = int(details.get("batch", 1))
+        instances = int(details["capacity"]["instances"])
+        kv = int(details.get("engine_max_tokens") or saved_profile["models"][0]["max_tokens_in_flight"] // batch)
+        seed = int(details.get("segment", {}).get("seed", 0)) if seed is None else seed
+        reals = {p: pd.read_csv(p) for p in sorted(saved.glob("real-*.csv"))}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:  # JSON, CSV and missing fields alike
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise ValidateError(f"{saved} is not a saved replay: {what}.") from None
     if not reals:
         raise ValidateError(f"{saved} holds no real-*.csv: nothing to compare the simulator with.")
+    for p, rows in reals.items():
+        missing = {"ttft_s", "cold"} - set(rows.columns)
+        if missing:
+            raise ValidateError(f"{p}: no column {', '.join(sorted(missing))} (a replay's engine rows have ttft_s and cold).")
     if not sim_cli_available():
         raise ValidateError("the simulator's command line (python -m sim) is not installed in this checkout.")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = write_requests_csv(segment, out_dir / "requests.csv")
-    batch = int(details.get("batch", 1))
-    if profile is None:
-        rprof = saved_profile
-    else:
-        kv = int(details.get("engine_max_tokens") or saved_profile["models"][0]["max_tokens_in_flight"] // batch)
-        rprof = replay_profile(profile, kv, int(details["capacity"]["instances"]), batch)
+    rprof = saved_profile if profile is None else replay_profile(profile, kv, instances, batch)
     rprof_path = write_profile(rprof, out_dir / "replay_profile.json")
-    ttl = float(details["ttl_s"])
     errors, commands, pairs = [], [], {}
-    for path in reals:
+    for path, real in reals.items():
         staging, _, keepalive = path.stem.removeprefix("real-").partition("-")
-        real = pd.read_csv(path)
         real.to_csv(out_dir / path.name, index=False)
         command, error, sim = simulate_policy(csv, rprof_path, staging, keepalive, ttl, real, out_dir, seed)
         commands.append(command)

@@ -1,11 +1,11 @@
 """Play a request segment on the real engine in wall-clock time: real loads, evictions, generation.
 
-The server mirrors what the simulator models for one GPU, with its default router
-(`least_loaded`): a request goes to a serving instance of its model with a free slot,
-else joins a loading one with a free slot, else a new instance is started (a cold start:
-engine construction, then staged loading), evicting idle instances least recently used
-first when memory would overflow (and, where nothing can be evicted, it queues on the
-least-loaded instance). An instance serves `slots` requests at once (1 by default; more
+The server mirrors what the simulator models for one GPU with the `least_loaded` router
+(which the replay names on the simulator's command line; its default is `expected_wait`):
+a request goes to a serving instance of its model with a free slot, else joins a loading
+one with a free slot, else a new instance is started (a cold start: engine construction,
+then staged loading), evicting idle instances least recently used first when memory would
+overflow. An instance serves `slots` requests at once (1 by default; more
 with `--replay-batch`, through the engine's continuous batching, and the replay profile
 says the same batch), and is kept for the keep-alive TTL after it goes
 idle ("none": evicted at once). A request that finds no memory for a new instance joins the
