@@ -205,7 +205,7 @@ def run_measurements(cfg: RunConfig) -> Measurements:
         max_tokens_in_flight=kv_budget_tokens(
             dev.memory_gb, reserved_gb, int(ck["total_bytes"]), int(ck["kv_bytes_per_token"])
         ),
-        notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in) | {"hardware.compute_slots": _sharing_note(sharing)},
+        notes=_notes(dev, engine_d, quality, choice.quality_is_stand_in, sharing),
         run_seconds=run_seconds,
         batching=batching,
         served_decode=served,
@@ -287,8 +287,9 @@ def _quality(cfg: RunConfig, choice: ModelChoice, max_tokens: int) -> QualityRes
     )
 
 
-def _notes(dev: DeviceInfo, eng: dict, quality: QualityResult, stand_in: bool) -> dict[str, str]:
+def _notes(dev: DeviceInfo, eng: dict, quality: QualityResult, stand_in: bool, sharing: dict) -> dict[str, str]:
     notes = {
+        "hardware.compute_slots": _sharing_note(sharing),
         "stages": (
             f"quality = perplexity_full / perplexity_stage of {quality.model} ({quality.source}"
             f"{', ' + quality.date if quality.date else ''})"

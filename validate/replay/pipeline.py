@@ -98,7 +98,6 @@ def replay_profile(
         note += (f"; host-to-device {warm / eff:.3g} GB/s: the loader's {warm:.3g} GB/s from the page cache "
                  "over its efficiency, shared by every load of this one process")
     if max_instances:
-        hw = d["hardware"]
         hw["gpu_memory_gb"] = (
             hw.get("gpu_reserved_gb", 0.0) + max_instances * footprint_bytes(d) * 1.0001 / 1e9
         )
@@ -249,11 +248,17 @@ def run_replay(
         if capacity is not None
         else {"instances": instances, "rule": "CPU: one per model"},
     }
+    write_comparison(out_dir, errors, details, pairs)
+    md = markdown_table(errors) + "\n\n" + _segment_note(spec, len(segment), cfg.ttl_s)
+    return ReplayOutcome(errors, format_table(errors), md, segment, details)
+
+
+def write_comparison(out_dir: Path, errors: list[PolicyError], details: dict, pairs: dict) -> None:
+    """A replay's comparison files, as a replay and `resimulate` both write them: the error table,
+    the details and the TTFT CDFs (`pairs`: policy -> (engine rows, simulator rows))."""
     pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
     (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
     plot_replay_ttft(pairs, out_dir / "replay_ttft.png")
-    md = markdown_table(errors) + "\n\n" + _segment_note(spec, len(segment), cfg.ttl_s)
-    return ReplayOutcome(errors, format_table(errors), md, segment, details)
 
 
 def simulate_policy(
@@ -313,9 +318,7 @@ def resimulate(saved: Path, out_dir: Path, profile: dict | None = None, seed: in
         errors.append(error)
         pairs[error.policy] = (real, sim)
     details = {**details, "sim_commands": commands, "resimulated_from": str(saved)}
-    pd.DataFrame([e.to_dict() for e in errors]).to_csv(out_dir / "replay_errors.csv", index=False)
-    (out_dir / "replay_details.json").write_text(json.dumps(details, indent=2) + "\n")
-    plot_replay_ttft(pairs, out_dir / "replay_ttft.png")
+    write_comparison(out_dir, errors, details, pairs)
     return ReplayOutcome(errors, format_table(errors), markdown_table(errors), segment, details)
 
 
