@@ -2,7 +2,7 @@
 
 A speed change (a compiled path, a memo, a trimmed call chain) must not move any number. The
 unit, differential and property tests check rules; this checks *outcomes* over a wide spread of
-inputs: about forty mixes of staging, keep-alive, prewarm, placement, routing and admission
+inputs: about thirty mixes of staging, keep-alive, prewarm, placement, routing and admission
 policies, both fidelities, both batch loops, both router walks, shared bases, remote storage,
 compute sharing, overload, several profiles, the platform day's own workload (a catalogue over
 many functions on 64 GPUs) and, where `../shared/traces` holds them, real traces. Each mix is one
@@ -72,6 +72,24 @@ DAY = {"trace": "synthetic", "duration": 240,
 ALL_STAGING = "full,pipelined,progressive"
 
 
+def packed_profile() -> str:
+    """A profile whose GPUs hold more instances than compute slots (every shipped profile's KV cache
+    fills its GPU, so without this no mix would step co-located instances): the A6000 LLaMA-2-7B
+    profile with a KV cache of 4,096 tokens, 15.6 GB an instance, three to a 49.5 GB GPU. Written to
+    the temporary folder, the same bytes every time; a mix names it through this function."""
+    import tempfile
+
+    data = json.loads((ROOT / "profiles" / "a6000-llama2-7b-published.json").read_text())
+    data["name"] = "a6000-llama2-7b-packed"
+    data["models"][0]["max_tokens_in_flight"] = 4096
+    path = Path(tempfile.gettempdir()) / "progressive-serve-reference" / "a6000-llama2-7b-packed.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=1, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        write_atomically(str(path), text)
+    return str(path)
+
+
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = dict(base)
     for key, value in changes.items():
@@ -85,7 +103,8 @@ def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 def mixes() -> list[Mix]:
     """Every mix, in the order they run (names are stable: digests are keyed by them)."""
     m = [
-        Mix("default_trace", {"trace": "azure_functions", "duration": 1800}),
+        Mix("default_trace", {"trace": "synthetic", "duration": 1800},
+            notes="the generator azure_functions falls back to, named so that no trace files on the machine change it"),
         Mix("busy_staging_keepalive", _with(BUSY, staging=ALL_STAGING, keepalive="none,fixed[ttl=60]")),
         Mix("busy_iteration", _with(BUSY, staging=ALL_STAGING, keepalive="none,fixed[ttl=60]",
                                     fidelity="iteration", duration=600)),
@@ -112,8 +131,11 @@ def mixes() -> list[Mix]:
                                                   staging="progressive", keepalive="fixed", fidelity="iteration",
                                                   admission="degrade,goodput")),
         Mix("remote_storage", _with(BUSY, staging=ALL_STAGING, keepalive="fixed[ttl=60]", storage="remote")),
-        Mix("no_compute_sharing", _with(BUSY, staging="full,progressive", keepalive="fixed[ttl=60]",
-                                        compute_sharing="none")),
+        Mix("packed_time_slice", _with(BUSY, profile=packed_profile, staging="full,progressive",
+                                       keepalive="fixed[ttl=60]"),
+            notes="three instances fit a GPU of one compute slot: co-located instances share its compute"),
+        Mix("packed_no_sharing", _with(BUSY, profile=packed_profile, staging="full,progressive",
+                                       keepalive="fixed[ttl=60]", compute_sharing="none")),
         Mix("small_cluster_slo", _with(BUSY, staging=ALL_STAGING, keepalive="fixed[ttl=60]", nodes=1,
                                        gpus_per_node=2, slo_ttft=2.0)),
         Mix("catalog_h100", _with(BUSY_CATALOG, staging=ALL_STAGING, keepalive="none,fixed")),
@@ -203,6 +225,21 @@ def walk_in_python(on: bool) -> Iterator[None]:
         TtftEstimator.compiled_min_candidates, TtftEstimator.compiled_min_gpus = saved
 
 
+def compiled_paths_unready() -> str:
+    """Why the compiled batch loops or the compiled walk cannot run here ("" when both can). The
+    simulator falls back to Python quietly where numba is missing or cannot compile (a warning
+    that `sim.run` keeps to itself on success), so a twin would then match its mix trivially."""
+    try:
+        from policies.ttft_kernel import ready as walk_ready
+        from sim.compiled_batch import ready as batches_ready
+
+        batches_ready()
+        walk_ready()
+    except Exception as exc:  # numba missing, or unable to compile or cache here
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 def run_mix(mix: Mix) -> dict[str, Any]:
     """The mix's digest: per-column hashes of records, summary and models, and the summary's rows."""
     from sim import run
@@ -210,10 +247,11 @@ def run_mix(mix: Mix) -> dict[str, Any]:
 
     if mix.needs and not (SHARED_TRACES / mix.needs).is_dir():
         return {"skipped": f"{SHARED_TRACES / mix.needs} is absent"}
+    options = {k: v() if callable(v) else v for k, v in mix.options.items()}  # a profile written on demand
     t0 = time.process_time()
     with walk_in_python(mix.walk == "python"):
         try:
-            res = run(records=True, **mix.options)
+            res = run(records=True, **options)
         except SimulationError as exc:  # recorded and compared like a result; the command exits 1
             return {"error": str(exc)}
     records = res.records
@@ -260,8 +298,7 @@ def twins_apart(chosen: list[Mix], digests: dict[str, dict]) -> dict[str, list[s
     out = {}
     for m in chosen:
         if m.twin_of and m.twin_of in digests and m.name in digests:
-            twin = {**digests[m.twin_of], "cpu_s": None}
-            c = compare({m.name: twin}, {m.name: {**digests[m.name], "cpu_s": None}})
+            c = compare({m.name: digests[m.twin_of]}, {m.name: digests[m.name]})
             if m.name in c.differ:
                 out[m.name] = c.differ[m.name]
     return out
@@ -342,9 +379,13 @@ def main(argv: list[str] | None = None, on_mix: Callable[[str], None] | None = N
     if args.list:
         for m in chosen:
             extra = (f" walk={m.walk}" if m.walk != "compiled" else "") + (f" twin_of={m.twin_of}" if m.twin_of else "")
-            print(f"{m.name:32s} {json.dumps(m.options)}{extra}" + (f"  # {m.notes}" if m.notes else ""))
+            print(f"{m.name:32s} {json.dumps(m.options, default=lambda f: f.__name__ + '()')}{extra}" + (f"  # {m.notes}" if m.notes else ""))
         return 0
     old = read_digests(args.against) if args.against else {}
+    unready = compiled_paths_unready() if any(m.twin_of for m in chosen) else ""
+    if unready:  # both twins would run the Python path and agree, proving nothing
+        print(f"reference_mixes: twins cannot be checked here: {unready}", file=sys.stderr)
+        return 1
     from tqdm import tqdm
 
     new: dict[str, dict] = {}
@@ -373,6 +414,9 @@ def main(argv: list[str] | None = None, on_mix: Callable[[str], None] | None = N
             print(f"DIFFERS {name}: " + "; ".join(moved))
         if c.unmatched:
             print(f"not compared (skipped on one side, or not in {args.against}): {', '.join(c.unmatched)}")
+        gone = [] if args.only else sorted(set(old) - set(new))
+        if gone:
+            print(f"in {args.against} but no longer a mix (renamed or removed): {', '.join(gone)}")
         print(f"{len(c.same)} of {len(new)} mixes give the same results to the last bit")
     print(f"mixes={len(new)} skipped={skipped} failed={len(failed)} records={records} cpu_s={cpu:.1f} "
           f"twins_apart={len(apart)} differ={differ}")

@@ -65,13 +65,20 @@ def test_a_changed_run_is_found_and_the_same_run_passes(tmp_path, monkeypatch, c
     said = capsys.readouterr().out
     assert "DIFFERS default_trace:" in said and "records." in said
     assert said.strip().splitlines()[-1].endswith("differ=1")
+    # a full run names a mix the file holds that is no longer in the set
+    monkeypatch.setattr(ref, "mixes", lambda: [ref.Mix("default_trace", {"trace": "synthetic", "duration": 1800})])
+    old = json.loads(out.read_text())
+    old["mixes"]["renamed_away"] = old["mixes"]["default_trace"]
+    out.write_text(json.dumps(old))
+    assert ref.main(["--against", str(out)]) == 0
+    assert "no longer a mix (renamed or removed): renamed_away" in capsys.readouterr().out
 
 
 def test_errors_compare_by_message_and_twins_must_agree():
     c = ref.compare({"a": {"error": "x"}, "b": {"error": "x"}}, {"a": {"error": "y"}, "b": {"error": "x"}})
     assert c.same == ["b"] and c.differ["a"] == ["error 'x' -> 'y'"]
     chosen = [ref.Mix("base", {}), ref.Mix("twin", {}, twin_of="base")]
-    same = {"base": _digest(cpu_s=1.0), "twin": _digest(cpu_s=2.0)}  # CPU time aside
+    same = {"base": _digest(cpu_s=1.0), "twin": _digest(cpu_s=2.0)}  # CPU time is not a result
     assert ref.twins_apart(chosen, same) == {}
     apart = ref.twins_apart(chosen, {**same, "twin": _digest(summary_digest={"ttft_p99_s": "C"})})
     assert apart == {"twin": ["summary.ttft_p99_s"]}
@@ -83,6 +90,39 @@ def test_the_python_batch_loops_twin_agrees_with_the_compiled_one(capsys):
     code = ref.main(["--only", "busy_staging_keepalive,busy_python_batches"])
     said = capsys.readouterr().out
     assert code == 0 and "twins_apart=0" in said.strip().splitlines()[-1]
+
+
+def test_walk_in_python_keeps_the_walk_in_python_and_puts_the_limits_back():
+    from policies.ttft import TtftEstimator
+
+    saved = TtftEstimator.compiled_min_candidates, TtftEstimator.compiled_min_gpus
+    with pytest.raises(RuntimeError), ref.walk_in_python(True):
+        assert TtftEstimator.compiled_min_candidates == TtftEstimator.compiled_min_gpus == sys.maxsize
+        raise RuntimeError("a mix that fails")
+    assert (TtftEstimator.compiled_min_candidates, TtftEstimator.compiled_min_gpus) == saved
+    with ref.walk_in_python(False):
+        assert (TtftEstimator.compiled_min_candidates, TtftEstimator.compiled_min_gpus) == saved
+
+
+def test_the_packed_profile_shares_gpus_and_its_two_mixes_differ():
+    """The packed mixes are the only ones that step co-located instances: their profile must let a
+    GPU hold more instances than compute slots, and switching sharing off must change results."""
+    from sim.config import SimConfig
+    from sim.profile import load_profile
+    from sim.simulator import gpus_can_be_shared
+
+    profile = load_profile(ref.packed_profile())
+    assert gpus_can_be_shared(profile, SimConfig())
+    assert ref.packed_profile() == ref.packed_profile()  # one file, rewritten only if it changed
+    shared, alone = (ref.run_mix(m) for m in ref.select("packed_time_slice,packed_no_sharing"))
+    assert shared["records"] == alone["records"] > 1000
+    assert shared["records_digest"]["ttft_s"] != alone["records_digest"]["ttft_s"]
+
+
+def test_twins_are_refused_where_the_compiled_paths_cannot_run(monkeypatch, capsys):
+    monkeypatch.setattr(ref, "compiled_paths_unready", lambda: "ImportError: no numba")
+    assert ref.main(["--only", "day_walk_python"]) == 1
+    assert "twins cannot be checked here: ImportError: no numba" in capsys.readouterr().err
 
 
 def test_a_mix_whose_trace_files_are_absent_is_skipped(monkeypatch):
