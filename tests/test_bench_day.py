@@ -148,8 +148,10 @@ def test_a_platform_run_as_cells_a_few_at_a_time_adds_up_once_every_cell_has_run
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert rep.returncode == 0, rep.stderr[-2000:]
     from_logs = _figures(rep.stdout)
-    for field in ("cells_done", "requests", "cpu_s", "slo_pct", "cold_start_pct", "peak_mem_mb"):
+    for field in ("cells_done", "requests", "cpu_s", "slo_pct", "cold_start_pct", "peak_mem_mb", "longest_cell_cpu_s"):
         assert from_logs[f"full_fixed_h0p01_v0p02_cells2_{field}"] == both[f"full_fixed_h0p01_v0p02_cells2_{field}"]
+    cell_cpu = [float(both[f"full_fixed_h0p01_v0p02_c{k}of2_cpu_s"]) for k in (0, 1)]
+    assert float(both["full_fixed_h0p01_v0p02_cells2_longest_cell_cpu_s"]) == max(cell_cpu) > 0
 
 
 def test_bench_day_refuses_cells_it_cannot_make():
