@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -173,7 +174,8 @@ def run_leg(leg: Leg) -> dict:
     duration = leg.hours * 3600.0
     trace = open_day(leg, duration, leg.volume)
     if leg.log:
-        append_line(leg.log, {"leg": asdict(leg), "expected_requests": trace.details["expected_requests"]})
+        append_line(leg.log, {"leg": asdict(leg), "expected_requests": trace.details["expected_requests"],
+                              **code_stamp()})
     policies = PolicySet.from_specs(**combo_specs(leg.combo))
     metrics = RunMetrics(policies.label, 5.0)  # no writer: records off
     sim = Simulator(load_profile(leg.profile), policies,
@@ -219,6 +221,27 @@ def log_progress(path: str, sim, metrics, requests: int, wall_s: float, cpu_s: f
         "ttft_p99_s": ttft.quantile(0.99) if ttft.count else None, "instances": len(sim.instances), "done": done,
     }
     append_line(path, line)
+
+
+def code_stamp() -> dict[str, str]:
+    """Which code and machine a leg ran on, for its log's header: logs kept for months (or in
+    the repository) are read next to others from other code, and a figure is only worth what
+    the code that measured it says. `code` is the commit, with `+changes` when tracked files
+    differ from it, or `unknown` outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=30)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        code = "unknown"
+    else:
+        code = commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else "unknown"
+        if code != "unknown" and changed.returncode == 0 and changed.stdout.strip():
+            code += "+changes"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return {"code": code, "machine": machine}
 
 
 def append_line(path: str, record: dict) -> None:
@@ -330,7 +353,7 @@ def report(folder: str) -> None:
         raise SystemExit(f"bench_day: --report {folder}: no .jsonl logs there")
     width = max(28, *(len(path.stem) for path in paths))  # a cell's log name is long
     print(f"{'log':{width}s} {'state':>10s} {'requests':>11s} {'sim h':>6s} {'cpu h':>6s} {'cpu r/s':>8s} {'peak MB':>8s} "
-          f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}")
+          f"{'SLO %':>6s} {'p50 s':>7s} {'p99 s':>7s} {'leg cpu h':>10s}  code")
     figures: dict[str, object] = {}
     platforms: dict[str, PlatformTotal] = {}
     for path in paths:
@@ -352,7 +375,8 @@ def report(folder: str) -> None:
         leg_h = "?" if projected is None else f"{projected / 3600:.1f}" + ("" if done else "*")
         print(f"{key:{width}s} {'done' if done else 'unfinished':>10s} {last['requests']:11d} {last['sim_s'] / 3600:6.2f} "
               f"{last['cpu_s'] / 3600:6.2f} {_or_nan(last['cpu_req_per_s']):8.0f} {peak:8.0f} {slo:6.1f} "
-              f"{_or_nan(last['ttft_p50_s']):7.3f} {_or_nan(last['ttft_p99_s']):7.1f} {leg_h:>10s}")
+              f"{_or_nan(last['ttft_p50_s']):7.3f} {_or_nan(last['ttft_p99_s']):7.1f} {leg_h:>10s}  "
+              f"{(header or {}).get('code', '?')}")
         figures.update({f"{key}_done": int(done), f"{key}_requests": last["requests"], f"{key}_sim_s": last["sim_s"],
                         f"{key}_cpu_s": last["cpu_s"], f"{key}_peak_mem_mb": round(peak)})
         if projected is not None:
@@ -364,7 +388,8 @@ def report(folder: str) -> None:
             if done and int(k) < int(n):
                 total.add({**last, "peak_rss_mb": peak})
     print("leg cpu h: the leg's CPU time; * projected, the leg's expected requests over the rate kept so far; "
-          "? where the log does not give the leg's size")
+          "? where the log does not give the leg's size. code: the commit the leg ran (+changes: with "
+          "uncommitted changes; ? in logs from before the header named it)")
     for key, total in platforms.items():
         print(total.line(key))
         figures.update(total.figures(key))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -48,6 +49,12 @@ def test_bench_day_tiny_run_prints_key_value_figures(tmp_path):
         assert abs(day - int(figures["full_day_requests"]) / rate) <= 1 + day * 0.51 / rate
         # both printed rounded (the day to whole seconds, the ratio to hundredths)
         assert abs(float(figures[f"{key}_ratio_to_10min"]) - day / 600) <= 0.005 + 0.5 / 600
+        # the header names the code and machine the leg ran on, and --report shows the code
+        header = json.loads((tmp_path / "log" / f"{key}.jsonl").read_text().splitlines()[0])
+        assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", header["code"]), header["code"]
+        assert f"{os.cpu_count()} CPUs" in header["machine"]
+        row = next(line for line in rep.stdout.splitlines() if line.startswith(key + " "))
+        assert row.split()[-1] == header["code"]
 
 
 def test_bench_day_runs_each_leg_with_both_walks_and_prints_the_speedup():
@@ -92,6 +99,8 @@ def test_bench_day_report_projects_an_unfinished_leg_and_skips_a_torn_last_line(
     assert got["full_fixed_h24_v1_done"] == "0" and got["full_fixed_h24_v1_requests"] == "1000"
     assert got["full_fixed_h24_v1_leg_cpu_s"] == "40"  # 10 s for a quarter of the expected 4,000
     assert "90.0" in rep.stdout  # SLO met by 891 of 990 served
+    row = next(line for line in rep.stdout.splitlines() if line.startswith("full_fixed_h24_v1 "))
+    assert row.split()[-1] == "?"  # a header from before logs named their code
     # a bad line that is not the last is an error naming the file and the line
     log.write_text('{"requests": 2000, "sim\n' + json.dumps(progress) + "\n")
     bad = subprocess.run([sys.executable, "bench/bench_day.py", "--report", str(tmp_path)],
