@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(fetched over the network, then cached) (default ssd)")
     c.add_argument("--slo-ttft", type=float, default=5.0, help="TTFT SLO in seconds (default 5)")
     c.add_argument("--fidelity", choices=FIDELITIES, default="request",
-                   help="request: closed-form per request (fast, day-long traces); "
-                        "iteration: continuous batching, one event per batch step (default request)")
+                   help="request: the continuous-batching model computed exactly with few events (fast, "
+                        "day-long traces); iteration: the same model, one event per batch step (default request)")
     c.add_argument("--batches", choices=BATCHES, default=SimConfig.batches,
                    help="request fidelity's batch loops: compiled (arrays advanced by a numba kernel, no "
                         "event per step) or python (a SimPy process per busy instance); both give the same "
