@@ -227,7 +227,10 @@ def code_stamp() -> dict[str, str]:
     """Which code and machine a leg ran on, for its log's header: logs kept for months (or in
     the repository) are read next to others from other code, and a figure is only worth what
     the code that measured it says. `code` is the commit, with `+changes` when tracked files
-    differ from it, or `unknown` outside a git checkout."""
+    differ from it, or `unknown` outside a git checkout; `versions` are the run manifest's
+    (`sim.runstore.versions`: Python and the simulator's packages)."""
+    from sim.runstore import versions
+
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=root, capture_output=True,
@@ -240,8 +243,7 @@ def code_stamp() -> dict[str, str]:
         code = commit.stdout.strip() if commit.returncode == 0 and commit.stdout.strip() else "unknown"
         if code != "unknown" and changed.returncode == 0 and changed.stdout.strip():
             code += "+changes"
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    return {"code": code, "machine": machine}
+    return {"code": code, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "versions": versions()}
 
 
 def append_line(path: str, record: dict) -> None:

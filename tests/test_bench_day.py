@@ -53,6 +53,7 @@ def test_bench_day_tiny_run_prints_key_value_figures(tmp_path):
         header = json.loads((tmp_path / "log" / f"{key}.jsonl").read_text().splitlines()[0])
         assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", header["code"]), header["code"]
         assert f"{os.cpu_count()} CPUs" in header["machine"]
+        assert header["versions"]["python"] == sys.version.split()[0] and "simpy" in header["versions"]
         row = next(line for line in rep.stdout.splitlines() if line.startswith(key + " "))
         assert row.split()[-1] == header["code"]
 
